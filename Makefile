@@ -1,0 +1,51 @@
+# backorder: every target does its own set-up, so each works on a fresh clone.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8000
+WORKERS ?= 1
+
+.DEFAULT_GOAL := help
+
+.PHONY: help install run test check lint format bench soak lock clean
+
+help: ## Show the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[embedded,dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## Create .venv if absent and install the project with its extras
+
+run: install ## Migrate and serve (embedded PostgreSQL unless DATABASE_URL is set); HOST, PORT, WORKERS
+	$(BIN)/backorder serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
+
+test: install ## The whole suite on real PostgreSQL (embedded unless TEST_DATABASE_URL is set)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+check: install ## Ruff lint and format check, mypy strict
+	$(BIN)/ruff check src tests migrations bench
+	$(BIN)/ruff format --check src tests migrations bench
+	$(BIN)/mypy
+
+format: install ## Apply ruff fixes and formatting
+	$(BIN)/ruff check --fix src tests migrations bench
+	$(BIN)/ruff format src tests migrations bench
+
+bench: install ## Benchmarks against ceilings measured in the same run (writes bench/results.json)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+soak: install ## Long concurrency and crash runs; prints figures
+	$(BIN)/pytest -m slow tests/concurrency $(PYTEST_ARGS)
+
+lock: ## Re-pin requirements.lock from the current .venv
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^-e' > requirements.lock
+
+clean: ## Remove the virtualenv and caches (not the data directory)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

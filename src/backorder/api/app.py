@@ -1,0 +1,70 @@
+"""The FastAPI application: routers, error mapping, middleware, OpenAPI as an ops manual."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from backorder import __version__
+from backorder.api import problems
+from backorder.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from backorder.api.routers import backorders, keys, ops, orders, products
+from backorder.config import Settings
+from backorder.db.engine import head_revision, make_engine
+
+DESCRIPTION = """
+Order management with first-class backorder handling.
+
+* **Products and stock**: live figures (`on_hand`, `allocated`, `available`, `backordered`,
+  `incoming`) and a stock ledger.
+* **Orders**: each line takes what is available now; the rest waits in the SKU's
+  **backorder queue** (FIFO or priority). Partial backorders ship what is there; full ones
+  wait for everything.
+* **Restocks** fill the queue, head first, in the same transaction.
+
+Authenticate with **Authorize** and an API key (`Bearer` scheme). Errors are
+`application/problem+json` with a stable `code`. `POST`s that move stock or orders honour an
+`Idempotency-Key` header.
+"""
+
+TAGS = [
+    {"name": "Orders", "description": "Place, read, cancel, ship and reprioritise orders."},
+    {"name": "Backorder queue", "description": "Who waits for what, in fill order."},
+    {"name": "Products and stock", "description": "Catalog, live figures, restocks, ledger."},
+    {"name": "API keys", "description": "Keys for storefronts (one channel each) and ops."},
+    {"name": "Operations", "description": "Health, readiness and metrics."},
+]
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.engine = make_engine(settings)
+        try:
+            yield
+        finally:
+            await app.state.engine.dispose()
+
+    app = FastAPI(
+        title="backorder",
+        version=__version__,
+        description=DESCRIPTION,
+        openapi_tags=TAGS,
+        lifespan=lifespan,
+        swagger_ui_parameters={"persistAuthorization": True, "displayRequestDuration": True},
+    )
+    app.state.settings = settings
+    app.state.head_revision = head_revision(settings.require_database_url())
+    problems.install(app)
+    for module in (orders, backorders, products, keys, ops):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestIdMiddleware)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory for `uvicorn --factory` and worker processes: settings from the environment."""
+    return create_app(Settings())

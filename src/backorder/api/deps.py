@@ -1,0 +1,93 @@
+"""Dependencies: the principal behind the API key, role checks, the engine."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from backorder.config import Settings
+from backorder.db import keys
+from backorder.db.engine import run_transaction
+from backorder.domain.errors import Forbidden, Unauthorized
+
+bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="ApiKey",
+    description="An API key (`bo_...`) or the master key, sent as `Authorization: Bearer <key>`.",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling. A key's channel is its name, so a rotated key keeps its orders."""
+
+    role: str
+    name: str
+    scope: str  # idempotency and rate-limit scope: the key's id, or "master"
+
+    @property
+    def is_ops(self) -> bool:
+        return self.role == "ops"
+
+    @property
+    def channel(self) -> str:
+        return self.name
+
+    @property
+    def channel_filter(self) -> str | None:
+        """Storefronts see only their channel's orders; ops see all."""
+        return None if self.is_ops else self.name
+
+
+def get_engine(request: Request) -> AsyncEngine:
+    engine: AsyncEngine = request.app.state.engine
+    return engine
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+async def authenticate(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Principal:
+    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
+        raise Unauthorized("send an API key as 'Authorization: Bearer <key>'")
+    secret = credentials.credentials
+    settings = get_settings(request)
+    master = settings.master_key_value
+    if master and hmac.compare_digest(secret.encode(), master.encode()):
+        principal = Principal(role="ops", name="master", scope="master")
+    else:
+        row = await run_transaction(
+            get_engine(request), lambda conn: keys.find_active(conn, secret), attempts=2
+        )
+        if row is None:
+            raise Unauthorized("unknown or revoked API key")
+        principal = Principal(role=row.role, name=row.name, scope=str(row.id))
+    request.state.principal = principal
+    limiter = getattr(request.app.state, "rate_limiter", None)
+    if limiter is not None:
+        limiter.check(principal.scope)
+    return principal
+
+
+async def require_ops(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+    if not principal.is_ops:
+        raise Forbidden("this needs an ops key")
+    return principal
+
+
+AnyKey = Annotated[Principal, Depends(authenticate)]
+OpsKey = Annotated[Principal, Depends(require_ops)]

@@ -1,0 +1,123 @@
+"""Running a use case for a request: its transaction, its retries, and idempotency keys.
+
+A write answers from inside the transaction that made it. With an `Idempotency-Key`, the key
+is claimed (advisory lock), looked up and stored in that same transaction, so a retried
+request after a crash either replays the first answer or redoes the work, never both.
+Refusals (any answer below 500) are stored and replayed too; a 5xx stores nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from fastapi import Request
+from sqlalchemy.ext.asyncio import AsyncConnection
+from starlette.responses import Response
+
+from backorder.api.deps import Principal
+from backorder.api.problems import domain_problem, request_id_of
+from backorder.db import idempotency
+from backorder.db.engine import run_transaction
+from backorder.domain.errors import (
+    DomainError,
+    IdempotencyKeyInUse,
+    IdempotencyKeyReused,
+    ValidationFailed,
+)
+
+Work = Callable[[AsyncConnection], Awaitable[Any]]
+JSON_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
+
+
+def dumps(body: Any) -> bytes:
+    return orjson.dumps(body, option=JSON_OPTIONS)
+
+
+def json_response(
+    body: Any, status_code: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(
+        dumps(body), status_code=status_code, media_type="application/json", headers=headers
+    )
+
+
+async def read(request: Request, work: Work) -> Response:
+    """A read: one short transaction, the result as JSON."""
+    body = await run_transaction(request.app.state.engine, work, attempts=2)
+    return json_response(body)
+
+
+async def write(
+    request: Request, principal: Principal, work: Work, *, status_code: int = 201
+) -> Response:
+    """A write; honours `Idempotency-Key` when the request carries one."""
+    engine = request.app.state.engine
+    attempts = request.app.state.settings.transaction_attempts
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        body = await run_transaction(engine, work, attempts=attempts)
+        return json_response(body, status_code)
+    if not 1 <= len(key) <= 255:
+        raise ValidationFailed(
+            "Idempotency-Key must be 1-255 characters",
+            [
+                {
+                    "loc": ["header", "Idempotency-Key"],
+                    "field": "Idempotency-Key",
+                    "msg": "must be 1-255 characters",
+                }
+            ],
+        )
+    fingerprint = await _fingerprint(request)
+    ttl = request.app.state.settings.idempotency_ttl_hours
+    request_id = request_id_of(request)
+
+    async def guarded(conn: AsyncConnection) -> tuple[int, bytes, bool]:
+        if not await idempotency.try_lock(conn, principal.scope, key):
+            raise IdempotencyKeyInUse("a request with this Idempotency-Key is still running")
+        stored = await idempotency.find(conn, principal.scope, key, ttl)
+        if stored is not None:
+            same = (stored.method, stored.path, stored.request_hash) == (
+                request.method,
+                request.url.path,
+                fingerprint,
+            )
+            if not same:
+                raise IdempotencyKeyReused("this Idempotency-Key was used with a different request")
+            return stored.status_code, stored.body, True
+        try:
+            async with conn.begin_nested():
+                status, payload = status_code, dumps(await work(conn))
+        except DomainError as exc:
+            if exc.status >= 500:
+                raise
+            status, payload = exc.status, dumps(domain_problem(exc, request_id))
+        stored_now = await idempotency.store(
+            conn,
+            principal.scope,
+            key,
+            idempotency.StoredResponse(
+                request.method, request.url.path, fingerprint, status, payload
+            ),
+            ttl,
+        )
+        if not stored_now:
+            raise IdempotencyKeyInUse("a request with this Idempotency-Key ran meanwhile")
+        return status, payload, False
+
+    status, payload, replayed = await run_transaction(engine, guarded, attempts=attempts)
+    media = "application/json" if status < 400 else "application/problem+json"
+    headers = {"Idempotent-Replayed": "true"} if replayed else None
+    return Response(payload, status_code=status, media_type=media, headers=headers)
+
+
+async def _fingerprint(request: Request) -> str:
+    raw = await request.body()
+    try:
+        canonical = orjson.dumps(orjson.loads(raw), option=orjson.OPT_SORT_KEYS) if raw else b""
+    except orjson.JSONDecodeError:
+        canonical = raw
+    return hashlib.sha256(canonical).hexdigest()

@@ -1,0 +1,162 @@
+"""problem+json (RFC 9457): the one place where errors become HTTP answers."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import DBAPIError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from backorder.db.engine import is_unavailable
+from backorder.domain.errors import DomainError, RateLimited, RetryLater
+
+log = logging.getLogger("backorder.api")
+
+PROBLEM_TYPE_BASE = "https://backorder.dev/problems/"
+_HTTP_CODES = {
+    400: "validation_error",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "rate_limited",
+    503: "retry_later",
+}
+
+
+def request_id_of(request: Request) -> str | None:
+    return getattr(request.state, "request_id", None)
+
+
+def problem_body(
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    title: str | None = None,
+    request_id: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE_BASE + code,
+        "title": title or HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "code": code,
+        "request_id": request_id,
+    }
+    body.update(extra)
+    return body
+
+
+def problem_response(body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps(body),
+        status_code=int(body["status"]),
+        media_type="application/problem+json",
+        headers=headers,
+    )
+
+
+def domain_problem(exc: DomainError, request_id: str | None) -> dict[str, Any]:
+    return problem_body(
+        exc.status, exc.code, exc.detail, title=exc.title, request_id=request_id, **exc.extra
+    )
+
+
+def retry_headers(exc: DomainError) -> dict[str, str] | None:
+    if isinstance(exc, RetryLater | RateLimited):
+        return {"Retry-After": str(exc.retry_after)}
+    return None
+
+
+def _jsonable_errors(errors: Any) -> list[dict[str, Any]]:
+    out = []
+    for err in errors:
+        loc = [str(p) if not isinstance(p, int) else p for p in err.get("loc", ())]
+        out.append(
+            {
+                "loc": loc,
+                "field": ".".join(str(p) for p in loc if p not in ("body", "query", "path")),
+                "msg": str(err.get("msg", "")),
+                "type": str(err.get("type", "")),
+            }
+        )
+    return out
+
+
+def validation_problem(errors: Any, request_id: str | None) -> dict[str, Any]:
+    errs = _jsonable_errors(errors)
+    fields = ", ".join(sorted({e["field"] or "body" for e in errs}))
+    return problem_body(
+        422,
+        "validation_error",
+        f"invalid request: {fields}",
+        title="Validation error",
+        request_id=request_id,
+        errors=errs,
+    )
+
+
+def install(app: FastAPI) -> None:
+    """Map every error the service can raise to problem+json; nothing escapes as a 500 page."""
+
+    @app.exception_handler(DomainError)
+    async def _domain(request: Request, exc: DomainError) -> Response:
+        return problem_response(domain_problem(exc, request_id_of(request)), retry_headers(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
+        return problem_response(validation_problem(exc.errors(), request_id_of(request)))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = f"no route {request.method} {request.url.path}"
+        body = problem_body(exc.status_code, code, detail, request_id=request_id_of(request))
+        return problem_response(body, dict(exc.headers) if exc.headers else None)
+
+    @app.exception_handler(DBAPIError)
+    async def _database(request: Request, exc: DBAPIError) -> Response:
+        if is_unavailable(exc):
+            body = problem_body(
+                503,
+                "retry_later",
+                "the database is briefly unavailable",
+                request_id=request_id_of(request),
+            )
+            return problem_response(body, {"Retry-After": "2"})
+        log.exception("unexpected database error", exc_info=exc)
+        body = problem_body(
+            500, "internal_error", "unexpected error", request_id=request_id_of(request)
+        )
+        return problem_response(body)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, OSError | TimeoutError):
+            body = problem_body(
+                503,
+                "retry_later",
+                "the database is briefly unavailable",
+                request_id=request_id_of(request),
+            )
+            return problem_response(body, {"Retry-After": "2"})
+        log.exception("unhandled error", exc_info=exc)
+        body = problem_body(
+            500, "internal_error", "unexpected error", request_id=request_id_of(request)
+        )
+        return problem_response(body)

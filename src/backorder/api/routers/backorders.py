@@ -1,0 +1,69 @@
+"""/v1/backorders: the queue, in the order it will be filled."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Query, Request
+from sqlalchemy.ext.asyncio import AsyncConnection
+from starlette.responses import Response
+
+from backorder.api import cursors
+from backorder.api.deps import OpsKey
+from backorder.api.docs import problems
+from backorder.api.execute import read
+from backorder.api.schemas.common import SKU_PATTERN, Page, page
+from backorder.api.schemas.orders import BackorderOut
+from backorder.db import queue
+
+router = APIRouter(prefix="/v1/backorders", tags=["Backorder queue"])
+
+
+@router.get(
+    "",
+    response_model=Page[BackorderOut],
+    responses=problems(403),
+    summary="The backorder queue",
+    description="Open backordered lines **in the order they will be filled**, SKU by SKU. "
+    "`position` is 1 for the next line to be filled within its SKU. `fifo` products fill by "
+    "placement time, then line id; `priority` products by priority (higher first), then "
+    "placement time, then line id.",
+)
+async def list_backorders(
+    request: Request,
+    principal: OpsKey,
+    sku: Annotated[str | None, Query(pattern=SKU_PATTERN)] = None,
+    limit: cursors.LimitQuery = 50,
+    cursor: cursors.CursorQuery = None,
+) -> Response:
+    after = cursors.decode(cursor, str, int, datetime.fromisoformat, UUID)
+
+    async def work(conn: AsyncConnection) -> dict[str, Any]:
+        rows = await queue.list_queue(conn, sku=sku, limit=limit + 1, after=after)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        data = [
+            {
+                "order_id": r.order_id,
+                "line_id": r.line_id,
+                "sku": r.sku,
+                "customer_id": r.customer_id,
+                "quantity": r.quantity,
+                "priority": r.priority,
+                "created_at": r.created_at,
+                "position": r.position,
+                "expected_date": r.expected_date,
+            }
+            for r in rows
+        ]
+        last = rows[-1] if rows else None
+        next_cursor = (
+            cursors.encode(last.sku, last.rank, last.created_at.isoformat(), last.line_id)
+            if more and last
+            else None
+        )
+        return page(data, next_cursor)
+
+    return await read(request, work)

@@ -1,0 +1,56 @@
+"""Health and readiness probes (no key needed)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from sqlalchemy import text
+from starlette.responses import Response
+
+from backorder.api.docs import problems
+from backorder.api.execute import json_response
+from backorder.api.problems import problem_body, problem_response, request_id_of
+from backorder.db.engine import current_revision
+
+router = APIRouter(tags=["Operations"])
+
+
+@router.get(
+    "/healthz",
+    summary="Liveness: the process is up",
+    description="Answers 200 while the process runs; touches no database.",
+)
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get(
+    "/readyz",
+    summary="Readiness: database reachable, migrations current",
+    description="200 when PostgreSQL answers and the schema is at the newest migration; "
+    "503 `retry_later` otherwise, so a load balancer stops sending traffic.",
+    responses=problems(503),
+)
+async def readyz(request: Request) -> Response:
+    engine = request.app.state.engine
+    expected = request.app.state.head_revision
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+            revision = await current_revision(conn)
+    except Exception as exc:
+        body = problem_body(
+            503,
+            "retry_later",
+            f"database unreachable: {type(exc).__name__}",
+            request_id=request_id_of(request),
+        )
+        return problem_response(body, {"Retry-After": "2"})
+    if revision != expected:
+        body = problem_body(
+            503,
+            "retry_later",
+            f"schema at {revision}, expected {expected}: run `backorder migrate`",
+            request_id=request_id_of(request),
+        )
+        return problem_response(body, {"Retry-After": "5"})
+    return json_response({"status": "ready", "database": "ok", "migration": revision})

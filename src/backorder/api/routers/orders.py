@@ -1,0 +1,217 @@
+"""/v1/orders: placing, reading, cancelling, shipping and reprioritising orders."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Body, Query, Request
+from sqlalchemy.ext.asyncio import AsyncConnection
+from starlette.responses import Response
+
+from backorder.api import cursors
+from backorder.api.deps import AnyKey, OpsKey
+from backorder.api.docs import problems
+from backorder.api.execute import read, write
+from backorder.api.schemas.common import SKU_PATTERN, Page, page
+from backorder.api.schemas.orders import (
+    CancelIn,
+    LineCancelIn,
+    OrderIn,
+    OrderOut,
+    OrderStatusName,
+    PriorityIn,
+    ShipmentIn,
+    ShipmentOut,
+)
+from backorder.db import orders
+from backorder.domain.errors import ValidationFailed
+from backorder.domain.orders import ShipPolicy
+from backorder.services import ordering
+
+router = APIRouter(prefix="/v1/orders", tags=["Orders"])
+
+STOREFRONT_MAX_PRIORITY = 4
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=OrderOut,
+    responses=problems(403, 409),
+    summary="Place an order",
+    description="Each line takes what is available now and the rest is **backordered**: 100 "
+    "ordered with 80 available gives `allocated: 80, backordered: 20`. The order is "
+    "all-or-nothing: it is refused whole, with nothing reserved, when a line names an unknown "
+    "SKU (422 `unknown_sku`), a discontinued product (409 `discontinued`), needs a backorder "
+    "the product does not allow (409 `insufficient_stock`) or would push its open backorders "
+    "over `backorder_limit` (409 `backorder_limit_exceeded`). 409 bodies list "
+    "`lines: [{sku, requested, available}]` so a storefront can offer what there is.\n\n"
+    "`ship_policy: partial` lets allocated units ship now (a partial backorder); `complete` "
+    "holds the whole order until every unit is allocated (a full backorder). Storefront keys "
+    "may send `priority` 0-4, ops 0-9. Honours `Idempotency-Key`.",
+)
+async def place_order(
+    request: Request, principal: AnyKey, body: Annotated[OrderIn, Body()]
+) -> Response:
+    if not principal.is_ops and body.priority > STOREFRONT_MAX_PRIORITY:
+        raise ValidationFailed(
+            "storefront keys may set priority 0-4",
+            [
+                {
+                    "loc": ["body", "priority"],
+                    "field": "priority",
+                    "msg": "storefront keys may set priority 0-4",
+                }
+            ],
+        )
+    cmd = ordering.PlaceOrder(
+        channel=principal.channel,
+        customer_id=body.customer_id,
+        priority=body.priority,
+        ship_policy=ShipPolicy(body.ship_policy),
+        external_ref=body.external_ref,
+        lines=[ordering.LineRequest(line.sku, line.quantity) for line in body.lines],
+    )
+    return await write(request, principal, lambda conn: ordering.place_order(conn, cmd))
+
+
+@router.get(
+    "",
+    response_model=Page[OrderOut],
+    responses=problems(),
+    summary="List orders",
+    description="Newest first. Storefront keys see their own channel's orders only.",
+)
+async def list_orders(
+    request: Request,
+    principal: AnyKey,
+    status: Annotated[OrderStatusName | None, Query()] = None,
+    customer_id: Annotated[str | None, Query(max_length=255)] = None,
+    sku: Annotated[str | None, Query(pattern=SKU_PATTERN)] = None,
+    limit: cursors.LimitQuery = 50,
+    cursor: cursors.CursorQuery = None,
+) -> Response:
+    after = cursors.decode(cursor, datetime.fromisoformat, UUID)
+
+    async def work(conn: AsyncConnection) -> dict[str, Any]:
+        rows = await orders.list_orders(
+            conn,
+            limit=limit + 1,
+            after=(after[0], after[1]) if after else None,
+            channel=principal.channel_filter,
+            status=status,
+            customer_id=customer_id,
+            sku=sku,
+        )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        next_cursor = cursors.encode(rows[-1].created_at.isoformat(), rows[-1].id) if more else None
+        return page([ordering.order_view(r) for r in rows], next_cursor)
+
+    return await read(request, work)
+
+
+@router.get(
+    "/{order_id}",
+    response_model=OrderOut,
+    responses=problems(404),
+    summary="Get an order",
+    description="With per-line units (`allocated`, `backordered`, `shipped`, `cancelled`) and "
+    "each backordered line's `expected_date`. Another channel's order answers 404.",
+)
+async def get_order(request: Request, principal: AnyKey, order_id: UUID) -> Response:
+    return await read(
+        request, lambda conn: ordering.get_order(conn, order_id, principal.channel_filter)
+    )
+
+
+@router.post(
+    "/{order_id}/cancel",
+    status_code=200,
+    response_model=OrderOut,
+    responses=problems(404, 409),
+    summary="Cancel an order",
+    description="Cancels every unshipped unit. Freed allocated units go to the head of each "
+    "SKU's queue in the same transaction. Nothing left to cancel: 409 (`already_shipped` if "
+    "shipped units stand in the way, else `conflict`). Honours `Idempotency-Key`.",
+)
+async def cancel_order(
+    request: Request,
+    principal: AnyKey,
+    order_id: UUID,
+    body: Annotated[CancelIn | None, Body()] = None,
+) -> Response:
+    reason = body.reason if body else None
+    return await write(
+        request,
+        principal,
+        lambda conn: ordering.cancel_order(conn, order_id, principal.channel_filter, reason),
+        status_code=200,
+    )
+
+
+@router.post(
+    "/{order_id}/lines/{line_id}/cancel",
+    status_code=200,
+    response_model=OrderOut,
+    responses=problems(404, 409),
+    summary="Cancel units of a line",
+    description="Cancels `quantity` units (all unshipped ones if left out), **backordered "
+    "units first**, then allocated ones, whose units go to the SKU's queue at once. More "
+    "than the line still has: 409. Honours `Idempotency-Key`.",
+)
+async def cancel_line(
+    request: Request,
+    principal: AnyKey,
+    order_id: UUID,
+    line_id: UUID,
+    body: Annotated[LineCancelIn | None, Body()] = None,
+) -> Response:
+    quantity = body.quantity if body else None
+    reason = body.reason if body else None
+    return await write(
+        request,
+        principal,
+        lambda conn: ordering.cancel_line(
+            conn, order_id, line_id, quantity, principal.channel_filter, reason
+        ),
+        status_code=200,
+    )
+
+
+@router.patch(
+    "/{order_id}",
+    response_model=OrderOut,
+    responses=problems(403, 404),
+    summary="Change an order's priority",
+    description="Moves its backordered lines within `priority` queues at once.",
+)
+async def patch_order(
+    request: Request, principal: OpsKey, order_id: UUID, body: Annotated[PriorityIn, Body()]
+) -> Response:
+    return await write(
+        request,
+        principal,
+        lambda conn: ordering.reprioritise(conn, order_id, body.priority),
+        status_code=200,
+    )
+
+
+@router.post(
+    "/{order_id}/shipments",
+    status_code=201,
+    response_model=ShipmentOut,
+    responses=problems(403, 404, 409),
+    summary="Ship allocated units",
+    description="Ships allocated units: `on_hand` and `allocated` both drop, and the ledger "
+    "records a `shipment`. All-or-nothing: more than is allocated on any line is 409 "
+    "`not_allocated`; a `complete` order with units still backordered is 409 "
+    "`order_incomplete`. An order may ship in several shipments. Honours `Idempotency-Key`.",
+)
+async def ship(
+    request: Request, principal: OpsKey, order_id: UUID, body: Annotated[ShipmentIn, Body()]
+) -> Response:
+    requested = [(line.line_id, line.quantity) for line in body.lines]
+    return await write(request, principal, lambda conn: ordering.ship(conn, order_id, requested))

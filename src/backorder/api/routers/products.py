@@ -1,0 +1,208 @@
+"""/v1/products: the catalog, stock figures, restocks, adjustments and the ledger."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Path, Query, Request
+from sqlalchemy.ext.asyncio import AsyncConnection
+from starlette.responses import Response
+
+from backorder.api import cursors
+from backorder.api.deps import AnyKey, OpsKey
+from backorder.api.docs import problems
+from backorder.api.execute import json_response, read, write
+from backorder.api.schemas.common import SKU_PATTERN, Page, page
+from backorder.api.schemas.products import (
+    AdjustmentIn,
+    MovementOut,
+    ProductIn,
+    ProductOut,
+    ProductStatusName,
+    RestockIn,
+    StockChangeOut,
+)
+from backorder.db import products
+from backorder.db.engine import run_transaction
+from backorder.domain.errors import NotFound, ValidationFailed
+from backorder.services import catalog, inventory
+
+router = APIRouter(prefix="/v1/products", tags=["Products and stock"])
+
+SkuPath = Annotated[
+    str, Path(pattern=SKU_PATTERN, description="1-64 of A-Z a-z 0-9 . _ -", examples=["TRAIL-42"])
+]
+
+
+@router.put(
+    "/{sku}",
+    response_model=ProductOut,
+    status_code=200,
+    responses={201: {"description": "Created", "model": ProductOut}, **problems(403)},
+    summary="Create or update a product",
+    description="Creates the product (201) or updates it (200). On update, fields left out keep "
+    "their values and a field sent as `null` is cleared (`backorder_limit: null` lifts the "
+    "limit). `name` is required to create.\n\n`allocation_strategy` sets the queue order: "
+    "`fifo` fills waiting lines by placement time, `priority` by order priority first.",
+)
+async def put_product(
+    request: Request, principal: OpsKey, sku: SkuPath, body: Annotated[ProductIn, Body()]
+) -> Response:
+    values = body.model_dump(include=body.model_fields_set)
+    for field in (
+        "name",
+        "backorders_allowed",
+        "allocation_strategy",
+        "discontinued",
+        "alternatives",
+    ):
+        if field in values and values[field] is None:
+            raise ValidationFailed(
+                f"{field} cannot be null",
+                [{"loc": ["body", field], "field": field, "msg": "may not be null"}],
+            )
+
+    async def work(conn: AsyncConnection) -> tuple[bool, dict[str, Any]]:
+        return await catalog.put_product(conn, sku, values)
+
+    created, view = await run_transaction(request.app.state.engine, work)
+    return json_response(view, 201 if created else 200)
+
+
+@router.get(
+    "/{sku}",
+    response_model=ProductOut,
+    responses=problems(404),
+    summary="Get a product with its live figures",
+    description="`available` = `on_hand` - `allocated` is what a new order can take now. "
+    "`status`: `in_stock` above the reorder point, `low_stock` at or below it, `backorder` "
+    "when nothing is available but new orders will wait, `out_of_stock` when they would be "
+    "refused, `discontinued`.",
+)
+async def get_product(request: Request, principal: AnyKey, sku: SkuPath) -> Response:
+    return await read(request, lambda conn: catalog.get_product(conn, sku))
+
+
+@router.get(
+    "",
+    response_model=Page[ProductOut],
+    responses=problems(),
+    summary="List products",
+    description="By SKU, with live figures; filter by `status`.",
+)
+async def list_products(
+    request: Request,
+    principal: AnyKey,
+    status: Annotated[ProductStatusName | None, Query()] = None,
+    limit: cursors.LimitQuery = 50,
+    cursor: cursors.CursorQuery = None,
+) -> Response:
+    after = cursors.decode(cursor, str)
+
+    async def work(conn: AsyncConnection) -> dict[str, Any]:
+        rows = await products.list_products(
+            conn, limit=limit + 1, after=after[0] if after else None, status=status
+        )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return page(
+            [products.view(r) for r in rows], cursors.encode(rows[-1].sku) if more else None
+        )
+
+    return await read(request, work)
+
+
+@router.get(
+    "/{sku}/alternatives",
+    response_model=Page[ProductOut],
+    responses=problems(404),
+    summary="In-stock alternatives",
+    description="The product's listed alternatives that have stock now (`available > 0`), "
+    "most available first, so a storefront can offer them to a customer who would wait.",
+)
+async def alternatives(request: Request, principal: AnyKey, sku: SkuPath) -> Response:
+    async def work(conn: AsyncConnection) -> dict[str, Any]:
+        row = await products.get(conn, sku)
+        if row is None:
+            raise NotFound(f"no product with SKU {sku!r}")
+        rows = await products.available_alternatives(conn, list(row.alternatives))
+        return page([products.view(r) for r in rows], None)
+
+    return await read(request, work)
+
+
+@router.post(
+    "/{sku}/restocks",
+    status_code=201,
+    response_model=StockChangeOut,
+    responses=problems(403, 404, 409),
+    summary="Restock: add units, fill the queue",
+    description="Adds to `on_hand`, then **in the same transaction** gives the new units to the "
+    "SKU's backorder queue, head first, until the units or the queue run out (the last line "
+    "reached may be filled partly). `allocations` lists what each waiting line got, in queue "
+    "order. Honours `Idempotency-Key`.",
+)
+async def restock(
+    request: Request, principal: OpsKey, sku: SkuPath, body: Annotated[RestockIn, Body()]
+) -> Response:
+    return await write(
+        request,
+        principal,
+        lambda conn: inventory.restock(conn, sku, body.quantity, body.reference),
+    )
+
+
+@router.post(
+    "/{sku}/adjustments",
+    status_code=201,
+    response_model=StockChangeOut,
+    responses=problems(403, 404, 409),
+    summary="Adjust stock (cycle count, damage, found)",
+    description="A positive `delta` adds units and fills the queue like a restock. A negative "
+    "one that would leave `on_hand` below `allocated` (or below zero) is refused with 409 "
+    "`would_strand_allocations`: cancel or ship first. Honours `Idempotency-Key`.",
+)
+async def adjust(
+    request: Request, principal: OpsKey, sku: SkuPath, body: Annotated[AdjustmentIn, Body()]
+) -> Response:
+    if body.delta == 0:
+        raise ValidationFailed(
+            "delta must not be zero",
+            [{"loc": ["body", "delta"], "field": "delta", "msg": "must not be zero"}],
+        )
+    return await write(
+        request,
+        principal,
+        lambda conn: inventory.adjust(conn, sku, body.delta, body.reason, body.reference),
+    )
+
+
+@router.get(
+    "/{sku}/movements",
+    response_model=Page[MovementOut],
+    responses=problems(403, 404),
+    summary="The stock ledger",
+    description="Every change of `on_hand`, oldest first, with signed quantities (`restock`, "
+    "`adjustment`, `shipment`, `receipt`). `on_hand` always equals the sum of the ledger.",
+)
+async def movements(
+    request: Request,
+    principal: OpsKey,
+    sku: SkuPath,
+    limit: cursors.LimitQuery = 50,
+    cursor: cursors.CursorQuery = None,
+) -> Response:
+    after = cursors.decode(cursor, int)
+
+    async def work(conn: AsyncConnection) -> dict[str, Any]:
+        if await products.get(conn, sku) is None:
+            raise NotFound(f"no product with SKU {sku!r}")
+        rows = await products.movements(
+            conn, sku, limit=limit + 1, after=after[0] if after else None
+        )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        data = [{**r._mapping, "id": str(r.id)} for r in rows]
+        return page(data, cursors.encode(rows[-1].id) if more else None)
+
+    return await read(request, work)

@@ -1,0 +1,145 @@
+"""Orders, shipments and the backorder queue, as the API shows them."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Literal
+from uuid import UUID
+
+from pydantic import Field, StrictInt, model_validator
+
+from backorder.api.schemas.common import OutModel, Quantity, Sku, StrictModel, Text
+
+OrderStatusName = Literal[
+    "cancelled",
+    "shipped",
+    "partially_shipped",
+    "allocated",
+    "partially_backordered",
+    "backordered",
+]
+
+
+class LineIn(StrictModel):
+    sku: Sku
+    quantity: Quantity
+
+
+class OrderIn(StrictModel):
+    customer_id: Text
+    priority: Annotated[StrictInt, Field(ge=0, le=9)] = Field(
+        default=0, description="0-9, higher goes first in priority queues; storefronts 0-4."
+    )
+    ship_policy: Literal["partial", "complete"] = Field(
+        default="partial",
+        description="partial: ship what is allocated now; complete: ship when all is.",
+    )
+    external_ref: Text | None = None
+    lines: Annotated[list[LineIn], Field(min_length=1, max_length=500)]
+
+    @model_validator(mode="after")
+    def _one_line_per_sku(self) -> OrderIn:
+        skus = [line.sku for line in self.lines]
+        if len(set(skus)) != len(skus):
+            raise ValueError("each SKU may appear on one line only")
+        return self
+
+    model_config = StrictModel.model_config | {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "customer_id": "c-1001",
+                    "priority": 0,
+                    "ship_policy": "partial",
+                    "external_ref": "web-88812",
+                    "lines": [{"sku": "TRAIL-42", "quantity": 100}],
+                }
+            ]
+        }
+    }
+
+
+class LineOut(OutModel):
+    id: UUID
+    sku: str
+    quantity: int
+    allocated: int
+    backordered: int
+    shipped: int
+    cancelled: int
+    status: OrderStatusName
+    expected_date: date | None
+
+
+class OrderOut(OutModel):
+    id: UUID
+    customer_id: str
+    channel: str
+    priority: int
+    ship_policy: Literal["partial", "complete"]
+    external_ref: str | None
+    status: OrderStatusName
+    backorder_type: Literal["none", "partial", "full"]
+    ready_to_ship: bool
+    quantity: int
+    allocated: int
+    backordered: int
+    shipped: int
+    cancelled: int
+    created_at: datetime
+    updated_at: datetime
+    lines: list[LineOut]
+
+
+class CancelIn(StrictModel):
+    reason: Text | None = None
+
+
+class LineCancelIn(StrictModel):
+    quantity: Quantity | None = Field(
+        default=None, description="Units to cancel; all unshipped units when left out."
+    )
+    reason: Text | None = None
+
+    model_config = StrictModel.model_config | {"json_schema_extra": {"examples": [{"quantity": 5}]}}
+
+
+class PriorityIn(StrictModel):
+    priority: Annotated[StrictInt, Field(ge=0, le=9)]
+
+    model_config = StrictModel.model_config | {"json_schema_extra": {"examples": [{"priority": 7}]}}
+
+
+class ShipLineIn(StrictModel):
+    line_id: UUID
+    quantity: Quantity
+
+
+class ShipmentIn(StrictModel):
+    lines: Annotated[list[ShipLineIn], Field(min_length=1, max_length=500)]
+
+
+class ShippedLineOut(OutModel):
+    line_id: UUID
+    sku: str
+    quantity: int
+
+
+class ShipmentOut(OutModel):
+    id: UUID
+    order_id: UUID
+    lines: list[ShippedLineOut]
+    created_at: datetime
+    order: OrderOut
+
+
+class BackorderOut(OutModel):
+    order_id: UUID
+    line_id: UUID
+    sku: str
+    customer_id: str
+    quantity: int = Field(description="Open backordered units of the line.")
+    priority: int
+    created_at: datetime
+    position: int = Field(description="1 for the next line to be filled within its SKU.")
+    expected_date: date | None

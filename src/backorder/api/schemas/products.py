@@ -1,0 +1,126 @@
+"""Products, stock and the ledger, as the API shows them."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Literal
+
+from pydantic import Field, StrictBool, StrictInt
+
+from backorder.api.schemas.common import NonNegative, OutModel, Sku, StrictModel, Text
+
+ProductStatusName = Literal["in_stock", "low_stock", "backorder", "out_of_stock", "discontinued"]
+
+
+class ProductIn(StrictModel):
+    """Fields left out keep their values on update; `null` clears a nullable field."""
+
+    name: Text | None = Field(default=None, description="Required when creating.")
+    backorders_allowed: StrictBool = True
+    backorder_limit: NonNegative | None = Field(
+        default=None, description="Max open backordered units; null = no limit."
+    )
+    allocation_strategy: Literal["fifo", "priority"] = "fifo"
+    discontinued: StrictBool = False
+    expected_restock_date: date | None = None
+    reorder_point: NonNegative | None = None
+    safety_stock: NonNegative | None = None
+    lead_time_days: Annotated[StrictInt, Field(ge=0, le=3650)] | None = None
+    alternatives: Annotated[list[Sku], Field(max_length=50)] = Field(default_factory=list)
+
+    model_config = StrictModel.model_config | {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "name": "Trail Runner 42",
+                    "backorders_allowed": True,
+                    "backorder_limit": 500,
+                    "allocation_strategy": "fifo",
+                    "expected_restock_date": "2026-12-01",
+                    "reorder_point": 20,
+                    "safety_stock": 10,
+                    "lead_time_days": 14,
+                    "alternatives": ["TRAIL-43", "TRAIL-41"],
+                }
+            ]
+        }
+    }
+
+
+class ProductOut(OutModel):
+    sku: str
+    name: str
+    backorders_allowed: bool
+    backorder_limit: int | None
+    allocation_strategy: Literal["fifo", "priority"]
+    discontinued: bool
+    expected_restock_date: date | None
+    reorder_point: int | None
+    safety_stock: int | None
+    lead_time_days: int | None
+    alternatives: list[str]
+    on_hand: int = Field(description="Physically in stock.")
+    allocated: int = Field(description="Reserved for order lines, not yet shipped.")
+    available: int = Field(description="on_hand - allocated: what a new order can take now.")
+    backordered: int = Field(description="Open backordered units waiting for stock.")
+    incoming: int = Field(description="Units on open purchase orders.")
+    status: ProductStatusName
+    created_at: datetime
+    updated_at: datetime
+
+
+class RestockIn(StrictModel):
+    quantity: Annotated[StrictInt, Field(ge=1, le=1_000_000)]
+    reference: Text | None = None
+
+    model_config = StrictModel.model_config | {
+        "json_schema_extra": {"examples": [{"quantity": 50, "reference": "PO-1234"}]}
+    }
+
+
+class AdjustmentIn(StrictModel):
+    delta: Annotated[StrictInt, Field(ge=-1_000_000, le=1_000_000)] = Field(
+        description="Signed change of on_hand; not zero."
+    )
+    reason: Text | None = None
+    reference: Text | None = None
+
+    model_config = StrictModel.model_config | {
+        "json_schema_extra": {"examples": [{"delta": -3, "reason": "cycle count"}]}
+    }
+
+
+class AllocationOut(OutModel):
+    order_id: str
+    line_id: str
+    quantity: int
+
+
+class StockChangeOut(OutModel):
+    """What a restock or adjustment did: the units given to waiting lines, in queue order."""
+
+    id: str
+    sku: str
+    quantity: int
+    allocations: list[AllocationOut]
+    allocated_units: int
+    on_hand: int
+    allocated: int
+    available: int
+    backordered: int
+    created_at: datetime
+    delta: int | None = None
+    reason: str | None = None
+
+
+class MovementOut(OutModel):
+    id: str
+    sku: str
+    kind: Literal["restock", "adjustment", "shipment", "receipt"]
+    quantity: int = Field(description="Signed: a shipment of 5 is -5.")
+    reference: str | None
+    reason: str | None
+    order_id: str | None
+    shipment_id: str | None
+    purchase_order_id: str | None
+    created_at: datetime

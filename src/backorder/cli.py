@@ -1,0 +1,140 @@
+"""`backorder serve | migrate | api-key create | worker`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from backorder.config import Settings
+from backorder.embedded import DataDirBusy, EmbeddedDatabase, master_key, start
+
+
+@contextmanager
+def database(settings: Settings, *, exclusive: bool) -> Iterator[tuple[Settings, bool]]:
+    """Settings with a database URL: the configured one, or the embedded server's."""
+    if settings.database_url:
+        yield settings, False
+        return
+    embedded: EmbeddedDatabase = start(settings.data_dir, exclusive=exclusive)
+    os.environ["DATABASE_URL"] = embedded.url
+    try:
+        yield Settings(), True
+    finally:
+        # `serve` owns the embedded server and stops it on exit; one-shot commands leave a
+        # server they joined running.
+        if exclusive or embedded.started_here:
+            embedded.stop()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from backorder.db.engine import migrate
+
+    settings = Settings()
+    try:
+        with database(settings, exclusive=True) as (settings, embedded):
+            generated = False
+            if not settings.master_key_value and embedded:
+                key, generated = master_key(settings.data_dir)
+                os.environ["BACKORDER_MASTER_KEY"] = key
+                settings = Settings()
+            migrate(settings.require_database_url())
+            base = f"http://{args.host}:{args.port}"
+            print(f"backorder: Swagger UI at {base}/docs  (ReDoc {base}/redoc)", flush=True)
+            if embedded:
+                print(
+                    f"backorder: embedded PostgreSQL in {settings.data_dir.resolve()}", flush=True
+                )
+            if settings.master_key_value and embedded:
+                origin = "generated now" if generated else f"kept in {settings.data_dir}"
+                print(f"backorder: master key ({origin}): {settings.master_key_value}", flush=True)
+            elif not settings.master_key_value:
+                print(
+                    "backorder: no BACKORDER_MASTER_KEY set: create keys with "
+                    "`backorder api-key create`",
+                    flush=True,
+                )
+            uvicorn.run(
+                "backorder.api.app:app_from_env",
+                factory=True,
+                host=args.host,
+                port=args.port,
+                workers=args.workers,
+                log_level=settings.log_level.lower(),
+                access_log=False,
+                loop="uvloop",
+                http="httptools",
+                timeout_graceful_shutdown=10,
+            )
+    except DataDirBusy as exc:
+        print(f"backorder: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from backorder.db.engine import migrate
+
+    with database(Settings(), exclusive=False) as (settings, _):
+        migrate(settings.require_database_url())
+        print("backorder: schema is at the newest migration")
+    return 0
+
+
+def cmd_api_key_create(args: argparse.Namespace) -> int:
+    from backorder.db import keys
+    from backorder.db.engine import make_engine, migrate, run_transaction
+
+    with database(Settings(), exclusive=False) as (settings, _):
+        migrate(settings.require_database_url())
+
+        async def create() -> tuple[keys.ApiKeyRow, str]:
+            engine = make_engine(settings)
+            try:
+                return await run_transaction(
+                    engine, lambda conn: keys.create_key(conn, args.name, args.role)
+                )
+            finally:
+                await engine.dispose()
+
+        row, secret = asyncio.run(create())
+        print(f"id:   {row.id}\nname: {row.name}\nrole: {row.role}\nkey:  {secret}")
+        print("(the key is shown once; it is stored only as a hash)", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="backorder", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="migrate, then serve the API with uvicorn")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.set_defaults(func=cmd_serve)
+
+    migrate = sub.add_parser("migrate", help="bring the schema to the newest migration")
+    migrate.set_defaults(func=cmd_migrate)
+
+    api_key = sub.add_parser("api-key", help="manage API keys")
+    key_sub = api_key.add_subparsers(dest="key_command", required=True)
+    create = key_sub.add_parser("create", help="create a key and print its secret once")
+    create.add_argument("--role", choices=["ops", "storefront"], required=True)
+    create.add_argument("--name", required=True)
+    create.set_defaults(func=cmd_api_key_create)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Settings, read once from the environment and passed into `create_app`."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every setting of the service; `.env.example` documents each one."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BACKORDER_", extra="ignore", populate_by_name=True
+    )
+
+    database_url: str | None = Field(
+        default=None,
+        validation_alias="DATABASE_URL",
+        description="PostgreSQL URL; unset means an embedded server in data_dir.",
+    )
+    master_key: SecretStr | None = Field(default=None, description="Acts as an ops key.")
+    data_dir: Path = Field(default=Path(".backorder"), description="Embedded database home.")
+    pool_size: int = Field(default=8, ge=1, le=200)
+    max_overflow: int = Field(default=4, ge=0, le=200)
+    pool_timeout_s: float = Field(default=10.0, gt=0)
+    lock_timeout_ms: int = Field(default=5000, ge=1)
+    statement_timeout_ms: int = Field(default=30000, ge=1)
+    transaction_attempts: int = Field(default=5, ge=1, le=20)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["auto", "json", "text"] = "auto"
+    max_body_bytes: int = Field(default=1_000_000, ge=1024)
+    max_order_lines: int = Field(default=500, ge=1, le=10_000)
+    rate_limit_per_minute: int = Field(
+        default=0, ge=0, description="Requests per minute per API key; 0 disables."
+    )
+    idempotency_ttl_hours: int = Field(default=48, ge=24)
+    webhook_worker: bool = Field(default=True, description="Run webhook delivery in `serve`.")
+    webhook_timeout_s: float = Field(default=5.0, gt=0)
+    webhook_max_attempts: int = Field(default=8, ge=1, le=50)
+    webhook_poll_interval_s: float = Field(default=0.5, gt=0)
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalise_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        for prefix in ("postgres://", "postgresql://"):
+            if value.startswith(prefix):
+                return "postgresql+psycopg://" + value[len(prefix) :]
+        return value
+
+    @cached_property
+    def master_key_value(self) -> str | None:
+        return self.master_key.get_secret_value() if self.master_key else None
+
+    def require_database_url(self) -> str:
+        if not self.database_url:
+            raise RuntimeError("DATABASE_URL is not set and no embedded server was started")
+        return self.database_url

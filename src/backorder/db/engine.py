@@ -1,0 +1,122 @@
+"""Engine, transactions with bounded retries, and migrations."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, pool
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from backorder.config import Settings
+from backorder.domain.errors import RetryLater
+
+T = TypeVar("T")
+
+# Deadlock and serialization failures: the transaction did nothing and may simply run again.
+_RETRYABLE = {"40P01", "40001"}
+# lock_timeout (55P03) and the statement cancelled by statement_timeout (57014): waiting longer
+# would not help the caller now; they get a 503 with Retry-After.
+_BUSY = {"55P03", "57014"}
+# Connection gone or refused: the database is briefly unavailable.
+_UNAVAILABLE_PREFIXES = ("08", "57P")
+
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
+
+
+def make_engine(settings: Settings) -> AsyncEngine:
+    options = (
+        f"-c lock_timeout={settings.lock_timeout_ms} "
+        f"-c statement_timeout={settings.statement_timeout_ms} "
+        "-c idle_in_transaction_session_timeout=60000 -c timezone=UTC"
+    )
+    return create_async_engine(
+        settings.require_database_url(),
+        pool_size=settings.pool_size,
+        max_overflow=settings.max_overflow,
+        pool_timeout=settings.pool_timeout_s,
+        pool_pre_ping=False,
+        pool_recycle=1800,
+        connect_args={"options": options, "connect_timeout": 5, "application_name": "backorder"},
+    )
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    orig = getattr(exc, "orig", None)
+    return getattr(orig, "sqlstate", None)
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    if isinstance(exc, InterfaceError | OperationalError) and sqlstate(exc) is None:
+        return True
+    state = sqlstate(exc) or ""
+    return state.startswith(_UNAVAILABLE_PREFIXES)
+
+
+async def run_transaction(
+    engine: AsyncEngine,
+    work: Callable[[AsyncConnection], Awaitable[T]],
+    *,
+    attempts: int = 5,
+) -> T:
+    """Run `work` in one transaction; rerun it on deadlock or serialization failure.
+
+    `work` must only touch the database through the connection it is given, so that a rerun
+    starts from a clean slate. Anything else it raises (domain refusals included) rolls back.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            async with engine.begin() as conn:
+                return await work(conn)
+        except DBAPIError as exc:
+            state = sqlstate(exc)
+            if state in _RETRYABLE and attempt < attempts:
+                await asyncio.sleep(random.uniform(0, 0.005 * 2**attempt))
+                continue
+            if state in _RETRYABLE or state in _BUSY:
+                raise RetryLater("the SKU is busy; retry shortly", retry_after=1) from exc
+            if is_unavailable(exc):
+                raise RetryLater("the database is briefly unavailable", retry_after=2) from exc
+            raise
+        except (OSError, TimeoutError) as exc:
+            raise RetryLater("the database is briefly unavailable", retry_after=2) from exc
+    raise AssertionError("unreachable")
+
+
+def alembic_config(database_url: str) -> Config:
+    cfg = Config(str(PROJECT_ROOT / "alembic.ini"))
+    cfg.set_main_option("script_location", str(PROJECT_ROOT / "migrations"))
+    cfg.attributes["database_url"] = sync_url(database_url)
+    return cfg
+
+
+def sync_url(database_url: str) -> str:
+    return database_url.replace("postgresql+psycopg_async://", "postgresql+psycopg://")
+
+
+def migrate(database_url: str) -> None:
+    """Bring the schema to the newest migration (idempotent; safe from several processes)."""
+    command.upgrade(alembic_config(database_url), "head")
+
+
+def head_revision(database_url: str) -> str | None:
+    return ScriptDirectory.from_config(alembic_config(database_url)).get_current_head()
+
+
+async def current_revision(conn: AsyncConnection) -> str | None:
+    def _read(sync_conn: object) -> str | None:
+        return MigrationContext.configure(sync_conn).get_current_revision()  # type: ignore[arg-type]
+
+    return await conn.run_sync(_read)
+
+
+def make_sync_engine(database_url: str) -> object:
+    return create_engine(sync_url(database_url), poolclass=pool.NullPool)

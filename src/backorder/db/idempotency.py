@@ -1,0 +1,83 @@
+"""Idempotency keys, stored in the transaction of the effect they guard."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    method: str
+    path: str
+    request_hash: str
+    status_code: int
+    body: bytes
+
+
+async def try_lock(conn: AsyncConnection, scope: str, key: str) -> bool:
+    """Claim the key for this transaction; False while another request holds it."""
+    locked = await conn.scalar(
+        text("SELECT pg_try_advisory_xact_lock(hashtextextended(:k, 7))"),
+        {"k": f"{scope}\x1f{key}"},
+    )
+    return bool(locked)
+
+
+async def find(
+    conn: AsyncConnection, scope: str, key: str, ttl_hours: int
+) -> StoredResponse | None:
+    row = (
+        await conn.execute(
+            text(
+                "SELECT method, path, request_hash, status_code, response_body "
+                "FROM idempotency_key WHERE scope = :scope AND key = :key "
+                "AND created_at > clock_timestamp() - make_interval(hours => :ttl)"
+            ),
+            {"scope": scope, "key": key, "ttl": ttl_hours},
+        )
+    ).one_or_none()
+    return StoredResponse(*row) if row else None
+
+
+async def store(
+    conn: AsyncConnection, scope: str, key: str, response: StoredResponse, ttl_hours: int
+) -> bool:
+    """Keep the answer; False if a live answer for the key appeared meanwhile (the caller must
+    then roll back its effect). An expired row is replaced: the key is free after its TTL."""
+    result = await conn.execute(
+        text(
+            "INSERT INTO idempotency_key (scope, key, method, path, request_hash, status_code, "
+            "response_body) VALUES (:scope, :key, :method, :path, :hash, :status, :body) "
+            "ON CONFLICT (scope, key) DO UPDATE SET method = EXCLUDED.method, "
+            "path = EXCLUDED.path, request_hash = EXCLUDED.request_hash, "
+            "status_code = EXCLUDED.status_code, response_body = EXCLUDED.response_body, "
+            "created_at = clock_timestamp() "
+            "WHERE idempotency_key.created_at <= clock_timestamp() - make_interval(hours => :ttl) "
+            "RETURNING id"
+        ),
+        {
+            "scope": scope,
+            "key": key,
+            "method": response.method,
+            "path": response.path,
+            "hash": response.request_hash,
+            "status": response.status_code,
+            "body": response.body,
+            "ttl": ttl_hours,
+        },
+    )
+    return result.one_or_none() is not None
+
+
+async def purge_expired(conn: AsyncConnection, ttl_hours: int) -> int:
+    result = await conn.execute(
+        text(
+            "DELETE FROM idempotency_key "
+            "WHERE created_at < clock_timestamp() - make_interval(hours => :ttl)"
+        ),
+        {"ttl": ttl_hours},
+    )
+    return result.rowcount

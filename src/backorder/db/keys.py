@@ -1,0 +1,88 @@
+"""API keys: stored as SHA-256 hashes of high-entropy secrets; the secret is shown once."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID, uuid4
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+KEY_PREFIX = "bo_"
+
+
+def hash_key(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def new_secret() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyRow:
+    id: UUID
+    name: str
+    role: str
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+_COLUMNS = "id, name, role, prefix, created_at, revoked_at"
+
+
+async def create_key(conn: AsyncConnection, name: str, role: str) -> tuple[ApiKeyRow, str]:
+    secret = new_secret()
+    row = (
+        await conn.execute(
+            text(
+                f"INSERT INTO api_key (id, name, role, key_hash, prefix) "
+                f"VALUES (:id, :name, :role, :hash, :prefix) RETURNING {_COLUMNS}"
+            ),
+            {
+                "id": uuid4(),
+                "name": name,
+                "role": role,
+                "hash": hash_key(secret),
+                "prefix": secret[:10],
+            },
+        )
+    ).one()
+    return ApiKeyRow(*row), secret
+
+
+async def find_active(conn: AsyncConnection, secret: str) -> ApiKeyRow | None:
+    # The lookup is by hash, so timing reveals nothing about the secret itself.
+    row = (
+        await conn.execute(
+            text(f"SELECT {_COLUMNS} FROM api_key WHERE key_hash = :hash AND revoked_at IS NULL"),
+            {"hash": hash_key(secret)},
+        )
+    ).one_or_none()
+    return ApiKeyRow(*row) if row else None
+
+
+async def list_keys(conn: AsyncConnection, limit: int, after: UUID | None) -> list[ApiKeyRow]:
+    rows = await conn.execute(
+        text(
+            f"SELECT {_COLUMNS} FROM api_key WHERE revoked_at IS NULL "
+            "AND (CAST(:after AS uuid) IS NULL OR id > :after) ORDER BY id LIMIT :limit"
+        ),
+        {"after": after, "limit": limit},
+    )
+    return [ApiKeyRow(*r) for r in rows]
+
+
+async def revoke(conn: AsyncConnection, key_id: UUID) -> bool:
+    result = await conn.execute(
+        text(
+            "UPDATE api_key SET revoked_at = clock_timestamp() "
+            "WHERE id = :id AND revoked_at IS NULL RETURNING id"
+        ),
+        {"id": key_id},
+    )
+    return result.one_or_none() is not None

@@ -1,0 +1,313 @@
+"""The SQL of orders: writing an order with its lines, deriving statuses in sets, reading."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from backorder.domain.orders import Units
+
+# The status rule of `domain/orders.py`, in SQL over summed units (a test keeps them equal).
+STATUS_SQL = """CASE
+    WHEN {o} = 0 AND {a} = 0 AND {s} = 0 THEN 'cancelled'
+    WHEN {s} > 0 AND {o} = 0 AND {a} = 0 THEN 'shipped'
+    WHEN {s} > 0 THEN 'partially_shipped'
+    WHEN {o} = 0 THEN 'allocated'
+    WHEN {a} > 0 THEN 'partially_backordered'
+    ELSE 'backordered' END"""
+
+_REFRESH = text(
+    """
+WITH sums AS (
+    SELECT order_id, sum(allocated) AS a, sum(backordered) AS o, sum(shipped) AS s
+    FROM order_line WHERE order_id = ANY(:ids) GROUP BY order_id
+), before AS (
+    SELECT id, ready_to_ship FROM sales_order WHERE id = ANY(:ids)
+), changed AS (
+    UPDATE sales_order so
+    SET status = """
+    + STATUS_SQL.format(o="sums.o", a="sums.a", s="sums.s")
+    + """,
+        ready_to_ship = (sums.a > 0 AND (so.ship_policy = 'partial' OR sums.o = 0)),
+        updated_at = clock_timestamp()
+    FROM sums WHERE so.id = sums.order_id
+    RETURNING so.id, so.ready_to_ship
+)
+INSERT INTO event (type, data)
+SELECT 'order.ready_to_ship', jsonb_build_object('order_id', changed.id)
+FROM changed JOIN before USING (id)
+WHERE changed.ready_to_ship AND NOT before.ready_to_ship
+ORDER BY changed.id
+"""
+)
+
+
+async def refresh_order_statuses(conn: AsyncConnection, order_ids: list[UUID]) -> None:
+    """Re-derive status and readiness of orders whose lines changed; announce new readiness."""
+    if order_ids:
+        await conn.execute(_REFRESH, {"ids": order_ids})
+
+
+@dataclass(frozen=True, slots=True)
+class NewLine:
+    id: UUID
+    sku: str
+    quantity: int
+    allocated: int
+    backordered: int
+
+
+_INSERT_ORDER = text(
+    """
+WITH o AS (
+    INSERT INTO sales_order (id, channel, customer_id, priority, ship_policy, external_ref,
+                             status, ready_to_ship, backordered_at_placement, created_at)
+    VALUES (:id, :channel, :customer_id, :priority, :ship_policy, :external_ref,
+            :status, :ready, :backordered_at_placement, clock_timestamp())
+    RETURNING created_at
+), l AS (
+    INSERT INTO order_line (id, order_id, line_no, sku, quantity, allocated, backordered,
+                            priority, created_at, initial_backordered)
+    SELECT x.id, :id, x.n, x.sku, x.q, x.a, x.b, :priority, o.created_at, x.b
+    FROM o, unnest(CAST(:line_ids AS uuid[]), CAST(:skus AS text[]), CAST(:qs AS bigint[]),
+                   CAST(:as_ AS bigint[]), CAST(:bs AS bigint[]))
+         WITH ORDINALITY AS x(id, sku, q, a, b, n)
+)
+SELECT created_at FROM o
+"""
+)
+
+
+async def insert_order(
+    conn: AsyncConnection,
+    *,
+    order_id: UUID,
+    channel: str,
+    customer_id: str,
+    priority: int,
+    ship_policy: str,
+    external_ref: str | None,
+    status: str,
+    ready: bool,
+    lines: list[NewLine],
+) -> datetime:
+    """Write the order and its lines in one statement; `created_at` is taken now, after the
+    SKU locks are held, so queue order is the order in which orders reached the stock."""
+    row = (
+        await conn.execute(
+            _INSERT_ORDER,
+            {
+                "id": order_id,
+                "channel": channel,
+                "customer_id": customer_id,
+                "priority": priority,
+                "ship_policy": ship_policy,
+                "external_ref": external_ref,
+                "status": status,
+                "ready": ready,
+                "backordered_at_placement": any(line.backordered for line in lines),
+                "line_ids": [line.id for line in lines],
+                "skus": [line.sku for line in lines],
+                "qs": [line.quantity for line in lines],
+                "as_": [line.allocated for line in lines],
+                "bs": [line.backordered for line in lines],
+            },
+        )
+    ).one()
+    created_at: datetime = row.created_at
+    return created_at
+
+
+@dataclass(slots=True)
+class LineRow:
+    id: UUID
+    order_id: UUID
+    line_no: int
+    sku: str
+    quantity: int
+    allocated: int
+    backordered: int
+    shipped: int
+    cancelled: int
+    expected_date: date | None
+
+    @property
+    def units(self) -> Units:
+        return Units(self.quantity, self.allocated, self.backordered, self.shipped, self.cancelled)
+
+
+@dataclass(slots=True)
+class OrderRow:
+    id: UUID
+    channel: str
+    customer_id: str
+    priority: int
+    ship_policy: str
+    external_ref: str | None
+    status: str
+    created_at: datetime
+    updated_at: datetime
+    lines: list[LineRow]
+
+
+_ORDER_COLUMNS = (
+    "id, channel, customer_id, priority, ship_policy, external_ref, status, created_at, updated_at"
+)
+_LINE_COLUMNS = (
+    "id, order_id, line_no, sku, quantity, allocated, backordered, shipped, cancelled, "
+    "expected_date"
+)
+
+
+def _line(r: Any) -> LineRow:
+    return LineRow(
+        r.id,
+        r.order_id,
+        r.line_no,
+        r.sku,
+        r.quantity,
+        r.allocated,
+        r.backordered,
+        r.shipped,
+        r.cancelled,
+        r.expected_date,
+    )
+
+
+async def _attach_lines(conn: AsyncConnection, orders: list[Any]) -> list[OrderRow]:
+    if not orders:
+        return []
+    lines = (
+        await conn.execute(
+            text(
+                f"SELECT {_LINE_COLUMNS} FROM order_line WHERE order_id = ANY(:ids) "
+                "ORDER BY order_id, line_no"
+            ),
+            {"ids": [o.id for o in orders]},
+        )
+    ).all()
+    by_order: dict[UUID, list[LineRow]] = {}
+    for r in lines:
+        by_order.setdefault(r.order_id, []).append(_line(r))
+    return [
+        OrderRow(
+            o.id,
+            o.channel,
+            o.customer_id,
+            o.priority,
+            o.ship_policy,
+            o.external_ref,
+            o.status,
+            o.created_at,
+            o.updated_at,
+            by_order.get(o.id, []),
+        )
+        for o in orders
+    ]
+
+
+async def get_order(
+    conn: AsyncConnection, order_id: UUID, *, channel: str | None = None
+) -> OrderRow | None:
+    """The order with its lines; `channel` hides other channels' orders (as if absent)."""
+    sql = f"SELECT {_ORDER_COLUMNS} FROM sales_order WHERE id = :id"
+    params: dict[str, Any] = {"id": order_id}
+    if channel is not None:
+        sql += " AND channel = :channel"
+        params["channel"] = channel
+    row = (await conn.execute(text(sql), params)).one_or_none()
+    if row is None:
+        return None
+    return (await _attach_lines(conn, [row]))[0]
+
+
+async def list_orders(
+    conn: AsyncConnection,
+    *,
+    limit: int,
+    after: tuple[datetime, UUID] | None,
+    channel: str | None,
+    status: str | None,
+    customer_id: str | None,
+    sku: str | None,
+) -> list[OrderRow]:
+    """Newest first, keyset-paginated on (created_at, id): stable under concurrent inserts."""
+    where = ["TRUE"]
+    params: dict[str, Any] = {"limit": limit}
+    if after is not None:
+        where.append("(created_at, id) < (:after_at, :after_id)")
+        params["after_at"], params["after_id"] = after
+    if channel is not None:
+        where.append("channel = :channel")
+        params["channel"] = channel
+    if status is not None:
+        where.append("status = :status")
+        params["status"] = status
+    if customer_id is not None:
+        where.append("customer_id = :customer_id")
+        params["customer_id"] = customer_id
+    if sku is not None:
+        where.append(
+            "EXISTS (SELECT 1 FROM order_line l WHERE l.order_id = sales_order.id AND l.sku = :sku)"
+        )
+        params["sku"] = sku
+    rows = (
+        await conn.execute(
+            text(
+                f"SELECT {_ORDER_COLUMNS} FROM sales_order WHERE {' AND '.join(where)} "
+                "ORDER BY created_at DESC, id DESC LIMIT :limit"
+            ),
+            params,
+        )
+    ).all()
+    return await _attach_lines(conn, list(rows))
+
+
+async def order_skus(conn: AsyncConnection, order_id: UUID) -> list[str]:
+    rows = await conn.execute(
+        text("SELECT sku FROM order_line WHERE order_id = :id"), {"id": order_id}
+    )
+    return [r.sku for r in rows]
+
+
+_APPLY_LINE_CHANGES = text(
+    """
+UPDATE order_line l
+SET allocated = l.allocated + d.da, backordered = l.backordered + d.db,
+    shipped = l.shipped + d.ds, cancelled = l.cancelled + d.dc,
+    expected_date = CASE WHEN l.backordered + d.db = 0 THEN NULL ELSE l.expected_date END
+FROM unnest(CAST(:ids AS uuid[]), CAST(:da AS bigint[]), CAST(:db AS bigint[]),
+            CAST(:ds AS bigint[]), CAST(:dc AS bigint[])) AS d(id, da, db, ds, dc)
+WHERE l.id = d.id
+"""
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LineChange:
+    line_id: UUID
+    allocated: int = 0
+    backordered: int = 0
+    shipped: int = 0
+    cancelled: int = 0
+
+
+async def apply_line_changes(conn: AsyncConnection, changes: list[LineChange]) -> None:
+    """Apply unit moves to lines in one statement (the CHECK keeps every line adding up)."""
+    if not changes:
+        return
+    await conn.execute(
+        _APPLY_LINE_CHANGES,
+        {
+            "ids": [c.line_id for c in changes],
+            "da": [c.allocated for c in changes],
+            "db": [c.backordered for c in changes],
+            "ds": [c.shipped for c in changes],
+            "dc": [c.cancelled for c in changes],
+        },
+    )

@@ -1,0 +1,129 @@
+"""The SQL of the catalog: products with their live figures."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from backorder.domain.products import product_status
+
+SETTINGS = (
+    "name",
+    "backorders_allowed",
+    "backorder_limit",
+    "allocation_strategy",
+    "discontinued",
+    "expected_restock_date",
+    "reorder_point",
+    "safety_stock",
+    "lead_time_days",
+    "alternatives",
+)
+_COLUMNS = ", ".join(
+    (
+        *SETTINGS,
+        "sku",
+        "on_hand",
+        "allocated",
+        "backordered",
+        "incoming",
+        "created_at",
+        "updated_at",
+    )
+)
+
+# The status rule of `domain/products.py` in SQL, for filtering lists (a test keeps them equal).
+STATUS_SQL = """CASE
+    WHEN discontinued THEN 'discontinued'
+    WHEN on_hand - allocated > COALESCE(reorder_point, 0) THEN 'in_stock'
+    WHEN on_hand - allocated > 0 THEN 'low_stock'
+    WHEN backorders_allowed THEN 'backorder'
+    ELSE 'out_of_stock' END"""
+
+
+def view(row: Any) -> dict[str, Any]:
+    """A product as the API shows it: settings plus live figures and status."""
+    m = row._mapping
+    available = m["on_hand"] - m["allocated"]
+    out = {"sku": m["sku"]}
+    out.update({k: m[k] for k in SETTINGS})
+    out["alternatives"] = list(m["alternatives"])
+    out.update(
+        on_hand=m["on_hand"],
+        allocated=m["allocated"],
+        available=available,
+        backordered=m["backordered"],
+        incoming=m["incoming"],
+        status=product_status(
+            available=available,
+            reorder_point=m["reorder_point"],
+            backorders_allowed=m["backorders_allowed"],
+            discontinued=m["discontinued"],
+        ).value,
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+    )
+    return out
+
+
+async def get(conn: AsyncConnection, sku: str, *, lock: bool = False) -> Any:
+    sql = f"SELECT {_COLUMNS} FROM product WHERE sku = :sku"
+    if lock:
+        sql += " FOR UPDATE"
+    return (await conn.execute(text(sql), {"sku": sku})).one_or_none()
+
+
+async def insert(conn: AsyncConnection, sku: str, values: dict[str, Any]) -> Any:
+    """Create; concurrent creators of one SKU meet at the primary key (None: it exists now)."""
+    cols = ["sku", *values]
+    sql = (
+        f"INSERT INTO product ({', '.join(cols)}) VALUES ({', '.join(':' + c for c in cols)}) "
+        f"ON CONFLICT (sku) DO NOTHING RETURNING {_COLUMNS}"
+    )
+    return (await conn.execute(text(sql), {"sku": sku, **values})).one_or_none()
+
+
+async def update(conn: AsyncConnection, sku: str, values: dict[str, Any]) -> Any:
+    sets = ", ".join(f"{c} = :{c}" for c in values)
+    sql = (
+        f"UPDATE product SET {sets}{', ' if sets else ''}updated_at = clock_timestamp() "
+        f"WHERE sku = :sku RETURNING {_COLUMNS}"
+    )
+    return (await conn.execute(text(sql), {"sku": sku, **values})).one()
+
+
+async def list_products(
+    conn: AsyncConnection, *, limit: int, after: str | None, status: str | None
+) -> list[Any]:
+    where = ["TRUE"]
+    params: dict[str, Any] = {"limit": limit}
+    if after is not None:
+        where.append("sku > :after")
+        params["after"] = after
+    if status is not None:
+        where.append(f"({STATUS_SQL}) = :status")
+        params["status"] = status
+    sql = f"SELECT {_COLUMNS} FROM product WHERE {' AND '.join(where)} ORDER BY sku LIMIT :limit"
+    return list((await conn.execute(text(sql), params)).all())
+
+
+async def available_alternatives(conn: AsyncConnection, skus: list[str]) -> list[Any]:
+    sql = (
+        f"SELECT {_COLUMNS} FROM product WHERE sku = ANY(:skus) AND on_hand - allocated > 0 "
+        "ORDER BY on_hand - allocated DESC, sku LIMIT 200"
+    )
+    return list((await conn.execute(text(sql), {"skus": skus})).all())
+
+
+async def movements(conn: AsyncConnection, sku: str, *, limit: int, after: int | None) -> list[Any]:
+    rows = await conn.execute(
+        text(
+            "SELECT id, sku, kind, quantity, reference, reason, order_id, shipment_id, "
+            "purchase_order_id, created_at FROM stock_movement "
+            "WHERE sku = :sku AND id > :after ORDER BY id LIMIT :limit"
+        ),
+        {"sku": sku, "after": after or 0, "limit": limit},
+    )
+    return list(rows.all())

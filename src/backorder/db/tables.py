@@ -1,0 +1,302 @@
+"""The schema, as SQLAlchemy Core tables. Alembic migrations create it; a test checks they agree.
+
+The product row is the lock for its SKU: every writer of a SKU's stock or queue takes
+`SELECT ... FOR UPDATE` on it first. The backorder queue is not a table of its own: it is the
+order lines with `backordered > 0`, read in queue order through the partial indexes below.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+NOW = text("clock_timestamp()")
+
+
+def _created_at() -> Column[object]:
+    return Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW)
+
+
+api_key = Table(
+    "api_key",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("role", Text, nullable=False),
+    Column("key_hash", Text, nullable=False, unique=True),
+    Column("prefix", Text, nullable=False),
+    _created_at(),
+    Column("revoked_at", DateTime(timezone=True)),
+    CheckConstraint("role IN ('ops', 'storefront')", name="role"),
+)
+
+product = Table(
+    "product",
+    metadata,
+    Column("sku", Text, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("backorders_allowed", Boolean, nullable=False, server_default=text("true")),
+    Column("backorder_limit", Integer),
+    Column("allocation_strategy", Text, nullable=False, server_default=text("'fifo'")),
+    Column("discontinued", Boolean, nullable=False, server_default=text("false")),
+    Column("expected_restock_date", Date),
+    Column("reorder_point", Integer),
+    Column("safety_stock", Integer),
+    Column("lead_time_days", Integer),
+    Column("alternatives", ARRAY(Text), nullable=False, server_default=text("'{}'")),
+    # Live counters, kept in the same transaction as every change of stock or queue.
+    Column("on_hand", BigInteger, nullable=False, server_default=text("0")),
+    Column("allocated", BigInteger, nullable=False, server_default=text("0")),
+    Column("backordered", BigInteger, nullable=False, server_default=text("0")),
+    Column("incoming", BigInteger, nullable=False, server_default=text("0")),
+    # The availability state last announced by an event, so that `product.low_stock` and
+    # `product.back_in_stock` are written on entering a state, not again while in it.
+    Column("stock_state", Text, nullable=False, server_default=text("'out'")),
+    _created_at(),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    CheckConstraint("allocation_strategy IN ('fifo', 'priority')", name="allocation_strategy"),
+    CheckConstraint("on_hand >= 0", name="on_hand_nonnegative"),
+    CheckConstraint("allocated >= 0 AND allocated <= on_hand", name="allocated_within_on_hand"),
+    CheckConstraint("backordered >= 0", name="backordered_nonnegative"),
+    CheckConstraint("incoming >= 0", name="incoming_nonnegative"),
+    CheckConstraint("backorder_limit IS NULL OR backorder_limit >= 0", name="backorder_limit"),
+    CheckConstraint("stock_state IN ('out', 'low', 'in')", name="stock_state"),
+)
+
+purchase_order = Table(
+    "purchase_order",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("sku", Text, ForeignKey("product.sku"), nullable=False),
+    Column("quantity", BigInteger, nullable=False),
+    Column("received", BigInteger, nullable=False, server_default=text("0")),
+    Column("expected_date", Date, nullable=False),
+    Column("reference", Text),
+    Column("status", Text, nullable=False, server_default=text("'open'")),
+    _created_at(),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    CheckConstraint("quantity > 0", name="quantity_positive"),
+    CheckConstraint("received >= 0 AND received <= quantity", name="received_within_quantity"),
+    CheckConstraint("status IN ('open', 'closed', 'cancelled')", name="status"),
+    Index(
+        "ix_purchase_order_open_by_sku",
+        "sku",
+        "expected_date",
+        "created_at",
+        postgresql_where=text("status = 'open'"),
+    ),
+)
+
+stock_movement = Table(
+    "stock_movement",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("sku", Text, ForeignKey("product.sku"), nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("quantity", BigInteger, nullable=False),
+    Column("reference", Text),
+    Column("reason", Text),
+    Column("order_id", UUID(as_uuid=True)),
+    Column("shipment_id", UUID(as_uuid=True)),
+    Column("purchase_order_id", UUID(as_uuid=True)),
+    _created_at(),
+    CheckConstraint("kind IN ('restock', 'adjustment', 'shipment', 'receipt')", name="kind"),
+    CheckConstraint("quantity <> 0", name="quantity_nonzero"),
+    Index("ix_stock_movement_sku_id", "sku", "id"),
+)
+
+sales_order = Table(
+    "sales_order",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("channel", Text, nullable=False),
+    Column("customer_id", Text, nullable=False),
+    Column("priority", SmallInteger, nullable=False, server_default=text("0")),
+    Column("ship_policy", Text, nullable=False, server_default=text("'partial'")),
+    Column("external_ref", Text),
+    Column("status", Text, nullable=False),
+    # Kept with the status so that `order.ready_to_ship` is written on the transition only.
+    Column("ready_to_ship", Boolean, nullable=False, server_default=text("false")),
+    # Reports: whether any unit waited at placement.
+    Column("backordered_at_placement", Boolean, nullable=False, server_default=text("false")),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    CheckConstraint("priority BETWEEN 0 AND 9", name="priority_range"),
+    CheckConstraint("ship_policy IN ('partial', 'complete')", name="ship_policy"),
+    CheckConstraint(
+        "status IN ('cancelled', 'shipped', 'partially_shipped', 'allocated', "
+        "'partially_backordered', 'backordered')",
+        name="status",
+    ),
+    Index("ix_sales_order_created_at_id", "created_at", "id"),
+    Index("ix_sales_order_channel_created_at_id", "channel", "created_at", "id"),
+    Index("ix_sales_order_customer_id", "customer_id"),
+    Index("ix_sales_order_status", "status"),
+)
+
+order_line = Table(
+    "order_line",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("order_id", UUID(as_uuid=True), ForeignKey("sales_order.id"), nullable=False),
+    Column("line_no", SmallInteger, nullable=False),
+    Column("sku", Text, ForeignKey("product.sku"), nullable=False),
+    Column("quantity", BigInteger, nullable=False),
+    Column("allocated", BigInteger, nullable=False),
+    Column("backordered", BigInteger, nullable=False),
+    Column("shipped", BigInteger, nullable=False, server_default=text("0")),
+    Column("cancelled", BigInteger, nullable=False, server_default=text("0")),
+    # Queue keys, copied from the order so one partial index serves the queue.
+    Column("priority", SmallInteger, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    # Reports: what waited at placement and when the wait ended by allocation.
+    Column("initial_backordered", BigInteger, nullable=False),
+    Column("filled_at", DateTime(timezone=True)),
+    # The promise date of the backordered units, kept by `db/promises.py`.
+    Column("expected_date", Date),
+    CheckConstraint("quantity > 0", name="quantity_positive"),
+    CheckConstraint(
+        "allocated >= 0 AND backordered >= 0 AND shipped >= 0 AND cancelled >= 0",
+        name="parts_nonnegative",
+    ),
+    CheckConstraint(
+        "quantity = allocated + backordered + shipped + cancelled", name="parts_add_up"
+    ),
+    UniqueConstraint("order_id", "line_no"),
+    UniqueConstraint("order_id", "sku"),
+    Index(
+        "ix_order_line_fifo_queue",
+        "sku",
+        "created_at",
+        "id",
+        postgresql_where=text("backordered > 0"),
+    ),
+    Index(
+        "ix_order_line_priority_queue",
+        "sku",
+        text("priority DESC"),
+        "created_at",
+        "id",
+        postgresql_where=text("backordered > 0"),
+    ),
+    Index("ix_order_line_sku_created_at", "sku", "created_at"),
+)
+
+shipment = Table(
+    "shipment",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("order_id", UUID(as_uuid=True), ForeignKey("sales_order.id"), nullable=False),
+    Column("lines", JSONB, nullable=False),
+    _created_at(),
+    Index("ix_shipment_order_id", "order_id"),
+)
+
+event = Table(
+    "event",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("type", Text, nullable=False),
+    Column("data", JSONB, nullable=False),
+    _created_at(),
+    Index("ix_event_type_id", "type", "id"),
+)
+
+webhook_endpoint = Table(
+    "webhook_endpoint",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("event_types", ARRAY(Text), nullable=False),
+    Column("secret", Text, nullable=False),
+    Column("description", Text),
+    Column("enabled", Boolean, nullable=False, server_default=text("true")),
+    _created_at(),
+    Column("deleted_at", DateTime(timezone=True)),
+)
+
+webhook_delivery = Table(
+    "webhook_delivery",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("endpoint_id", UUID(as_uuid=True), ForeignKey("webhook_endpoint.id"), nullable=False),
+    Column("event_id", BigInteger, ForeignKey("event.id"), nullable=False),
+    Column("status", Text, nullable=False, server_default=text("'pending'")),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("last_attempt_at", DateTime(timezone=True)),
+    Column("last_status_code", Integer),
+    Column("last_error", Text),
+    Column("delivered_at", DateTime(timezone=True)),
+    _created_at(),
+    CheckConstraint("status IN ('pending', 'succeeded', 'failed')", name="status"),
+    UniqueConstraint("endpoint_id", "event_id"),
+    Index(
+        "ix_webhook_delivery_due", "next_attempt_at", postgresql_where=text("status = 'pending'")
+    ),
+)
+
+# Position of background consumers of the event feed (e.g. the webhook fan-out).
+worker_cursor = Table(
+    "worker_cursor",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("last_event_id", BigInteger, nullable=False, server_default=text("0")),
+)
+
+stock_subscription = Table(
+    "stock_subscription",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("sku", Text, ForeignKey("product.sku"), nullable=False),
+    Column("customer_id", Text, nullable=False),
+    Column("contact", Text),
+    Column("channel", Text, nullable=False),
+    _created_at(),
+    Column("notified_at", DateTime(timezone=True)),
+    Column("event_id", BigInteger),
+    Index("ix_stock_subscription_waiting", "sku", postgresql_where=text("notified_at IS NULL")),
+)
+
+idempotency_key = Table(
+    "idempotency_key",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("scope", Text, nullable=False),
+    Column("key", Text, nullable=False),
+    Column("method", Text, nullable=False),
+    Column("path", Text, nullable=False),
+    Column("request_hash", Text, nullable=False),
+    Column("status_code", Integer, nullable=False),
+    Column("response_body", LargeBinary, nullable=False),
+    _created_at(),
+    UniqueConstraint("scope", "key"),
+    Index("ix_idempotency_key_created_at", "created_at"),
+)

@@ -1,0 +1,462 @@
+"""Use cases of orders: place, cancel (whole or a line), ship, reprioritise.
+
+Each runs inside one transaction given by the caller and takes the SKU locks of every product
+it touches first, in sorted order. Refusals raise before anything is written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID, uuid4
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from backorder.db import events, orders, promises, stock
+from backorder.db.orders import LineChange, NewLine, OrderRow
+from backorder.db.stock import LockedProduct
+from backorder.domain.allocation import take_now
+from backorder.domain.errors import (
+    AlreadyShipped,
+    BackorderLimitExceeded,
+    Conflict,
+    Discontinued,
+    InsufficientStock,
+    NotAllocated,
+    NotFound,
+    OrderIncomplete,
+    UnknownSku,
+    ValidationFailed,
+)
+from backorder.domain.orders import (
+    ShipPolicy,
+    Units,
+    backorder_type_of,
+    ready_to_ship,
+    status_of,
+    total,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LineRequest:
+    sku: str
+    quantity: int
+
+
+@dataclass(frozen=True, slots=True)
+class PlaceOrder:
+    channel: str
+    customer_id: str
+    priority: int
+    ship_policy: ShipPolicy
+    external_ref: str | None
+    lines: list[LineRequest]
+
+
+def line_view(line: orders.LineRow) -> dict[str, Any]:
+    u = line.units
+    return {
+        "id": line.id,
+        "sku": line.sku,
+        "quantity": u.quantity,
+        "allocated": u.allocated,
+        "backordered": u.backordered,
+        "shipped": u.shipped,
+        "cancelled": u.cancelled,
+        "status": status_of(u).value,
+        "expected_date": line.expected_date if u.backordered else None,
+    }
+
+
+def order_view(order: OrderRow) -> dict[str, Any]:
+    policy = ShipPolicy(order.ship_policy)
+    units = total([line.units for line in order.lines])
+    return {
+        "id": order.id,
+        "customer_id": order.customer_id,
+        "channel": order.channel,
+        "priority": order.priority,
+        "ship_policy": order.ship_policy,
+        "external_ref": order.external_ref,
+        "status": status_of(units).value,
+        "backorder_type": backorder_type_of(units, policy).value,
+        "ready_to_ship": ready_to_ship(units, policy),
+        "quantity": units.quantity,
+        "allocated": units.allocated,
+        "backordered": units.backordered,
+        "shipped": units.shipped,
+        "cancelled": units.cancelled,
+        "created_at": order.created_at,
+        "updated_at": order.updated_at,
+        "lines": [line_view(line) for line in order.lines],
+    }
+
+
+def _refusal_lines(
+    lines: list[LineRequest], locked: dict[str, LockedProduct], skus: set[str]
+) -> list[dict[str, Any]]:
+    out = []
+    for line in lines:
+        if line.sku in skus:
+            product = locked.get(line.sku)
+            out.append(
+                {
+                    "sku": line.sku,
+                    "requested": line.quantity,
+                    "available": max(0, product.available) if product else 0,
+                }
+            )
+    return out
+
+
+def _check(cmd: PlaceOrder, locked: dict[str, LockedProduct]) -> list[NewLine]:
+    """Split each line into allocated and backordered units, or refuse the order whole."""
+    unknown = {line.sku for line in cmd.lines if line.sku not in locked}
+    if unknown:
+        raise UnknownSku(
+            f"unknown SKU: {', '.join(sorted(unknown))}",
+            lines=_refusal_lines(cmd.lines, locked, unknown),
+        )
+    discontinued = {line.sku for line in cmd.lines if locked[line.sku].discontinued}
+    if discontinued:
+        raise Discontinued(
+            f"discontinued: {', '.join(sorted(discontinued))}",
+            lines=_refusal_lines(cmd.lines, locked, discontinued),
+        )
+    new_lines: list[NewLine] = []
+    short: set[str] = set()
+    over_limit: set[str] = set()
+    for line in cmd.lines:
+        product = locked[line.sku]
+        allocated, backordered = take_now(line.quantity, product.available)
+        if backordered and not product.backorders_allowed:
+            short.add(line.sku)
+        elif (
+            backordered
+            and product.backorder_limit is not None
+            and product.backordered + backordered > product.backorder_limit
+        ):
+            over_limit.add(line.sku)
+        new_lines.append(NewLine(uuid4(), line.sku, line.quantity, allocated, backordered))
+    if short:
+        raise InsufficientStock(
+            f"not enough stock and no backorders allowed: {', '.join(sorted(short))}",
+            lines=_refusal_lines(cmd.lines, locked, short),
+        )
+    if over_limit:
+        lines = _refusal_lines(cmd.lines, locked, over_limit)
+        for entry in lines:
+            product = locked[entry["sku"]]
+            limit = product.backorder_limit or 0
+            entry["backorder_capacity"] = max(0, limit - product.backordered)
+        raise BackorderLimitExceeded(
+            f"backorder limit reached: {', '.join(sorted(over_limit))}", lines=lines
+        )
+    return new_lines
+
+
+async def place_order(conn: AsyncConnection, cmd: PlaceOrder) -> dict[str, Any]:
+    locked = await stock.lock_products(conn, [line.sku for line in cmd.lines])
+    new_lines = _check(cmd, locked)
+    for line in new_lines:
+        product = locked[line.sku]
+        product.allocated += line.allocated
+        product.backordered += line.backordered
+    units = total([Units(x.quantity, x.allocated, x.backordered, 0, 0) for x in new_lines])
+    status = status_of(units).value
+    ready = ready_to_ship(units, cmd.ship_policy)
+    order_id = uuid4()
+    created_at = await orders.insert_order(
+        conn,
+        order_id=order_id,
+        channel=cmd.channel,
+        customer_id=cmd.customer_id,
+        priority=cmd.priority,
+        ship_policy=cmd.ship_policy.value,
+        external_ref=cmd.external_ref,
+        status=status,
+        ready=ready,
+        lines=new_lines,
+    )
+    announced: list[tuple[str, dict[str, Any]]] = [
+        (
+            "order.created",
+            {
+                "order_id": order_id,
+                "customer_id": cmd.customer_id,
+                "channel": cmd.channel,
+                "status": status,
+                "lines": [
+                    {
+                        "line_id": x.id,
+                        "sku": x.sku,
+                        "quantity": x.quantity,
+                        "allocated": x.allocated,
+                        "backordered": x.backordered,
+                    }
+                    for x in new_lines
+                ],
+            },
+        ),
+    ]
+    waiting = [x for x in new_lines if x.backordered]
+    if waiting:
+        announced.append(
+            (
+                "order.backordered",
+                {
+                    "order_id": order_id,
+                    "customer_id": cmd.customer_id,
+                    "lines": [
+                        {"line_id": x.id, "sku": x.sku, "backordered": x.backordered}
+                        for x in waiting
+                    ],
+                },
+            )
+        )
+    if ready:
+        announced.append(("order.ready_to_ship", {"order_id": order_id}))
+    await events.emit_many(conn, announced)
+    await stock.save_counters(conn, [locked[s] for s in sorted(locked)])
+    dates: dict[UUID, Any] = {}
+    if waiting:
+        for sku in sorted({x.sku for x in waiting}):
+            await promises.refresh(conn, sku, locked[sku].allocation_strategy, new_order=order_id)
+        rows = await conn.execute(
+            text(
+                "SELECT id, expected_date FROM order_line WHERE order_id = :id AND backordered > 0"
+            ),
+            {"id": order_id},
+        )
+        dates = {r.id: r.expected_date for r in rows}
+    order = OrderRow(
+        order_id,
+        cmd.channel,
+        cmd.customer_id,
+        cmd.priority,
+        cmd.ship_policy.value,
+        cmd.external_ref,
+        status,
+        created_at,
+        created_at,
+        [
+            orders.LineRow(
+                x.id,
+                order_id,
+                n,
+                x.sku,
+                x.quantity,
+                x.allocated,
+                x.backordered,
+                0,
+                0,
+                dates.get(x.id),
+            )
+            for n, x in enumerate(new_lines, start=1)
+        ],
+    )
+    return order_view(order)
+
+
+async def _lock_order(
+    conn: AsyncConnection, order_id: UUID, channel: str | None
+) -> tuple[OrderRow, dict[str, LockedProduct]]:
+    """Lock the order's SKUs, then read the order fresh (its lines only change under them)."""
+    skus = await orders.order_skus(conn, order_id)
+    locked = await stock.lock_products(conn, skus)
+    order = await orders.get_order(conn, order_id, channel=channel)
+    if order is None:
+        raise NotFound(f"no order {order_id}")
+    return order, locked
+
+
+async def get_order(conn: AsyncConnection, order_id: UUID, channel: str | None) -> dict[str, Any]:
+    order = await orders.get_order(conn, order_id, channel=channel)
+    if order is None:
+        raise NotFound(f"no order {order_id}")
+    return order_view(order)
+
+
+async def _release(
+    conn: AsyncConnection,
+    order: OrderRow,
+    locked: dict[str, LockedProduct],
+    changes: list[LineChange],
+    skus_touched: set[str],
+) -> None:
+    """Apply cancellations, then give freed units to each SKU's queue in this transaction."""
+    await orders.apply_line_changes(conn, changes)
+    await orders.refresh_order_statuses(conn, [order.id])
+    for sku in sorted(skus_touched):
+        product = locked[sku]
+        await stock.fill_queue(conn, product)
+        await promises.refresh(conn, sku, product.allocation_strategy)
+    await stock.save_counters(conn, [locked[s] for s in sorted(skus_touched)])
+
+
+def _cancel_refusal(shipped: int, detail: str) -> Exception:
+    if shipped:
+        return AlreadyShipped(detail + "; shipped units cannot be cancelled")
+    return Conflict(detail)
+
+
+async def cancel_order(
+    conn: AsyncConnection, order_id: UUID, channel: str | None, reason: str | None
+) -> dict[str, Any]:
+    order, locked = await _lock_order(conn, order_id, channel)
+    changes: list[LineChange] = []
+    cancelled_lines: list[dict[str, Any]] = []
+    for line in order.lines:
+        a, b = line.allocated, line.backordered
+        if a + b == 0:
+            continue
+        changes.append(LineChange(line.id, allocated=-a, backordered=-b, cancelled=a + b))
+        locked[line.sku].allocated -= a
+        locked[line.sku].backordered -= b
+        cancelled_lines.append({"line_id": line.id, "sku": line.sku, "quantity": a + b})
+    if not changes:
+        raise _cancel_refusal(
+            sum(line.shipped for line in order.lines), "nothing left to cancel on this order"
+        )
+    await events.emit(
+        conn, "order.cancelled", {"order_id": order.id, "reason": reason, "lines": cancelled_lines}
+    )
+    await _release(conn, order, locked, changes, {line["sku"] for line in cancelled_lines})
+    return await get_order(conn, order_id, channel)
+
+
+async def cancel_line(
+    conn: AsyncConnection,
+    order_id: UUID,
+    line_id: UUID,
+    quantity: int | None,
+    channel: str | None,
+    reason: str | None,
+) -> dict[str, Any]:
+    order, locked = await _lock_order(conn, order_id, channel)
+    line = next((x for x in order.lines if x.id == line_id), None)
+    if line is None:
+        raise NotFound(f"no line {line_id} on order {order_id}")
+    remaining = line.allocated + line.backordered
+    wanted = remaining if quantity is None else quantity
+    if wanted == 0 or wanted > remaining:
+        raise _cancel_refusal(
+            line.shipped, f"the line has {remaining} unshipped, uncancelled units"
+        )
+    from_backordered = min(wanted, line.backordered)
+    from_allocated = wanted - from_backordered
+    product = locked[line.sku]
+    product.backordered -= from_backordered
+    product.allocated -= from_allocated
+    change = LineChange(
+        line.id, allocated=-from_allocated, backordered=-from_backordered, cancelled=wanted
+    )
+    await events.emit(
+        conn,
+        "order.cancelled",
+        {
+            "order_id": order.id,
+            "reason": reason,
+            "lines": [{"line_id": line.id, "sku": line.sku, "quantity": wanted}],
+        },
+    )
+    await _release(conn, order, locked, [change], {line.sku})
+    return await get_order(conn, order_id, channel)
+
+
+async def ship(
+    conn: AsyncConnection, order_id: UUID, requested: list[tuple[UUID, int]]
+) -> dict[str, Any]:
+    order, locked = await _lock_order(conn, order_id, None)
+    by_id = {line.id: line for line in order.lines}
+    ids = [line_id for line_id, _ in requested]
+    if len(set(ids)) != len(ids):
+        raise ValidationFailed(
+            "a line may appear once per shipment",
+            [{"loc": ["body", "lines"], "field": "lines", "msg": "duplicate line_id"}],
+        )
+    unknown = [str(i) for i in ids if i not in by_id]
+    if unknown:
+        raise ValidationFailed(
+            f"not lines of this order: {', '.join(unknown)}",
+            [{"loc": ["body", "lines"], "field": "lines", "msg": "unknown line_id"}],
+        )
+    open_units = sum(line.backordered for line in order.lines)
+    if order.ship_policy == ShipPolicy.COMPLETE and open_units:
+        raise OrderIncomplete(
+            f"ship_policy is complete and {open_units} units still wait for stock",
+            backordered=open_units,
+        )
+    short = [
+        {
+            "line_id": line_id,
+            "sku": by_id[line_id].sku,
+            "requested": q,
+            "allocated": by_id[line_id].allocated,
+        }
+        for line_id, q in requested
+        if q > by_id[line_id].allocated
+    ]
+    if short:
+        raise NotAllocated("cannot ship more than is allocated", lines=short)
+    shipment_id = uuid4()
+    changes = []
+    shipped_lines: list[dict[str, Any]] = []
+    for line_id, q in requested:
+        line = by_id[line_id]
+        product = locked[line.sku]
+        await stock.record_movement(
+            conn,
+            product,
+            "shipment",
+            -q,
+            reference=str(shipment_id),
+            order_id=order.id,
+            shipment_id=shipment_id,
+        )
+        product.allocated -= q
+        changes.append(LineChange(line_id, allocated=-q, shipped=q))
+        shipped_lines.append({"line_id": line_id, "sku": line.sku, "quantity": q})
+    await orders.apply_line_changes(conn, changes)
+    await orders.refresh_order_statuses(conn, [order.id])
+    await stock.save_counters(conn, [locked[s] for s in sorted({x["sku"] for x in shipped_lines})])
+    row = (
+        await conn.execute(
+            text(
+                "INSERT INTO shipment (id, order_id, lines) VALUES (:id, :order_id, "
+                "CAST(:lines AS jsonb)) RETURNING created_at"
+            ),
+            {"id": shipment_id, "order_id": order.id, "lines": events.to_json(shipped_lines)},
+        )
+    ).one()
+    await events.emit(
+        conn,
+        "order.shipped",
+        {"order_id": order.id, "shipment_id": shipment_id, "lines": shipped_lines},
+    )
+    return {
+        "id": shipment_id,
+        "order_id": order.id,
+        "lines": shipped_lines,
+        "created_at": row.created_at,
+        "order": await get_order(conn, order_id, None),
+    }
+
+
+async def reprioritise(conn: AsyncConnection, order_id: UUID, priority: int) -> dict[str, Any]:
+    order, locked = await _lock_order(conn, order_id, None)
+    await conn.execute(
+        text("UPDATE sales_order SET priority = :p, updated_at = clock_timestamp() WHERE id = :id"),
+        {"p": priority, "id": order_id},
+    )
+    await conn.execute(
+        text("UPDATE order_line SET priority = :p WHERE order_id = :id"),
+        {"p": priority, "id": order_id},
+    )
+    for line in order.lines:
+        product = locked[line.sku]
+        if line.backordered and product.allocation_strategy == "priority":
+            await promises.refresh(conn, line.sku, product.allocation_strategy)
+    return await get_order(conn, order_id, None)

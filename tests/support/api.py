@@ -1,0 +1,54 @@
+"""Small helpers shared by API tests: keys, products, orders."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from httpx import AsyncClient
+
+MASTER_KEY = "test-master-key"
+OPS = {"Authorization": f"Bearer {MASTER_KEY}"}
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def make_key(client: AsyncClient, name: str, role: str = "storefront") -> dict[str, str]:
+    r = await client.post("/v1/api-keys", json={"name": name, "role": role}, headers=OPS)
+    assert r.status_code == 201, r.text
+    return bearer(r.json()["key"])
+
+
+async def make_product(
+    client: AsyncClient, sku: str, on_hand: int = 0, **settings: Any
+) -> dict[str, Any]:
+    body = {"name": f"Product {sku}", **settings}
+    r = await client.put(f"/v1/products/{sku}", json=body, headers=OPS)
+    assert r.status_code == 201, r.text
+    if on_hand:
+        r = await client.post(
+            f"/v1/products/{sku}/restocks", json={"quantity": on_hand}, headers=OPS
+        )
+        assert r.status_code == 201, r.text
+    product: dict[str, Any] = (await client.get(f"/v1/products/{sku}", headers=OPS)).json()
+    return product
+
+
+async def place(
+    client: AsyncClient,
+    lines: list[tuple[str, int]],
+    *,
+    headers: dict[str, str] | None = None,
+    expect: int = 201,
+    **fields: Any,
+) -> dict[str, Any]:
+    body = {
+        "customer_id": fields.pop("customer_id", "c-1"),
+        "lines": [{"sku": s, "quantity": q} for s, q in lines],
+        **fields,
+    }
+    r = await client.post("/v1/orders", json=body, headers=headers or OPS)
+    assert r.status_code == expect, r.text
+    out: dict[str, Any] = r.json()
+    return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -10,9 +11,22 @@ from fastapi import FastAPI
 from backorder import __version__
 from backorder.api import problems
 from backorder.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
-from backorder.api.routers import backorders, keys, ops, orders, products
+from backorder.api.routers import (
+    backorders,
+    events,
+    keys,
+    metrics,
+    ops,
+    orders,
+    products,
+    purchase_orders,
+    reports,
+    subscriptions,
+    webhooks,
+)
 from backorder.config import Settings
 from backorder.db.engine import head_revision, make_engine
+from backorder.workers import webhooks as webhook_worker
 
 DESCRIPTION = """
 Order management with first-class backorder handling.
@@ -42,9 +56,16 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.engine = make_engine(settings)
+        stop = asyncio.Event()
+        worker = None
+        if settings.webhook_worker:
+            worker = asyncio.create_task(webhook_worker.run(app.state.engine, settings, stop))
         try:
             yield
         finally:
+            stop.set()
+            if worker is not None:
+                await asyncio.wait_for(worker, timeout=settings.webhook_timeout_s + 5)
             await app.state.engine.dispose()
 
     app = FastAPI(
@@ -58,7 +79,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.head_revision = head_revision(settings.require_database_url())
     problems.install(app)
-    for module in (orders, backorders, products, keys, ops):
+    for module in (
+        orders, backorders, products, subscriptions, purchase_orders, events, webhooks,
+        reports, keys, ops, metrics,
+    ):  # fmt: skip
         app.include_router(module.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)

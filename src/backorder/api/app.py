@@ -47,6 +47,10 @@ TAGS = [
     {"name": "Orders", "description": "Place, read, cancel, ship and reprioritise orders."},
     {"name": "Backorder queue", "description": "Who waits for what, in fill order."},
     {"name": "Products and stock", "description": "Catalog, live figures, restocks, ledger."},
+    {"name": "Purchase orders", "description": "Inbound supply; drives promise dates."},
+    {"name": "Events", "description": "The append-only event feed (outbox)."},
+    {"name": "Webhooks", "description": "Signed deliveries of events to your endpoints."},
+    {"name": "Reports", "description": "Backorder figures and replenishment suggestions."},
     {"name": "API keys", "description": "Keys for storefronts (one channel each) and ops."},
     {"name": "Operations", "description": "Health, readiness and metrics."},
 ]

@@ -94,7 +94,7 @@ async def test_hot_sku_with_backorders_and_a_restock_midway(
 async def test_storm_of_orders_restocks_and_cancels_keeps_every_invariant(
     server: str, fresh: None, database_url: str
 ) -> None:
-    rng = random.Random(7)  # noqa: S311
+    rng = random.Random(7)
     skus = ["S1", "S2", "S3", "S4", "S5"]
     async with _client(server) as http:
         for n, sku in enumerate(skus):

@@ -35,7 +35,7 @@ def live_server(database_url: str, workers: int = 2) -> Iterator[str]:
         "BACKORDER_POOL_SIZE": "6",
     }
     exe = str(Path(sys.executable).parent / "backorder")
-    proc = subprocess.Popen(  # noqa: S603
+    proc = subprocess.Popen(
         [exe, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
         env=env,
         stdout=subprocess.PIPE,

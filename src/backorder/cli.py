@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from backorder.config import Settings
 from backorder.embedded import DataDirBusy, EmbeddedDatabase, master_key, start
+from backorder.logging import configure as configure_logging
 
 
 @contextmanager
@@ -34,8 +36,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from backorder.db.engine import migrate
+    from backorder.metrics import multiprocess_directory
 
     settings = Settings()
+    # uvicorn re-raises SIGTERM once it has shut down; turning it into an exception lets the
+    # `finally` blocks run, so the embedded PostgreSQL is stopped cleanly too.
+    signal.signal(signal.SIGTERM, _raise_stopped)
     try:
         with database(settings, exclusive=True) as (settings, embedded):
             generated = False
@@ -59,22 +65,37 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     "`backorder api-key create`",
                     flush=True,
                 )
-            uvicorn.run(
-                "backorder.api.app:app_from_env",
-                factory=True,
-                host=args.host,
-                port=args.port,
-                workers=args.workers,
-                log_level=settings.log_level.lower(),
-                access_log=False,
-                loop="uvloop",
-                http="httptools",
-                timeout_graceful_shutdown=10,
-            )
+            # Workers are spawned processes: they inherit PROMETHEUS_MULTIPROC_DIR from here
+            # and share their metrics through it. `log_config=None`: uvicorn's loggers go
+            # through our handler (JSON or text), in this process and in each worker.
+            with multiprocess_directory(args.workers):
+                uvicorn.run(
+                    "backorder.api.app:app_from_env",
+                    factory=True,
+                    host=args.host,
+                    port=args.port,
+                    workers=args.workers,
+                    log_level=settings.log_level.lower(),
+                    log_config=None,
+                    access_log=False,
+                    loop="uvloop",
+                    http="httptools",
+                    timeout_graceful_shutdown=10,
+                )
     except DataDirBusy as exc:
         print(f"backorder: {exc}", file=sys.stderr)
         return 1
+    except (KeyboardInterrupt, _Stopped):
+        pass  # uvicorn has shut down gracefully; the embedded server was stopped above
     return 0
+
+
+class _Stopped(Exception):
+    """SIGTERM, re-raised by uvicorn after its graceful shutdown."""
+
+
+def _raise_stopped(signum: int, frame: object) -> None:
+    raise _Stopped
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -132,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_format)
     code: int = args.func(args)
     return code
 

@@ -25,7 +25,12 @@ access_log = logging.getLogger("backorder.access")
 _QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
 
 # The attributes every LogRecord has; anything else on a record came from `extra=`.
-_RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+_RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",  # uvicorn's ANSI-coloured copy of the message
+}
 _SECRET_KEYS = frozenset(
     {"authorization", "api_key", "key", "secret", "password", "token", "master_key", "headers"}
 )
@@ -104,11 +109,15 @@ def configure(level: str = "INFO", fmt: LogFormat = "auto", stream: TextIO | Non
     root.addHandler(handler)
     root.setLevel(level)
     # uvicorn's own handlers (when it configured logging) would print a second, unstructured
-    # copy; its loggers propagate to ours instead.
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi"):
+    # copy; its loggers propagate to ours instead. Its access log is replaced by ours (which
+    # has the request id, the route and the duration), so it is silenced.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.asgi"):
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
+    uvicorn_access = logging.getLogger("uvicorn.access")
+    uvicorn_access.handlers.clear()
+    uvicorn_access.propagate = False
 
 
 def log_request(scope: Scope, method: str, route: str, status: int, elapsed_s: float) -> None:

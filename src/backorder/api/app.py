@@ -26,6 +26,8 @@ from backorder.api.routers import (
 )
 from backorder.config import Settings
 from backorder.db.engine import head_revision, make_engine
+from backorder.logging import configure as configure_logging
+from backorder.metrics import MetricsMiddleware
 from backorder.workers import webhooks as webhook_worker
 
 DESCRIPTION = """
@@ -90,9 +92,12 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(module.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(MetricsMiddleware)  # outermost: times and counts every answer
     return app
 
 
 def app_from_env() -> FastAPI:
     """Factory for `uvicorn --factory` and worker processes: settings from the environment."""
-    return create_app(Settings())
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings)

@@ -1,118 +1,223 @@
-"""Aggregates for ops, computed in PostgreSQL."""
+"""Aggregates for ops, computed in PostgreSQL: the backorder report, replenishment, metrics.
+
+Each is one statement; Python only divides. Lines carry their order's `created_at`, and
+`initial_backordered` / `filled_at` are written at placement and by the queue fill.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-_WINDOW = """
-    o.created_at >= COALESCE(CAST(:since AS timestamptz), '-infinity')
-    AND o.created_at < COALESCE(CAST(:until AS timestamptz), 'infinity')
+
+@dataclass(frozen=True, slots=True)
+class BackorderFigures:
+    as_of: datetime
+    orders: int
+    backordered_orders: int
+    units_ordered: int
+    units_allocated_at_placement: int
+    open_lines: int
+    open_units: int
+    oldest_open_at: datetime | None
+    avg_open_age_hours: float | None
+    avg_fill_hours: float | None
+    top_skus: list[dict[str, Any]]
+
+
+# The window selects orders; everything else is about those orders' lines. Ties in `top_skus`
+# go by SKU in byte order (COLLATE "C"), the same on every database whatever its locale.
+_REPORT = """
+WITH w AS (
+    SELECT id, backordered_at_placement FROM sales_order o WHERE {window}
+), l AS (
+    SELECT l.sku, l.quantity, l.initial_backordered, l.backordered, l.created_at, l.filled_at
+    FROM order_line l JOIN w ON w.id = l.order_id
+), top AS (
+    SELECT sku, sum(backordered) AS open_units, count(*) AS lines
+    FROM l WHERE backordered > 0
+    GROUP BY sku ORDER BY open_units DESC, sku COLLATE "C" LIMIT 10
+)
+SELECT
+    now() AS as_of,
+    (SELECT count(*) FROM w) AS orders,
+    (SELECT count(*) FROM w WHERE backordered_at_placement) AS backordered_orders,
+    COALESCE(sum(quantity), 0) AS units_ordered,
+    COALESCE(sum(quantity - initial_backordered), 0) AS units_allocated_at_placement,
+    count(*) FILTER (WHERE backordered > 0) AS open_lines,
+    COALESCE(sum(backordered), 0) AS open_units,
+    min(created_at) FILTER (WHERE backordered > 0) AS oldest_open_at,
+    avg(extract(epoch FROM now() - created_at)) FILTER (WHERE backordered > 0)
+        AS avg_open_age_s,
+    avg(extract(epoch FROM filled_at - created_at))
+        FILTER (WHERE initial_backordered > 0 AND filled_at IS NOT NULL) AS avg_fill_s,
+    (SELECT COALESCE(
+        json_agg(json_build_object('sku', sku, 'open_units', open_units, 'lines', lines)
+                 ORDER BY open_units DESC, sku COLLATE "C"),
+        '[]')
+     FROM top) AS top_skus
+FROM l
 """
 
-_SUMMARY = text(f"""
-SELECT
-    count(DISTINCT o.id) AS orders,
-    count(DISTINCT o.id) FILTER (WHERE o.backordered_at_placement) AS backordered_orders,
-    COALESCE(sum(l.quantity), 0) AS units,
-    COALESCE(sum(l.quantity - l.initial_backordered), 0) AS units_at_placement,
-    count(*) FILTER (WHERE l.backordered > 0) AS open_lines,
-    COALESCE(sum(l.backordered), 0) AS open_units,
-    min(l.created_at) FILTER (WHERE l.backordered > 0) AS oldest_open,
-    avg(extract(epoch FROM clock_timestamp() - l.created_at) / 3600.0)
-        FILTER (WHERE l.backordered > 0) AS avg_open_age_hours,
-    avg(extract(epoch FROM l.filled_at - l.created_at) / 3600.0)
-        FILTER (WHERE l.initial_backordered > 0 AND l.filled_at IS NOT NULL)
-        AS avg_fill_hours
-FROM sales_order o JOIN order_line l ON l.order_id = o.id
-WHERE {_WINDOW}
-""")
 
-_TOP = text(f"""
-SELECT l.sku, sum(l.backordered) AS open_units, count(*) AS lines
-FROM sales_order o JOIN order_line l ON l.order_id = o.id
-WHERE l.backordered > 0 AND {_WINDOW}
-GROUP BY l.sku ORDER BY open_units DESC, l.sku LIMIT 10
-""")
+def _window(since: datetime | None, until: datetime | None) -> str:
+    """A WHERE clause on `o.created_at` with only the bounds given, so the index serves it."""
+    bounds = ["true"]
+    if since is not None:
+        bounds.append("o.created_at >= :since")
+    if until is not None:
+        bounds.append("o.created_at < :until")
+    return " AND ".join(bounds)
 
 
-async def backorder_report(
+async def backorder_figures(
     conn: AsyncConnection, since: datetime | None, until: datetime | None
-) -> dict[str, Any]:
-    params = {"since": since, "until": until}
-    s = (await conn.execute(_SUMMARY, params)).one()
-    top = (await conn.execute(_TOP, params)).all()
-    orders = int(s.orders)
-    units = int(s.units)
-    return {
-        "since": since,
-        "until": until,
-        "orders": orders,
-        "backordered_orders": int(s.backordered_orders),
-        "backorder_rate": round(s.backordered_orders / orders, 6) if orders else 0.0,
-        "open_backorder_lines": int(s.open_lines),
-        "open_backorder_units": int(s.open_units),
-        "oldest_open_backorder_at": s.oldest_open,
-        "avg_open_backorder_age_hours": _hours(s.avg_open_age_hours),
-        "avg_time_to_fill_hours": _hours(s.avg_fill_hours),
-        "fill_rate": round(int(s.units_at_placement) / units, 6) if units else 0.0,
-        "top_skus": [
-            {"sku": r.sku, "open_units": int(r.open_units), "lines": int(r.lines)} for r in top
+) -> BackorderFigures:
+    sql = text(_REPORT.format(window=_window(since, until)))
+    params = {k: v for k, v in (("since", since), ("until", until)) if v is not None}
+    r = (await conn.execute(sql, params)).one()
+    return BackorderFigures(
+        as_of=r.as_of,
+        orders=int(r.orders),
+        backordered_orders=int(r.backordered_orders),
+        units_ordered=int(r.units_ordered),
+        units_allocated_at_placement=int(r.units_allocated_at_placement),
+        open_lines=int(r.open_lines),
+        open_units=int(r.open_units),
+        oldest_open_at=r.oldest_open_at,
+        avg_open_age_hours=_hours(r.avg_open_age_s),
+        avg_fill_hours=_hours(r.avg_fill_s),
+        top_skus=[
+            {"sku": t["sku"], "open_units": int(t["open_units"]), "lines": int(t["lines"])}
+            for t in r.top_skus
         ],
-    }
+    )
 
 
-def _hours(value: Any) -> float | None:
-    return None if value is None else round(float(value), 4)
+def _hours(seconds: Any) -> float | None:
+    return None if seconds is None else float(seconds) / 3600.0
 
 
-_REPLENISHMENT = text("""
-WITH demand AS (
-    SELECT l.sku, sum(l.quantity) AS units
-    FROM order_line l
-    WHERE l.created_at >= date_trunc('day', clock_timestamp()) - make_interval(days => :days - 1)
-    GROUP BY l.sku
-), rows AS (
+@dataclass(frozen=True, slots=True)
+class ReplenishmentFigures:
+    sku: str
+    available: int
+    backordered: int
+    incoming: int
+    units_ordered: int
+    lead_time_days: int
+    safety_stock: int
+    reorder_point: int
+    product_sets_reorder_point: bool
+    suggested_order_quantity: int
+    discontinued: bool
+
+
+# Demand is read per product through `ix_order_line_sku_created_at`, so a page walks the
+# product key in order and stops at `limit`, whatever the size of the catalog (and stays
+# SKU-local). `ceil(units / days * lead)` is done in integers: `(units * lead + days - 1) / days`,
+# so 20 units over 30 days with a 15-day lead time is exactly 10, not 11 from rounding.
+_REPLENISHMENT = """
+WITH page AS (
     SELECT p.sku, p.on_hand - p.allocated AS available, p.backordered, p.incoming,
-           COALESCE(d.units, 0)::numeric / :days AS daily_demand,
-           p.lead_time_days, p.safety_stock, p.reorder_point AS explicit_reorder_point
-    FROM product p LEFT JOIN demand d ON d.sku = p.sku
-    WHERE NOT p.discontinued AND p.sku > :after
+           p.discontinued,
+           COALESCE(p.lead_time_days, 0) AS lead_time_days,
+           COALESCE(p.safety_stock, 0) AS safety_stock,
+           p.reorder_point AS product_reorder_point,
+           (SELECT CAST(COALESCE(sum(l.quantity), 0) AS bigint) FROM order_line l
+            WHERE l.sku = p.sku AND l.created_at >= w.start) AS units_ordered
+    FROM product p,
+         (SELECT (date_trunc('day', now() AT TIME ZONE 'UTC')
+                  - make_interval(days => :days - 1)) AT TIME ZONE 'UTC' AS start) w
+    WHERE {after}
 ), computed AS (
-    SELECT *, COALESCE(explicit_reorder_point,
-                       ceil(daily_demand * COALESCE(lead_time_days, 0))::bigint
-                       + COALESCE(safety_stock, 0)) AS reorder_point
-    FROM rows
+    SELECT *,
+           COALESCE(product_reorder_point,
+                    (units_ordered * lead_time_days + :days - 1) / :days + safety_stock)
+               AS reorder_point
+    FROM page
 )
 SELECT *, GREATEST(0, backordered + reorder_point - available - incoming)
-          AS suggested_order_quantity
+              AS suggested_order_quantity
 FROM computed
-WHERE NOT :needs_order OR backordered + reorder_point - available - incoming > 0
-ORDER BY sku LIMIT :limit
-""")
+WHERE {needs_order}
+ORDER BY sku
+LIMIT :limit
+"""
 
 
 async def replenishment(
     conn: AsyncConnection, *, days: int, needs_order: bool, after: str | None, limit: int
-) -> list[dict[str, Any]]:
-    rows = await conn.execute(
-        _REPLENISHMENT,
-        {"days": days, "needs_order": needs_order, "after": after or "", "limit": limit},
+) -> list[ReplenishmentFigures]:
+    sql = _REPLENISHMENT.format(
+        after="p.sku > :after" if after is not None else "true",
+        needs_order="backordered + reorder_point - available - incoming > 0"
+        if needs_order
+        else "true",
     )
+    params: dict[str, Any] = {"days": days, "limit": limit}
+    if after is not None:
+        params["after"] = after
+    rows = await conn.execute(text(sql), params)
     return [
-        {
-            "sku": r.sku,
-            "available": int(r.available),
-            "backordered": int(r.backordered),
-            "incoming": int(r.incoming),
-            "daily_demand": round(float(r.daily_demand), 4),
-            "lead_time_days": r.lead_time_days,
-            "safety_stock": r.safety_stock,
-            "reorder_point": int(r.reorder_point),
-            "suggested_order_quantity": int(r.suggested_order_quantity),
-        }
+        ReplenishmentFigures(
+            sku=r.sku,
+            available=int(r.available),
+            backordered=int(r.backordered),
+            incoming=int(r.incoming),
+            units_ordered=int(r.units_ordered),
+            lead_time_days=int(r.lead_time_days),
+            safety_stock=int(r.safety_stock),
+            reorder_point=int(r.reorder_point),
+            product_sets_reorder_point=r.product_reorder_point is not None,
+            suggested_order_quantity=int(r.suggested_order_quantity),
+            discontinued=bool(r.discontinued),
+        )
         for r in rows
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class MetricFigures:
+    orders_placed: int
+    units_backordered_at_placement: int
+    units_filled_from_queue: int
+    open_backorder_units: int
+    open_backorder_lines: int
+    webhook_deliveries: dict[str, int]
+
+
+# Business counters are derived from the rows that record the events, so every worker process
+# reports the same, exact figures (no per-process counters to add up, none lost on restart).
+# Queue fills are the `order.line_allocated` events: `fill_queue` writes one per line it fills.
+_METRICS = text("""
+SELECT
+    (SELECT count(*) FROM sales_order) AS orders_placed,
+    (SELECT COALESCE(sum(initial_backordered), 0) FROM order_line)
+        AS units_backordered_at_placement,
+    (SELECT COALESCE(sum(CAST(data->>'quantity' AS bigint)), 0) FROM event
+     WHERE type = 'order.line_allocated') AS units_filled_from_queue,
+    (SELECT COALESCE(sum(backordered), 0) FROM product) AS open_backorder_units,
+    (SELECT count(*) FROM order_line WHERE backordered > 0) AS open_backorder_lines,
+    (SELECT COALESCE(json_object_agg(status, n), '{}')
+     FROM (SELECT status, count(*) AS n FROM webhook_delivery GROUP BY status) d)
+        AS webhook_deliveries
+""")
+
+
+async def metric_figures(conn: AsyncConnection, *, timeout_ms: int) -> MetricFigures:
+    """The figures `/metrics` shows from SQL; bounded by `timeout_ms` so a scrape stays cheap."""
+    await conn.execute(text(f"SET LOCAL statement_timeout = {int(timeout_ms)}"))
+    r = (await conn.execute(_METRICS)).one()
+    return MetricFigures(
+        orders_placed=int(r.orders_placed),
+        units_backordered_at_placement=int(r.units_backordered_at_placement),
+        units_filled_from_queue=int(r.units_filled_from_queue),
+        open_backorder_units=int(r.open_backorder_units),
+        open_backorder_lines=int(r.open_backorder_lines),
+        webhook_deliveries={str(k): int(v) for k, v in r.webhook_deliveries.items()},
+    )

@@ -1,7 +1,73 @@
-"""Routes of this slice are added here."""
+"""GET /metrics: Prometheus text, no key (keep it off the public network)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import logging
 
-router = APIRouter()
+from fastapi import APIRouter, Request
+from sqlalchemy.exc import DBAPIError
+from starlette.responses import Response
+
+from backorder import metrics
+from backorder.db import reports
+from backorder.db.engine import run_transaction
+from backorder.db.reports import MetricFigures
+from backorder.domain.errors import RetryLater
+
+router = APIRouter(tags=["Operations"])
+log = logging.getLogger("backorder.metrics")
+
+# A scrape must stay cheap and never hang: its SQL gets its own, short statement timeout.
+SCRAPE_SQL_TIMEOUT_MS = 2000
+
+EXAMPLE = """\
+# HELP backorder_http_requests_total HTTP requests answered, by method, route template and \
+status class.
+# TYPE backorder_http_requests_total counter
+backorder_http_requests_total{method="POST",route="/v1/orders",status="2xx"} 42.0
+# HELP backorder_orders_placed_total Orders placed (cancelled ones included).
+# TYPE backorder_orders_placed_total counter
+backorder_orders_placed_total 42.0
+# HELP backorder_open_backorder_units Backordered units waiting now (sum of the products' \
+backordered).
+# TYPE backorder_open_backorder_units gauge
+backorder_open_backorder_units 20.0
+"""
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "Prometheus text exposition format 0.0.4.",
+            "content": {metrics.CONTENT_TYPE: {"schema": {"type": "string"}, "example": EXAMPLE}},
+        }
+    },
+    summary="Prometheus metrics",
+    description="Needs no key. The whole service, whichever worker answers:\n\n"
+    "* `backorder_http_requests_total` and `backorder_http_request_duration_seconds` by "
+    "`method`, `route` (the route template, `unmatched` when none) and `status` class;\n"
+    "* from the database at scrape time: `backorder_orders_placed_total`, "
+    "`backorder_units_backordered_at_placement_total`, "
+    "`backorder_units_filled_from_queue_total`, `backorder_open_backorder_units`, "
+    "`backorder_open_backorder_lines`, `backorder_webhook_deliveries{status}`;\n"
+    "* `backorder_db_pool_checked_out` and `backorder_db_pool_size`.\n\n"
+    "When the database does not answer within 2 s, the SQL figures are left out and "
+    "`backorder_metrics_database_up` is 0; the scrape itself still succeeds.",
+)
+async def scrape(request: Request) -> Response:
+    engine = request.app.state.engine
+    pool = engine.pool
+    metrics.observe_pool(pool)  # before the scrape's own connection is taken
+    figures: MetricFigures | None
+    try:
+        figures = await run_transaction(
+            engine,
+            lambda conn: reports.metric_figures(conn, timeout_ms=SCRAPE_SQL_TIMEOUT_MS),
+            attempts=1,
+        )
+    except (DBAPIError, RetryLater, OSError, TimeoutError) as exc:
+        log.warning("metrics: database figures unavailable: %s", type(exc).__name__)
+        figures = None
+    return Response(metrics.exposition(figures), media_type=metrics.CONTENT_TYPE)

@@ -1,12 +1,11 @@
-"""/v1/reports and /v1/replenishment: the backorder situation and what to buy."""
+"""/v1/reports and /v1/replenishment: the backorder situation and what to buy (ops only)."""
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
@@ -14,85 +13,97 @@ from backorder.api import cursors
 from backorder.api.deps import OpsKey
 from backorder.api.docs import problems
 from backorder.api.execute import read
-from backorder.api.schemas.common import Page, page
-from backorder.db import reports
+from backorder.api.schemas.common import SKU_PATTERN, Page, page
+from backorder.api.schemas.reports import BackorderReportOut, Instant, ReplenishmentRowOut
+from backorder.domain.errors import ValidationFailed
+from backorder.services import reports
 
 router = APIRouter(tags=["Reports"])
 
-
-class TopSku(BaseModel):
-    sku: str
-    open_units: int
-    lines: int
+_SKU = re.compile(SKU_PATTERN)
 
 
-class BackorderReport(BaseModel):
-    since: datetime | None
-    until: datetime | None
-    orders: int
-    backordered_orders: int
-    backorder_rate: float
-    open_backorder_lines: int
-    open_backorder_units: int
-    oldest_open_backorder_at: datetime | None
-    avg_open_backorder_age_hours: float | None
-    avg_time_to_fill_hours: float | None
-    fill_rate: float
-    top_skus: list[TopSku]
+def _sku(value: str) -> str:
+    """A cursor's SKU part; anything else (a NUL character, say) is a tampered cursor."""
+    if not _SKU.match(value):
+        raise ValueError("not a SKU")
+    return value
 
 
-class ReplenishmentRow(BaseModel):
-    sku: str
-    available: int
-    backordered: int
-    incoming: int
-    daily_demand: float
-    lead_time_days: int | None
-    safety_stock: int | None
-    reorder_point: int
-    suggested_order_quantity: int
+SinceQuery = Annotated[
+    Instant | None,
+    Query(
+        description="RFC 3339 date-time with offset, inclusive. Left out: from the beginning.",
+        examples=["2026-11-01T00:00:00Z"],
+    ),
+]
+UntilQuery = Annotated[
+    Instant | None,
+    Query(
+        description="RFC 3339 date-time with offset, exclusive. Left out: up to now.",
+        examples=["2026-12-01T00:00:00Z"],
+    ),
+]
 
 
 @router.get(
     "/v1/reports/backorders",
-    response_model=BackorderReport,
+    response_model=BackorderReportOut,
     responses=problems(403),
     summary="Backorder report",
-    description="For orders placed in [`since`, `until`) (both optional: all time): how many "
-    "had a backordered unit when placed (`backorder_rate`), the share of ordered units "
-    "allocated at placement (`fill_rate`), the average hours from placement to a backordered "
-    "line being filled, and — among those orders' lines still waiting now — the open lines "
-    "and units, the oldest, their average age and the top 10 SKUs by open units.",
+    description="Figures for the orders **placed** in [`since`, `until`) (both optional; left "
+    "out, all time):\n\n"
+    "* `orders`, and `backordered_orders`: those that had at least one backordered unit when "
+    "placed; `backorder_rate` is their share (0.0 when the window has no orders).\n"
+    "* `fill_rate`: the share of ordered units that were allocated at placement (0.0 when "
+    "nothing was ordered). Cancelled orders count: they were placed.\n"
+    "* `avg_time_to_fill_hours`: for lines that waited and were then filled completely from "
+    "the queue, the mean time from placement to the last unit's allocation (null if none).\n"
+    "* `open_backorder_lines`, `open_backorder_units`, `oldest_open_backorder_at` and "
+    "`avg_open_backorder_age_hours` (per line): those orders' lines still waiting **now**.\n"
+    "* `top_skus`: at most 10 SKUs by open units, most first, ties by SKU.\n\n"
+    "A `since` later than `until` is a 422.",
 )
 async def backorder_report(
-    request: Request,
-    principal: OpsKey,
-    since: Annotated[datetime | None, Query(description="RFC 3339, inclusive.")] = None,
-    until: Annotated[datetime | None, Query(description="RFC 3339, exclusive.")] = None,
+    request: Request, principal: OpsKey, since: SinceQuery = None, until: UntilQuery = None
 ) -> Response:
+    if since is not None and until is not None and since > until:
+        raise ValidationFailed(
+            "since must not be later than until",
+            [{"loc": ["query", "since"], "field": "since", "msg": "later than until"}],
+        )
     return await read(request, lambda conn: reports.backorder_report(conn, since, until))
 
 
 @router.get(
     "/v1/replenishment",
-    response_model=Page[ReplenishmentRow],
+    response_model=Page[ReplenishmentRowOut],
     responses=problems(403),
-    summary="What to order",
-    description="Per SKU: true daily demand over the trailing `days` (all ordered units, "
-    "backordered ones too), the reorder point (the product's, or "
-    "`ceil(daily_demand * lead_time_days) + safety_stock`), and the suggested order quantity "
-    "`max(0, backordered + reorder_point - available - incoming)`. `needs_order=true` keeps "
-    "only SKUs with a suggestion above zero.",
+    summary="Replenishment: what to order",
+    description="One row per SKU, by SKU, in the list envelope:\n\n"
+    "* `daily_demand`: every unit ordered over the trailing `days` (today, UTC, included), "
+    "backordered and later-cancelled units too (true demand, not just sales), divided by "
+    "`days`.\n"
+    "* `reorder_point`: the product's own, or else `ceil(daily_demand * lead_time_days) + "
+    "safety_stock` (an unset lead time or safety stock counts as 0).\n"
+    "* `suggested_order_quantity`: `max(0, backordered + reorder_point - available - "
+    "incoming)`: enough to serve everyone waiting and get back to the reorder point, after "
+    "what is on the shelf and on open purchase orders.\n\n"
+    "`needs_order=true` keeps only the SKUs with a suggestion above zero.",
 )
 async def replenishment(
     request: Request,
     principal: OpsKey,
-    days: Annotated[int, Query(ge=1, le=365)] = 30,
-    needs_order: Annotated[bool, Query()] = False,
+    days: Annotated[
+        int, Query(ge=1, le=365, description="Demand window in days, today included.")
+    ] = 30,
+    needs_order: Annotated[
+        bool, Query(description="Only SKUs with `suggested_order_quantity > 0`.")
+    ] = False,
     limit: cursors.LimitQuery = 50,
     cursor: cursors.CursorQuery = None,
 ) -> Response:
-    after = cursors.decode(cursor, str)
+    after = cursors.decode(cursor, _sku)
 
     async def work(conn: AsyncConnection) -> dict[str, Any]:
         rows = await reports.replenishment(
@@ -104,6 +115,6 @@ async def replenishment(
         )
         more = len(rows) > limit
         rows = rows[:limit]
-        return page(rows, cursors.encode(rows[-1]["sku"]) if more and rows else None)
+        return page(rows, cursors.encode(rows[-1]["sku"]) if more else None)
 
     return await read(request, work)

@@ -1,0 +1,162 @@
+"""Idempotency-Key on order writes: replay, reuse refusals, scope, and stored refusals."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from httpx import AsyncClient
+
+from tests.support.api import OPS, make_key, make_product
+from tests.support.checks import violations
+from tests.support.orders import restock
+
+
+@pytest.fixture(autouse=True)
+def _invariants_hold_after_each_test(client: AsyncClient, database_url: str) -> Iterator[None]:
+    yield
+    assert violations(database_url) == {}
+
+
+ORDER = {"customer_id": "c-1", "lines": [{"sku": "P", "quantity": 3}]}
+
+
+def _with(headers: dict[str, str], key: str, **extra: str) -> dict[str, str]:
+    return {**headers, "Idempotency-Key": key, **extra}
+
+
+async def _orders(client: AsyncClient) -> list[dict[str, Any]]:
+    data: list[dict[str, Any]] = (await client.get("/v1/orders", headers=OPS)).json()["data"]
+    return data
+
+
+async def test_the_same_key_and_body_replays_the_first_answer_and_places_one_order(
+    client: AsyncClient,
+) -> None:
+    await make_product(client, "P", on_hand=10)
+    first = await client.post("/v1/orders", json=ORDER, headers=_with(OPS, "k-1"))
+    assert first.status_code == 201, first.text
+    assert "idempotent-replayed" not in first.headers
+    # same JSON, other key order and spacing: the same request
+    again = await client.post(
+        "/v1/orders",
+        content=b'{"lines": [{"quantity": 3, "sku": "P"}],   "customer_id": "c-1"}',
+        headers=_with(OPS, "k-1", **{"Content-Type": "application/json"}),
+    )
+    assert again.status_code == 201, again.text
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.content == first.content
+    assert len(await _orders(client)) == 1
+    p = (await client.get("/v1/products/P", headers=OPS)).json()
+    assert p["allocated"] == 3
+
+
+async def test_the_same_key_with_another_body_is_refused(client: AsyncClient) -> None:
+    await make_product(client, "P", on_hand=10)
+    r = await client.post("/v1/orders", json=ORDER, headers=_with(OPS, "k-1"))
+    assert r.status_code == 201
+    other = {**ORDER, "customer_id": "c-2"}
+    r = await client.post("/v1/orders", json=other, headers=_with(OPS, "k-1"))
+    assert r.status_code == 422, r.text
+    assert r.json()["code"] == "idempotency_key_reused"
+    assert len(await _orders(client)) == 1
+
+
+async def test_the_same_key_on_another_path_is_refused(client: AsyncClient) -> None:
+    await make_product(client, "P", on_hand=10)
+    r = await client.post("/v1/orders", json=ORDER, headers=_with(OPS, "k-1"))
+    assert r.status_code == 201
+    order_id = r.json()["id"]
+    r = await client.post(f"/v1/orders/{order_id}/cancel", json=None, headers=_with(OPS, "k-1"))
+    assert r.status_code == 422, r.text
+    assert r.json()["code"] == "idempotency_key_reused"
+    got = (await client.get(f"/v1/orders/{order_id}", headers=OPS)).json()
+    assert got["status"] == "allocated"
+
+
+async def test_a_refusal_is_replayed_verbatim_even_after_stock_arrives(
+    client: AsyncClient,
+) -> None:
+    await make_product(client, "P", on_hand=1, backorders_allowed=False)
+    first = await client.post(
+        "/v1/orders", json=ORDER, headers=_with(OPS, "k-1", **{"X-Request-ID": "req-first"})
+    )
+    assert first.status_code == 409, first.text
+    assert first.json()["code"] == "insufficient_stock"
+    assert first.json()["request_id"] == "req-first"
+    await restock(client, "P", 10)
+    again = await client.post(
+        "/v1/orders", json=ORDER, headers=_with(OPS, "k-1", **{"X-Request-ID": "req-second"})
+    )
+    assert again.status_code == 409
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.headers["content-type"].startswith("application/problem+json")
+    assert again.content == first.content
+    assert again.json()["request_id"] == "req-first"
+    assert await _orders(client) == []
+    fresh = await client.post("/v1/orders", json=ORDER, headers=_with(OPS, "k-2"))
+    assert fresh.status_code == 201
+
+
+async def test_a_replayed_cancel_does_not_cancel_twice(client: AsyncClient) -> None:
+    await make_product(client, "P", on_hand=10)
+    order = (await client.post("/v1/orders", json=ORDER, headers=OPS)).json()
+    url = f"/v1/orders/{order['id']}/lines/{order['lines'][0]['id']}/cancel"
+    first = await client.post(url, json={"quantity": 1}, headers=_with(OPS, "c-1"))
+    again = await client.post(url, json={"quantity": 1}, headers=_with(OPS, "c-1"))
+    assert first.status_code == again.status_code == 200
+    assert again.content == first.content
+    got = (await client.get(f"/v1/orders/{order['id']}", headers=OPS)).json()
+    assert got["lines"][0]["cancelled"] == 1
+
+
+async def test_keys_are_scoped_per_api_key(client: AsyncClient) -> None:
+    await make_product(client, "P", on_hand=10)
+    shop = await make_key(client, "shop")
+    other = await make_key(client, "other")
+    a = await client.post("/v1/orders", json=ORDER, headers=_with(shop, "same"))
+    b = await client.post("/v1/orders", json=ORDER, headers=_with(other, "same"))
+    c = await client.post("/v1/orders", json=ORDER, headers=_with(OPS, "same"))
+    assert a.status_code == b.status_code == c.status_code == 201
+    assert "idempotent-replayed" not in b.headers
+    assert len({a.json()["id"], b.json()["id"], c.json()["id"]}) == 3
+    assert len(await _orders(client)) == 3
+
+
+async def test_a_key_of_256_characters_is_refused_and_255_is_accepted(
+    client: AsyncClient,
+) -> None:
+    await make_product(client, "P", on_hand=10)
+    r = await client.post("/v1/orders", json=ORDER, headers=_with(OPS, "k" * 256))
+    assert r.status_code == 422, r.text
+    assert r.json()["code"] == "validation_error"
+    assert await _orders(client) == []
+    r = await client.post("/v1/orders", json=ORDER, headers=_with(OPS, ""))
+    assert r.status_code == 422, r.text
+    assert r.json()["code"] == "validation_error"
+    assert await _orders(client) == []
+    r = await client.post("/v1/orders", json=ORDER, headers=_with(OPS, "k" * 255))
+    assert r.status_code == 201, r.text
+    again = await client.post("/v1/orders", json=ORDER, headers=_with(OPS, "k" * 255))
+    assert again.headers["idempotent-replayed"] == "true"
+
+
+async def test_concurrent_requests_with_one_key_place_one_order(client: AsyncClient) -> None:
+    import asyncio
+
+    await make_product(client, "P", on_hand=100)
+    answers = await asyncio.gather(
+        *(client.post("/v1/orders", json=ORDER, headers=_with(OPS, "race")) for _ in range(4))
+    )
+    codes = sorted(r.status_code for r in answers)
+    assert set(codes) <= {201, 409}, [r.text for r in answers]
+    fresh = [r for r in answers if r.status_code == 201 and "idempotent-replayed" not in r.headers]
+    assert len(fresh) == 1
+    for r in answers:
+        if r.status_code == 409:
+            assert r.json()["code"] == "idempotency_key_in_use"
+        else:
+            assert r.json()["id"] == fresh[0].json()["id"]
+    assert len(await _orders(client)) == 1
+    assert (await client.get("/v1/products/P", headers=OPS)).json()["allocated"] == 3

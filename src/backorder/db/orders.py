@@ -65,10 +65,13 @@ class NewLine:
 _INSERT_ORDER = text(
     """
 WITH o AS (
+    -- One reading of the clock for both times: the answer shows the order as stored.
     INSERT INTO sales_order (id, channel, customer_id, priority, ship_policy, external_ref,
-                             status, ready_to_ship, backordered_at_placement, created_at)
-    VALUES (:id, :channel, :customer_id, :priority, :ship_policy, :external_ref,
-            :status, :ready, :backordered_at_placement, clock_timestamp())
+                             status, ready_to_ship, backordered_at_placement, created_at,
+                             updated_at)
+    SELECT :id, :channel, :customer_id, :priority, :ship_policy, :external_ref,
+           :status, :ready, :backordered_at_placement, t.now, t.now
+    FROM (SELECT clock_timestamp() AS now) t
     RETURNING created_at
 ), l AS (
     INSERT INTO order_line (id, order_id, line_no, sku, quantity, allocated, backordered,

@@ -61,8 +61,7 @@ def transition_events(before: StockState, after: StockState) -> list[str]:
     """Event types a move between states announces (on entering a state, never while in it)."""
     if before == after:
         return []
-    if before == StockState.OUT:
-        return ["product.back_in_stock"]
+    announced = ["product.back_in_stock"] if before == StockState.OUT else []
     if after == StockState.LOW:
-        return ["product.low_stock"]
-    return []
+        announced.append("product.low_stock")
+    return announced

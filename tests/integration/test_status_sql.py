@@ -1,0 +1,121 @@
+"""The status rules in SQL (for lists and set-based refreshes) equal the Python rules."""
+
+from __future__ import annotations
+
+import itertools
+from uuid import uuid4
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from backorder.db import orders, products
+from backorder.domain.orders import ShipPolicy, Units, ready_to_ship, status_of
+from backorder.domain.products import product_status
+
+pytestmark = pytest.mark.usefixtures("clean_db")
+
+
+async def test_order_status_sql_equals_the_python_rule(engine: AsyncEngine) -> None:
+    grid = list(itertools.product(range(3), repeat=3))  # (o, a, s)
+    values = ", ".join(f"({o}, {a}, {s})" for o, a, s in grid)
+    sql = (
+        "SELECT o, a, s, "
+        + orders.STATUS_SQL.format(o="o", a="a", s="s")
+        + f" AS status FROM (VALUES {values}) AS g(o, a, s)"
+    )
+    async with engine.connect() as conn:
+        rows = (await conn.execute(text(sql))).all()
+    assert len(rows) == len(grid)
+    for r in rows:
+        expected = status_of(Units(r.o + r.a + r.s + 1, r.a, r.o, r.s, 1))
+        assert r.status == expected.value, r
+
+
+async def test_product_status_sql_equals_the_python_rule(engine: AsyncEngine) -> None:
+    grid = list(
+        itertools.product(
+            range(4),  # on_hand
+            range(4),  # allocated
+            (None, 0, 1, 2),  # reorder_point
+            (True, False),  # backorders_allowed
+            (True, False),  # discontinued
+        )
+    )
+    grid = [g for g in grid if g[1] <= g[0]]
+    values = ", ".join(
+        f"({h}, {a}, {'NULL::int' if rp is None else rp}, {str(b).lower()}, {str(d).lower()})"
+        for h, a, rp, b, d in grid
+    )
+    sql = (
+        "SELECT on_hand, allocated, reorder_point, backorders_allowed, discontinued, "
+        + products.STATUS_SQL
+        + f" AS status FROM (VALUES {values}) AS g(on_hand, allocated, reorder_point, "
+        "backorders_allowed, discontinued)"
+    )
+    async with engine.connect() as conn:
+        rows = (await conn.execute(text(sql))).all()
+    assert len(rows) == len(grid)
+    for r in rows:
+        expected = product_status(
+            available=r.on_hand - r.allocated,
+            reorder_point=r.reorder_point,
+            backorders_allowed=r.backorders_allowed,
+            discontinued=r.discontinued,
+        )
+        assert r.status == expected.value, r
+
+
+async def test_refreshed_order_status_and_readiness_equal_the_python_rules(
+    engine: AsyncEngine,
+) -> None:
+    """`refresh_order_statuses` derives both in one statement over two-line orders."""
+    skus = ("S1", "S2")
+    line_grid = [
+        (a, o, s, c) for a, o, s, c in itertools.product(range(2), repeat=4) if a + o + s + c > 0
+    ]
+    cases = [
+        (policy, first, second)
+        for policy in ShipPolicy
+        for first, second in itertools.product(line_grid, repeat=2)
+    ]
+    ids = [uuid4() for _ in cases]
+    async with engine.connect() as conn, conn.begin() as tx:
+        for sku in skus:
+            await conn.execute(text("INSERT INTO product (sku, name) VALUES (:s, :s)"), {"s": sku})
+        await conn.execute(
+            text(
+                "INSERT INTO sales_order (id, channel, customer_id, ship_policy, status, "
+                "created_at) VALUES (:id, 't', 'c', :policy, 'backordered', now())"
+            ),
+            [{"id": i, "policy": policy.value} for i, (policy, _, _) in zip(ids, cases)],
+        )
+        await conn.execute(
+            text(
+                "INSERT INTO order_line (id, order_id, line_no, sku, quantity, allocated, "
+                "backordered, shipped, cancelled, priority, created_at, initial_backordered) "
+                "VALUES (:id, :order_id, :n, :sku, :a + :o + :s + :c, :a, :o, :s, :c, 0, "
+                "now(), 0)"
+            ),
+            [
+                {"id": uuid4(), "order_id": i, "n": n, "sku": sku, "a": a, "o": o, "s": s, "c": c}
+                for i, (_, first, second) in zip(ids, cases)
+                for n, (sku, (a, o, s, c)) in enumerate(zip(skus, (first, second)), start=1)
+            ],
+        )
+        await orders.refresh_order_statuses(conn, ids)
+        rows = {
+            r.id: r
+            for r in await conn.execute(
+                text("SELECT id, status, ready_to_ship FROM sales_order WHERE id = ANY(:ids)"),
+                {"ids": ids},
+            )
+        }
+        seen = set()
+        for order_id, (policy, first, second) in zip(ids, cases, strict=True):
+            units = Units(sum(first) + sum(second), *(x + y for x, y in zip(first, second)))
+            assert rows[order_id].status == status_of(units).value, (policy, first, second)
+            assert rows[order_id].ready_to_ship is ready_to_ship(units, policy)
+            seen.add(rows[order_id].status)
+        assert len(seen) == 6
+        await tx.rollback()

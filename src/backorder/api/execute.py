@@ -75,19 +75,27 @@ async def write(
     ttl = request.app.state.settings.idempotency_ttl_hours
     request_id = request_id_of(request)
 
+    def replay(stored: idempotency.StoredResponse) -> tuple[int, bytes, bool]:
+        same = (stored.method, stored.path, stored.request_hash) == (
+            request.method,
+            request.url.path,
+            fingerprint,
+        )
+        if not same:
+            raise IdempotencyKeyReused("this Idempotency-Key was used with a different request")
+        return stored.status_code, stored.body, True
+
     async def guarded(conn: AsyncConnection) -> tuple[int, bytes, bool]:
+        # A finished request replays without the key's lock, so simultaneous retries of it
+        # all replay; only a request that is still running makes its key "in use".
+        stored = await idempotency.find(conn, principal.scope, key, ttl)
+        if stored is not None:
+            return replay(stored)
         if not await idempotency.try_lock(conn, principal.scope, key):
             raise IdempotencyKeyInUse("a request with this Idempotency-Key is still running")
         stored = await idempotency.find(conn, principal.scope, key, ttl)
         if stored is not None:
-            same = (stored.method, stored.path, stored.request_hash) == (
-                request.method,
-                request.url.path,
-                fingerprint,
-            )
-            if not same:
-                raise IdempotencyKeyReused("this Idempotency-Key was used with a different request")
-            return stored.status_code, stored.body, True
+            return replay(stored)
         try:
             async with conn.begin_nested():
                 status, payload = status_code, dumps(await work(conn))

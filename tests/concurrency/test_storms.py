@@ -1,0 +1,392 @@
+"""Storms of mixed writes from many clients at a real two-worker server, then the invariants.
+
+Every first attempt's effect is tallied from its answer; the database must show exactly those
+effects (nothing lost, nothing done twice), whatever the interleaving and the retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from tests.concurrency.test_hot_sku import CLIENTS, client, no_5xx, setup_product
+from tests.support.invariants import assert_invariants, check_invariants
+
+
+def _plain(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+def _db_rows(database_url: str, sql: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(_plain(database_url)) as conn:
+        return list(conn.execute(sql).fetchall())
+
+
+@pytest.mark.parametrize(
+    ("seed", "orders"),
+    [(11, 160), pytest.param(12, 1200, marks=pytest.mark.slow)],
+)
+async def test_multi_line_orders_over_random_pairs(
+    live_url: str, database_url: str, seed: int, orders: int
+) -> None:
+    rng = random.Random(seed)
+    skus = [f"PAIR-{i}" for i in range(8)]
+    stock = {sku: rng.randint(0, 40) for sku in skus}
+    bodies = []
+    for n in range(orders):
+        a, b = rng.sample(skus, 2)  # random pair, random line order
+        bodies.append(
+            {
+                "customer_id": f"c-{n}",
+                "external_ref": f"ref-{n}",
+                "lines": [
+                    {"sku": a, "quantity": rng.randint(1, 5)},
+                    {"sku": b, "quantity": rng.randint(1, 5)},
+                ],
+            }
+        )
+    gate = asyncio.Semaphore(CLIENTS)
+    async with client(live_url) as http:
+        for sku in skus:
+            await setup_product(
+                http, sku, stock[sku], allocation_strategy=rng.choice(["fifo", "priority"])
+            )
+
+        async def one(body: dict[str, Any]) -> httpx.Response:
+            async with gate:
+                return await http.post("/v1/orders", json={**body, "priority": rng.randint(0, 9)})
+
+        responses = await asyncio.gather(*(one(b) for b in bodies))
+        no_5xx(responses)
+        assert Counter(r.status_code for r in responses) == {201: orders}, Counter(
+            (r.status_code, r.text[:100]) for r in responses
+        )
+        products = {sku: (await http.get(f"/v1/products/{sku}")).json() for sku in skus}
+    demand: Counter[str] = Counter()
+    for body in bodies:
+        for line in body["lines"]:
+            demand[line["sku"]] += line["quantity"]
+    for sku in skus:
+        p = products[sku]
+        assert p["on_hand"] == stock[sku]
+        assert p["allocated"] == min(stock[sku], demand[sku]), p
+        assert p["allocated"] + p["backordered"] == demand[sku], p
+    ids = {r.json()["id"] for r in responses}
+    assert len(ids) == orders
+    assert {str(r[0]) for r in _db_rows(database_url, "SELECT id FROM sales_order")} == ids
+    assert_invariants(database_url)
+
+
+@dataclass
+class Tally:
+    """What the first attempts did, from their answers."""
+
+    ledger: Counter[str] = field(default_factory=Counter)
+    orders: set[str] = field(default_factory=set)
+    codes: Counter[tuple[str, int, str]] = field(default_factory=Counter)
+    replays: int = 0
+    in_use: int = 0
+    order_lines: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+# What each kind of write may answer in a storm (anything else, and any 5xx, fails).
+ALLOWED = {
+    "order": {201},
+    "restock": {201},
+    "adjust": {201, 409},
+    "cancel": {200, 409},
+    "cancel_line": {200, 409},
+    "ship": {201, 409},
+    "reprioritise": {200},
+}
+ALLOWED_409 = {
+    "would_strand_allocations",
+    "conflict",
+    "already_shipped",
+    "not_allocated",
+    "order_incomplete",
+}
+
+
+def check_replay(first: httpx.Response, again: httpx.Response) -> None:
+    assert again.status_code == first.status_code, (first.text, again.text)
+    assert again.content == first.content, (first.text, again.text)
+    assert again.headers.get("Idempotent-Replayed") == "true", dict(again.headers)
+
+
+async def _storm(live_url: str, database_url: str, seed: int, operations: int) -> dict[str, Any]:
+    rng = random.Random(seed)
+    skus = {
+        "ST-F1": "fifo",
+        "ST-F2": "fifo",
+        "ST-F3": "fifo",
+        "ST-P1": "priority",
+        "ST-P2": "priority",
+    }
+    tally = Tally()
+    gate = asyncio.Semaphore(CLIENTS)
+    async with client(live_url) as http:
+        for sku, strategy in skus.items():
+            initial = rng.randint(0, 20)
+            await setup_product(http, sku, initial, allocation_strategy=strategy)
+            tally.ledger[sku] += initial
+
+        async def send(
+            kind: str, method: str, path: str, body: dict[str, Any] | None, keyed: bool
+        ) -> httpx.Response:
+            headers = {"Idempotency-Key": f"k-{uuid.uuid4()}"} if keyed else {}
+            async with gate:
+                first = await http.request(method, path, json=body, headers=headers)
+            assert first.status_code < 500, (kind, first.status_code, first.text)
+            code = first.json().get("code", "") if first.status_code >= 400 else ""
+            tally.codes[(kind, first.status_code, code)] += 1
+            assert first.status_code in ALLOWED[kind], (kind, first.text)
+            if first.status_code == 409:
+                assert code in ALLOWED_409, (kind, first.text)
+            if keyed:
+                # A retry with the same key and body replays the first answer, and does
+                # nothing again; retries racing each other may see `idempotency_key_in_use`.
+                async with gate:
+                    again = await asyncio.gather(
+                        *(
+                            http.request(method, path, json=body, headers=headers)
+                            for _ in range(rng.randint(1, 2))
+                        )
+                    )
+                for r in again:
+                    assert r.status_code < 500, r.text
+                    if r.status_code == 409 and r.json()["code"] == "idempotency_key_in_use":
+                        tally.in_use += 1  # two retries raced each other (see below)
+                        continue
+                    check_replay(first, r)
+                    tally.replays += 1
+                # Once nothing runs, a retry must replay.
+                async with gate:
+                    r = await http.request(method, path, json=body, headers=headers)
+                check_replay(first, r)
+                tally.replays += 1
+            return first
+
+        async def place() -> None:
+            picked = rng.sample(sorted(skus), rng.randint(1, 2))
+            body = {
+                "customer_id": f"c-{rng.randint(1, 30)}",
+                "priority": rng.randint(0, 9),
+                "ship_policy": rng.choice(["partial", "partial", "complete"]),
+                "lines": [{"sku": s, "quantity": rng.randint(1, 6)} for s in picked],
+            }
+            r = await send("order", "POST", "/v1/orders", body, keyed=rng.random() < 0.4)
+            order = r.json()
+            tally.orders.add(order["id"])
+            tally.order_lines[order["id"]] = order["lines"]
+
+        async def restock() -> None:
+            sku = rng.choice(sorted(skus))
+            q = rng.randint(1, 12)
+            await send(
+                "restock",
+                "POST",
+                f"/v1/products/{sku}/restocks",
+                {"quantity": q},
+                keyed=rng.random() < 0.5,
+            )
+            tally.ledger[sku] += q
+
+        async def adjust() -> None:
+            sku = rng.choice(sorted(skus))
+            delta = rng.choice([-3, -2, -1, 1, 2, 4])
+            r = await send(
+                "adjust",
+                "POST",
+                f"/v1/products/{sku}/adjustments",
+                {"delta": delta, "reason": "storm"},
+                keyed=rng.random() < 0.5,
+            )
+            if r.status_code == 201:
+                tally.ledger[sku] += delta
+
+        def some_order() -> str | None:
+            return rng.choice(sorted(tally.orders)) if tally.orders else None
+
+        async def cancel() -> None:
+            if (oid := some_order()) is not None:
+                await send(
+                    "cancel", "POST", f"/v1/orders/{oid}/cancel", {}, keyed=rng.random() < 0.5
+                )
+
+        async def cancel_line() -> None:
+            if (oid := some_order()) is None:
+                return
+            line = rng.choice(tally.order_lines[oid])
+            await send(
+                "cancel_line",
+                "POST",
+                f"/v1/orders/{oid}/lines/{line['id']}/cancel",
+                {"quantity": rng.randint(1, 2)},
+                keyed=rng.random() < 0.5,
+            )
+
+        async def ship() -> None:
+            if (oid := some_order()) is None:
+                return
+            async with gate:
+                order = (await http.get(f"/v1/orders/{oid}")).json()
+            lines = [
+                {"line_id": x["id"], "quantity": rng.randint(1, x["allocated"])}
+                for x in order["lines"]
+                if x["allocated"] > 0
+            ]
+            if not lines:
+                return
+            r = await send(
+                "ship",
+                "POST",
+                f"/v1/orders/{oid}/shipments",
+                {"lines": lines},
+                keyed=rng.random() < 0.5,
+            )
+            if r.status_code == 201:
+                for x in r.json()["lines"]:
+                    tally.ledger[x["sku"]] -= x["quantity"]
+
+        async def reprioritise() -> None:
+            if (oid := some_order()) is not None:
+                await send(
+                    "reprioritise",
+                    "PATCH",
+                    f"/v1/orders/{oid}",
+                    {"priority": rng.randint(0, 9)},
+                    keyed=False,
+                )
+
+        # Seed some orders so that the storm has something to cancel and ship.
+        await asyncio.gather(*(place() for _ in range(30)))
+        kinds = [place] * 5 + [restock] * 3 + [adjust] * 2 + [cancel, cancel_line] + [ship] * 2
+        kinds.append(reprioritise)
+        tasks = [rng.choice(kinds)() for _ in range(operations)]
+        await asyncio.gather(*tasks)
+
+        products = {s: (await http.get(f"/v1/products/{s}")).json() for s in skus}
+    for sku in skus:
+        assert products[sku]["on_hand"] == tally.ledger[sku], (sku, products[sku])
+    ids = {str(r[0]) for r in _db_rows(database_url, "SELECT id FROM sales_order")}
+    assert ids == tally.orders
+    figures = assert_invariants(database_url)
+    figures["codes"] = {f"{k}:{s}:{c}": n for (k, s, c), n in sorted(tally.codes.items())}
+    figures["replays"] = tally.replays
+    figures["racing_retries_in_use"] = tally.in_use
+    return figures
+
+
+@pytest.mark.parametrize(
+    ("seed", "operations"),
+    [(21, 120), (22, 120), pytest.param(23, 3000, marks=pytest.mark.slow)],
+)
+async def test_mixed_storm(live_url: str, database_url: str, seed: int, operations: int) -> None:
+    figures = await _storm(live_url, database_url, seed, operations)
+    print(figures)
+    assert figures["replays"] > 0
+    by_kind: defaultdict[str, int] = defaultdict(int)
+    for key, n in figures["codes"].items():
+        by_kind[key.split(":")[0]] += n
+    assert by_kind["ship"] > 0 and by_kind["cancel_line"] > 0 and by_kind["restock"] > 0
+
+
+async def test_concurrent_retries_of_a_finished_request_all_replay(live_url: str) -> None:
+    async with client(live_url) as http:
+        await setup_product(http, "IDEM", 0)
+        headers = {"Idempotency-Key": "same-key"}
+        body = {"quantity": 3, "reference": "idem"}
+        first = await http.post("/v1/products/IDEM/restocks", json=body, headers=headers)
+        assert first.status_code == 201, first.text
+        for _ in range(5):
+            again = await asyncio.gather(
+                *(
+                    http.post("/v1/products/IDEM/restocks", json=body, headers=headers)
+                    for _ in range(16)
+                )
+            )
+            for r in again:
+                check_replay(first, r)
+        product = (await http.get("/v1/products/IDEM")).json()
+        assert product["on_hand"] == 3
+
+
+async def test_concurrent_creates_and_setting_changes_of_one_sku(
+    live_url: str, database_url: str
+) -> None:
+    """Racing PUTs of a new SKU: one creates (201), the rest update (200); then settings
+    flip between fifo and priority while orders and restocks land on the SKU."""
+    rng = random.Random(31)
+    async with client(live_url) as http:
+        puts = await asyncio.gather(
+            *(http.put("/v1/products/RACE", json={"name": f"race {n}"}) for n in range(24))
+        )
+        no_5xx(puts)
+        assert Counter(r.status_code for r in puts) == {201: 1, 200: 23}
+        gate = asyncio.Semaphore(CLIENTS)
+
+        async def call(n: int) -> httpx.Response:
+            async with gate:
+                if n % 10 == 0:
+                    strategy = rng.choice(["fifo", "priority"])
+                    return await http.put(
+                        "/v1/products/RACE", json={"allocation_strategy": strategy}
+                    )
+                if n % 7 == 0:
+                    return await http.post(
+                        "/v1/products/RACE/restocks", json={"quantity": rng.randint(1, 5)}
+                    )
+                body = {
+                    "customer_id": f"c-{n}",
+                    "priority": rng.randint(0, 9),
+                    "lines": [{"sku": "RACE", "quantity": rng.randint(1, 3)}],
+                }
+                return await http.post("/v1/orders", json=body)
+
+        responses = await asyncio.gather(*(call(n) for n in range(150)))
+        no_5xx(responses)
+        assert {r.status_code for r in responses} <= {200, 201}, Counter(
+            (r.status_code, r.text[:120]) for r in responses
+        )
+        # The fifo-order check assumes a SKU kept its strategy while its lines waited.
+        r = await http.put("/v1/products/RACE", json={"allocation_strategy": "priority"})
+        assert r.status_code == 200, r.text
+    assert_invariants(database_url)
+
+
+async def test_the_invariant_checker_sees_corruption(live_url: str, database_url: str) -> None:
+    """The checker itself: a clean history passes, and each hand-made corruption is seen."""
+    async with client(live_url) as http:
+        await setup_product(http, "CHK", 2)
+        for n in range(4):
+            r = await http.post(
+                "/v1/orders",
+                json={"customer_id": f"c-{n}", "lines": [{"sku": "CHK", "quantity": 1}]},
+            )
+            assert r.status_code == 201, r.text
+    assert_invariants(database_url)
+    with psycopg.connect(_plain(database_url), autocommit=True) as conn:
+        waiting = conn.execute(
+            "SELECT id FROM order_line WHERE backordered > 0 ORDER BY created_at, id"
+        ).fetchall()
+        # The later waiting line gets a unit from a fill while the earlier one still waits.
+        conn.execute(
+            "UPDATE order_line SET allocated = 1, backordered = 0 WHERE id = %s",
+            (waiting[1][0],),
+        )
+        conn.execute("UPDATE product SET on_hand = 5 WHERE sku = 'CHK'")
+    figures = check_invariants(database_url)
+    v = figures["violations"]
+    assert v["filled_out_of_fifo_order"] == 1, figures
+    assert v["on_hand_not_ledger"] == 1, figures
+    assert v["counters_not_lines"] == 1, figures
+    assert v["idle_stock_while_waiting"] == 1, figures

@@ -42,7 +42,7 @@ bench: install ## Benchmarks against ceilings measured in the same run (writes b
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 soak: install ## Long concurrency and crash runs; prints figures
-	$(BIN)/pytest -m slow tests/concurrency $(PYTEST_ARGS)
+	BACKORDER_SOAK=1 $(BIN)/pytest -m slow -s tests/concurrency $(PYTEST_ARGS)
 
 lock: ## Re-pin requirements.lock from the current .venv
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^-e' > requirements.lock

@@ -81,6 +81,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     loop="uvloop",
                     http="httptools",
                     timeout_graceful_shutdown=10,
+                    # Longer than load balancers' and clients' idle timeouts, so a pooled
+                    # connection is never closed under a request that is being sent.
+                    timeout_keep_alive=75,
                 )
     except DataDirBusy as exc:
         print(f"backorder: {exc}", file=sys.stderr)
@@ -129,6 +132,31 @@ def cmd_api_key_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Deliver webhooks without serving the API (then run `serve` with
+    BACKORDER_WEBHOOK_WORKER=false, or alongside it: workers share the work safely)."""
+    from backorder.db.engine import make_engine, migrate
+    from backorder.workers import webhooks
+
+    with database(Settings(), exclusive=False) as (settings, _):
+        migrate(settings.require_database_url())
+
+        async def deliver() -> None:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, stop.set)
+            engine = make_engine(settings)
+            try:
+                print("backorder: delivering webhooks (Ctrl-C stops)", flush=True)
+                await webhooks.run(engine, settings, stop)
+            finally:
+                await engine.dispose()
+
+        asyncio.run(deliver())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="backorder", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -141,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = sub.add_parser("migrate", help="bring the schema to the newest migration")
     migrate.set_defaults(func=cmd_migrate)
+
+    worker = sub.add_parser("worker", help="deliver webhooks, without serving the API")
+    worker.set_defaults(func=cmd_worker)
 
     api_key = sub.add_parser("api-key", help="manage API keys")
     key_sub = api_key.add_subparsers(dest="key_command", required=True)

@@ -1,10 +1,19 @@
 """Promise dates: each backordered line's `expected_date`, kept current per SKU.
 
-Walk the SKU's queue in fill order against its open purchase orders in (expected_date,
-created_at) order: a line's date is that of the PO whose cumulative remaining quantity first
-covers the line's last unit; lines no PO covers take the product's `expected_restock_date`
-(else null). Lines with nothing backordered have no date. One set-based statement per SKU;
-lines whose date moves are announced with `backorder.expected_date_changed`.
+The SKU's open purchase orders cover its queue in (expected_date, created_at) order: a line's
+date is that of the first PO whose running supply reaches the line's running demand (its
+last unit). Lines no PO covers take the product's `expected_restock_date`, else null; lines
+with nothing backordered have no date (the fill and the cancel clear it).
+
+Two ways to keep the dates, both under the SKU lock:
+
+- `refresh` of the whole queue, one set-based statement, after anything that can move
+  several lines (a fill, a cancel, a reprioritisation, any purchase-order change, a
+  placement in a priority queue). Lines whose date moves are announced, in queue order,
+  with `backorder.expected_date_changed`, except the lines of a just-placed order.
+- a placement in a FIFO queue only adds lines at the tail: nobody else's running demand
+  changes, so only the new line is dated, from the product's `backordered` counter (its
+  running demand) and the POs: one cheap statement, whatever the queue's length.
 """
 
 from __future__ import annotations
@@ -21,27 +30,43 @@ _QUEUE_ORDER = {
     AllocationStrategy.PRIORITY: "priority DESC, created_at, id",
 }
 
-_REFRESH = """
-WITH q AS (
-    SELECT id, order_id, expected_date AS old,
-           sum(backordered) OVER (ORDER BY {order} ROWS UNBOUNDED PRECEDING) AS cum
-    FROM order_line WHERE sku = :sku AND backordered > 0
-), po AS (
+# Supply in cover order, with its running total.
+_OPEN_SUPPLY = """
     SELECT expected_date,
-           sum(quantity - received) OVER (ORDER BY expected_date, created_at, id
-                                          ROWS UNBOUNDED PRECEDING) AS cum
-    FROM purchase_order WHERE sku = :sku AND status = 'open' AND quantity > received
+           row_number() OVER w AS n,
+           CAST(sum(quantity - received) OVER w AS bigint) AS cum
+    FROM purchase_order
+    WHERE sku = :sku AND status = 'open' AND quantity > received
+    WINDOW w AS (ORDER BY expected_date, created_at, id ROWS UNBOUNDED PRECEDING)
+"""
+
+# The queue is walked once, in fill order, with its running demand `cum`. A line is covered by
+# the first PO whose running supply reaches `cum`, i.e. PO number 1 + (how many POs' running
+# supply is below `cum`): `width_bucket` counts that by binary search in the sorted running
+# totals, so a long queue costs one pass, not one search of the POs per line. Past the last
+# PO the subscript is NULL and the product's date applies. Only lines whose date moves are
+# written (and announced, in queue order).
+_REFRESH = """
+WITH supply AS (
+    SELECT array_agg(cum ORDER BY n) AS cums, array_agg(expected_date ORDER BY n) AS dates
+    FROM ({supply}) po
+), q AS (
+    SELECT id, order_id, expected_date AS old,
+           CAST(sum(backordered) OVER (ORDER BY {order} ROWS UNBOUNDED PRECEDING) AS bigint)
+               AS cum
+    FROM order_line WHERE sku = :sku AND backordered > 0
 ), dated AS (
-    SELECT q.id, q.order_id, q.old,
-           COALESCE((SELECT po.expected_date FROM po WHERE po.cum >= q.cum
-                     ORDER BY po.cum LIMIT 1),
+    SELECT q.id, q.order_id, q.old, q.cum,
+           COALESCE(supply.dates[width_bucket(q.cum - 1, supply.cums) + 1],
                     (SELECT expected_restock_date FROM product WHERE sku = :sku)) AS new
-    FROM q
+    FROM q CROSS JOIN supply
+), changed AS (
+    SELECT * FROM dated WHERE old IS DISTINCT FROM new
 ), moved AS (
-    UPDATE order_line l SET expected_date = d.new
-    FROM dated d
-    WHERE l.id = d.id AND l.expected_date IS DISTINCT FROM d.new
-    RETURNING l.id, l.order_id, d.old, d.new
+    UPDATE order_line l SET expected_date = c.new
+    FROM changed c
+    WHERE l.id = c.id AND l.expected_date IS DISTINCT FROM c.new
+    RETURNING l.id, l.order_id, c.old, c.new, c.cum
 )
 INSERT INTO event (type, data)
 SELECT 'backorder.expected_date_changed',
@@ -49,9 +74,25 @@ SELECT 'backorder.expected_date_changed',
                           'from', old, 'to', new)
 FROM moved
 WHERE order_id IS DISTINCT FROM CAST(:new_order AS uuid)
-ORDER BY id
+ORDER BY cum
 """
-_REFRESH_SQL = {s: text(_REFRESH.format(order=o)) for s, o in _QUEUE_ORDER.items()}
+_REFRESH_SQL = {
+    s: text(_REFRESH.format(order=o, supply=_OPEN_SUPPLY)) for s, o in _QUEUE_ORDER.items()
+}
+
+# The new order's line is the FIFO tail, so its running demand is the whole queue's: the
+# product's `backordered` counter, already saved by the placement.
+_DATE_TAIL = text(
+    f"""
+UPDATE order_line l
+SET expected_date = COALESCE(
+    (SELECT po.expected_date FROM ({_OPEN_SUPPLY}) po
+     WHERE po.cum >= p.backordered ORDER BY po.n LIMIT 1),
+    p.expected_restock_date)
+FROM product p
+WHERE p.sku = :sku AND l.order_id = :new_order AND l.sku = :sku AND l.backordered > 0
+"""
+)
 
 
 async def refresh(
@@ -61,5 +102,13 @@ async def refresh(
     *,
     new_order: UUID | None = None,
 ) -> None:
-    """Recompute the SKU's promise dates; lines of `new_order` get theirs without an event."""
+    """Bring the SKU's promise dates up to date after a change of its queue or supply.
+
+    Call under the SKU lock, after the product's counters are saved. With `new_order` (a
+    placement), that order's lines get their date without an event; in a FIFO queue they
+    are the tail and nothing else moves, so only they are dated.
+    """
+    if new_order is not None and strategy == AllocationStrategy.FIFO:
+        await conn.execute(_DATE_TAIL, {"sku": sku, "new_order": new_order})
+        return
     await conn.execute(_REFRESH_SQL[strategy], {"sku": sku, "new_order": new_order})

@@ -1,20 +1,23 @@
-"""Purchase orders: inbound supply with expected dates. Open POs make a product's `incoming`
-and drive the promise dates of its waiting lines; a receipt is a restock (ledger `receipt`)."""
+"""Purchase orders: inbound supply with expected dates.
+
+Open POs make a product's `incoming` (what they still bring) and drive the promise dates of
+its waiting lines; a receipt is a restock with ledger kind `receipt`. Every PO write takes
+the SKU lock first, keeps `incoming` in the same transaction, and refreshes the SKU's
+promise dates, so the dates are never computed against supply that is about to change.
+"""
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from backorder.db import promises, stock
+from backorder.db import promises, purchasing
+from backorder.db.stock import LockedProduct
 from backorder.domain.errors import Conflict, NotFound, UnknownSku
 from backorder.services import inventory
-
-_COLUMNS = "id, sku, quantity, received, expected_date, reference, status, created_at, updated_at"
 
 
 def view(row: Any) -> dict[str, Any]:
@@ -23,55 +26,42 @@ def view(row: Any) -> dict[str, Any]:
     return out
 
 
-async def _add_incoming(conn: AsyncConnection, sku: str, delta: int) -> None:
-    await conn.execute(
-        text("UPDATE product SET incoming = incoming + :d WHERE sku = :sku"),
-        {"d": delta, "sku": sku},
-    )
-
-
-async def _lock_po(conn: AsyncConnection, po_id: UUID) -> tuple[Any, stock.LockedProduct]:
-    """Lock the PO's SKU first (every writer of a SKU's supply takes it), then the PO."""
-    sku = await conn.scalar(text("SELECT sku FROM purchase_order WHERE id = :id"), {"id": po_id})
+async def _lock_po(conn: AsyncConnection, po_id: UUID) -> tuple[Any, LockedProduct]:
+    """Lock the PO's SKU (the lock of its supply and queue), then the PO itself."""
+    sku = await purchasing.sku_of(conn, po_id)
     if sku is None:
         raise NotFound(f"no purchase order {po_id}")
     product = await inventory.lock_one(conn, sku)
-    row = (
-        await conn.execute(
-            text(f"SELECT {_COLUMNS} FROM purchase_order WHERE id = :id FOR UPDATE"), {"id": po_id}
-        )
-    ).one()
-    return row, product
+    return await purchasing.lock(conn, po_id), product
+
+
+def _require_open(row: Any) -> None:
+    if row.status != "open":
+        raise Conflict(f"purchase order {row.id} is {row.status}", purchase_order_status=row.status)
 
 
 async def create(
     conn: AsyncConnection, sku: str, quantity: int, expected_date: date, reference: str | None
 ) -> dict[str, Any]:
-    locked = await stock.lock_products(conn, [sku])
-    if sku not in locked:
-        raise UnknownSku(
-            f"unknown SKU: {sku}", lines=[{"sku": sku, "requested": quantity, "available": 0}]
-        )
-    row = (
-        await conn.execute(
-            text(
-                f"INSERT INTO purchase_order (id, sku, quantity, expected_date, reference) "
-                f"VALUES (:id, :sku, :q, :d, :ref) RETURNING {_COLUMNS}"
-            ),
-            {"id": uuid4(), "sku": sku, "q": quantity, "d": expected_date, "ref": reference},
-        )
-    ).one()
-    await _add_incoming(conn, sku, quantity)
-    await promises.refresh(conn, sku, locked[sku].allocation_strategy)
+    try:
+        product = await inventory.lock_one(conn, sku)
+    except NotFound:
+        raise UnknownSku(f"unknown SKU: {sku}", sku=sku) from None
+    row = await purchasing.insert(
+        conn,
+        po_id=uuid4(),
+        sku=sku,
+        quantity=quantity,
+        expected_date=expected_date,
+        reference=reference,
+    )
+    await purchasing.sync_incoming(conn, sku)
+    await promises.refresh(conn, sku, product.allocation_strategy)
     return view(row)
 
 
 async def get(conn: AsyncConnection, po_id: UUID) -> dict[str, Any]:
-    row = (
-        await conn.execute(
-            text(f"SELECT {_COLUMNS} FROM purchase_order WHERE id = :id"), {"id": po_id}
-        )
-    ).one_or_none()
+    row = await purchasing.get(conn, po_id)
     if row is None:
         raise NotFound(f"no purchase order {po_id}")
     return view(row)
@@ -83,25 +73,9 @@ async def list_pos(
     sku: str | None,
     status: str | None,
     limit: int,
-    after: tuple[Any, ...] | None,
+    after: tuple[datetime, UUID] | None,
 ) -> list[dict[str, Any]]:
-    rows = await conn.execute(
-        text(
-            f"SELECT {_COLUMNS} FROM purchase_order "
-            "WHERE (CAST(:sku AS text) IS NULL OR sku = :sku) "
-            "AND (CAST(:status AS text) IS NULL OR status = :status) "
-            "AND (CAST(:after_at AS timestamptz) IS NULL "
-            "     OR (created_at, id) > (CAST(:after_at AS timestamptz), CAST(:after_id AS uuid))) "
-            "ORDER BY created_at, id LIMIT :limit"
-        ),
-        {
-            "sku": sku,
-            "status": status,
-            "limit": limit,
-            "after_at": after[0] if after else None,
-            "after_id": after[1] if after else None,
-        },
-    )
+    rows = await purchasing.list_pos(conn, sku=sku, status=status, limit=limit, after=after)
     return [view(r) for r in rows]
 
 
@@ -109,44 +83,35 @@ async def change_expected_date(
     conn: AsyncConnection, po_id: UUID, expected_date: date
 ) -> dict[str, Any]:
     row, product = await _lock_po(conn, po_id)
-    row = (
-        await conn.execute(
-            text(
-                f"UPDATE purchase_order SET expected_date = :d, updated_at = clock_timestamp() "
-                f"WHERE id = :id RETURNING {_COLUMNS}"
-            ),
-            {"d": expected_date, "id": po_id},
-        )
-    ).one()
+    _require_open(row)
+    row = await purchasing.set_expected_date(conn, po_id, expected_date)
     await promises.refresh(conn, product.sku, product.allocation_strategy)
     return view(row)
 
 
 async def cancel(conn: AsyncConnection, po_id: UUID) -> dict[str, Any]:
     row, product = await _lock_po(conn, po_id)
-    if row.status != "open":
-        raise Conflict(f"purchase order is {row.status}")
-    await _add_incoming(conn, product.sku, -(row.quantity - row.received))
-    row = (
-        await conn.execute(
-            text(
-                f"UPDATE purchase_order SET status = 'cancelled', updated_at = clock_timestamp() "
-                f"WHERE id = :id RETURNING {_COLUMNS}"
-            ),
-            {"id": po_id},
-        )
-    ).one()
+    _require_open(row)
+    row = await purchasing.cancel(conn, po_id)
+    await purchasing.sync_incoming(conn, product.sku)
     await promises.refresh(conn, product.sku, product.allocation_strategy)
     return view(row)
 
 
 async def receive(conn: AsyncConnection, po_id: UUID, quantity: int) -> dict[str, Any]:
+    """Receive units: the PO and `incoming` first, then the restock, so that the one promise
+    refresh after the fill sees the supply as it now is (no date moves there and back)."""
     row, product = await _lock_po(conn, po_id)
+    _require_open(row)
     remaining = row.quantity - row.received
-    if row.status != "open":
-        raise Conflict(f"purchase order is {row.status}")
     if quantity > remaining:
-        raise Conflict(f"only {remaining} units remain on this purchase order", remaining=remaining)
+        raise Conflict(
+            f"only {remaining} units remain on purchase order {po_id}", remaining=remaining
+        )
+    po = await purchasing.add_received(conn, po_id, quantity)
+    await purchasing.sync_incoming(conn, product.sku)
+    # `add_units` refreshes the dates when it fills the queue; when it fills nothing the queue
+    # is empty (new units always reach a waiting line), so there are no dates to move.
     movement, allocations = await inventory.add_units(
         conn,
         product,
@@ -155,18 +120,6 @@ async def receive(conn: AsyncConnection, po_id: UUID, quantity: int) -> dict[str
         reference=row.reference or str(po_id),
         purchase_order_id=po_id,
     )
-    await _add_incoming(conn, product.sku, -quantity)
-    po = (
-        await conn.execute(
-            text(
-                "UPDATE purchase_order SET received = received + :q, "
-                "status = CASE WHEN received + :q = quantity THEN 'closed' ELSE status END, "
-                f"updated_at = clock_timestamp() WHERE id = :id RETURNING {_COLUMNS}"
-            ),
-            {"q": quantity, "id": po_id},
-        )
-    ).one()
-    await promises.refresh(conn, product.sku, product.allocation_strategy)
     answer = inventory.stock_answer(movement, product, quantity, allocations)
     answer["purchase_order"] = view(po)
     return answer

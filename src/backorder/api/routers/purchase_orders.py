@@ -1,13 +1,12 @@
-"""/v1/purchase-orders: inbound supply, promise dates and receipts."""
+"""/v1/purchase-orders: inbound supply, promise dates and receipts (ops keys only)."""
 
 from __future__ import annotations
 
-from datetime import date, datetime
-from typing import Annotated, Any, Literal
+from datetime import datetime
+from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Body, Query, Request
-from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
@@ -15,58 +14,18 @@ from backorder.api import cursors
 from backorder.api.deps import OpsKey
 from backorder.api.docs import problems
 from backorder.api.execute import read, write
-from backorder.api.schemas.common import SKU_PATTERN, Page, Quantity, Sku, StrictModel, Text, page
-from backorder.api.schemas.products import StockChangeOut
+from backorder.api.schemas.common import SKU_PATTERN, Page, page
+from backorder.api.schemas.purchasing import (
+    PoStatus,
+    PurchaseOrderIn,
+    PurchaseOrderOut,
+    PurchaseOrderPatch,
+    ReceiptOut,
+    ReceiveIn,
+)
 from backorder.services import purchasing
 
 router = APIRouter(prefix="/v1/purchase-orders", tags=["Purchase orders"])
-
-PoStatus = Literal["open", "closed", "cancelled"]
-
-
-class PurchaseOrderIn(StrictModel):
-    sku: Sku
-    quantity: Quantity
-    expected_date: date
-    reference: Text | None = None
-
-    model_config = StrictModel.model_config | {
-        "json_schema_extra": {
-            "examples": [
-                {
-                    "sku": "TRAIL-42",
-                    "quantity": 100,
-                    "expected_date": "2026-12-01",
-                    "reference": "PO-1234",
-                }
-            ]
-        }
-    }
-
-
-class PurchaseOrderPatch(StrictModel):
-    expected_date: date
-
-
-class ReceiveIn(StrictModel):
-    quantity: Quantity
-
-
-class PurchaseOrderOut(BaseModel):
-    id: UUID
-    sku: str
-    quantity: int
-    received: int
-    remaining: int
-    expected_date: date
-    reference: str | None
-    status: PoStatus
-    created_at: datetime
-    updated_at: datetime
-
-
-class ReceiptOut(StockChangeOut):
-    purchase_order: PurchaseOrderOut
 
 
 @router.post(
@@ -76,8 +35,11 @@ class ReceiptOut(StockChangeOut):
     responses=problems(403),
     summary="Create a purchase order",
     description="Inbound supply with an expected date. Open POs make the product's `incoming` "
-    "and set the `expected_date` of waiting lines: the queue is covered in fill order by open "
-    "POs in `expected_date` order. Unknown SKU: 422 `unknown_sku`. Honours `Idempotency-Key`.",
+    "and set the `expected_date` of its waiting lines: the queue, in fill order, is covered "
+    "by the open POs in `expected_date` order (then creation); a line no PO covers takes the "
+    "product's `expected_restock_date`. Lines whose date moves are announced with "
+    "`backorder.expected_date_changed` events. Unknown SKU: 422 `unknown_sku`. Honours "
+    "`Idempotency-Key`.",
 )
 async def create(
     request: Request, principal: OpsKey, body: Annotated[PurchaseOrderIn, Body()]
@@ -96,12 +58,12 @@ async def create(
     response_model=Page[PurchaseOrderOut],
     responses=problems(403),
     summary="List purchase orders",
-    description="Oldest first; filter by `sku` and `status`.",
+    description="Oldest first; filter by `sku` and `status` (`open`, `closed`, `cancelled`).",
 )
 async def list_pos(
     request: Request,
     principal: OpsKey,
-    sku: Annotated[str | None, Query(pattern=SKU_PATTERN)] = None,
+    sku: Annotated[str | None, Query(pattern=SKU_PATTERN, examples=["TRAIL-42"])] = None,
     status: Annotated[PoStatus | None, Query()] = None,
     limit: cursors.LimitQuery = 50,
     cursor: cursors.CursorQuery = None,
@@ -109,12 +71,17 @@ async def list_pos(
     after = cursors.decode(cursor, datetime.fromisoformat, UUID)
 
     async def work(conn: AsyncConnection) -> dict[str, Any]:
-        rows = await purchasing.list_pos(conn, sku=sku, status=status, limit=limit + 1, after=after)
+        rows = await purchasing.list_pos(
+            conn,
+            sku=sku,
+            status=status,
+            limit=limit + 1,
+            after=(after[0], after[1]) if after else None,
+        )
         more = len(rows) > limit
         rows = rows[:limit]
-        last = rows[-1] if rows else None
         next_cursor = (
-            cursors.encode(last["created_at"].isoformat(), last["id"]) if more and last else None
+            cursors.encode(rows[-1]["created_at"].isoformat(), rows[-1]["id"]) if more else None
         )
         return page(rows, next_cursor)
 
@@ -126,7 +93,7 @@ async def list_pos(
     response_model=PurchaseOrderOut,
     responses=problems(403, 404),
     summary="Get a purchase order",
-    description="With what remains to be received.",
+    description="With what has been received and what `remaining` is still to come.",
 )
 async def get_po(request: Request, principal: OpsKey, po_id: UUID) -> Response:
     return await read(request, lambda conn: purchasing.get(conn, po_id))
@@ -135,10 +102,12 @@ async def get_po(request: Request, principal: OpsKey, po_id: UUID) -> Response:
 @router.patch(
     "/{po_id}",
     response_model=PurchaseOrderOut,
-    responses=problems(403, 404),
+    responses=problems(403, 404, 409),
     summary="Change a purchase order's expected date",
-    description="Waiting lines it covers get the new date; each line whose date moves is "
-    "announced with `backorder.expected_date_changed`.",
+    description="The waiting lines the PO covers take the new date, and since POs cover the "
+    "queue in date order, others may move too; each line whose date moves is announced "
+    "with `backorder.expected_date_changed` `{order_id, line_id, sku, from, to}`. Only an "
+    "open PO can change: a closed or cancelled one is 409 `conflict`.",
 )
 async def patch_po(
     request: Request,
@@ -156,10 +125,14 @@ async def patch_po(
 
 @router.post(
     "/{po_id}/cancel",
+    status_code=200,
     response_model=PurchaseOrderOut,
     responses=problems(403, 404, 409),
     summary="Cancel a purchase order",
-    description="Only an open PO; what it no longer brings leaves `incoming` and promise dates.",
+    description="Only an open PO (else 409 `conflict`). What it no longer brings leaves "
+    "`incoming`, and the lines it covered take their dates from the next POs or the "
+    "product's `expected_restock_date`. Units already received stay on hand. Honours "
+    "`Idempotency-Key`.",
 )
 async def cancel_po(request: Request, principal: OpsKey, po_id: UUID) -> Response:
     return await write(
@@ -173,9 +146,11 @@ async def cancel_po(request: Request, principal: OpsKey, po_id: UUID) -> Respons
     response_model=ReceiptOut,
     responses=problems(403, 404, 409),
     summary="Receive units of a purchase order",
-    description="A restock of that quantity (ledger kind `receipt`) that fills the queue in the "
-    "same transaction; the PO closes when fully received. More than remains: 409 `conflict`. "
-    "Honours `Idempotency-Key`.",
+    description="A restock of `quantity` units (ledger kind `receipt`) that gives them to the "
+    "SKU's backorder queue, head first, in the same transaction; the answer is the restock's "
+    "(`allocations` in queue order) plus the `purchase_order`. The PO closes when fully "
+    "received. More than remains, or a PO that is not open: 409 `conflict`. Honours "
+    "`Idempotency-Key`.",
 )
 async def receive(
     request: Request, principal: OpsKey, po_id: UUID, body: Annotated[ReceiveIn, Body()]

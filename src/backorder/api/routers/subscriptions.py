@@ -3,40 +3,26 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
-from uuid import UUID, uuid4
+from typing import Annotated, Any, Literal
+from uuid import UUID
 
-from fastapi import APIRouter, Body, Request
-from pydantic import BaseModel
-from sqlalchemy import text
+from fastapi import APIRouter, Body, Query, Request
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
+from backorder.api import cursors
 from backorder.api.deps import AnyKey
 from backorder.api.docs import problems
-from backorder.api.execute import write
+from backorder.api.execute import read, write
 from backorder.api.routers.products import SkuPath
-from backorder.api.schemas.common import OptionalText, StrictModel, Text
+from backorder.api.schemas.common import Page, page
+from backorder.api.schemas.events import SubscriptionIn, SubscriptionOut
+from backorder.db import products
+from backorder.db import subscriptions as rows_of
 from backorder.domain.errors import NotFound
+from backorder.services import webhooks
 
 router = APIRouter(prefix="/v1/products", tags=["Products and stock"])
-
-
-class SubscriptionIn(StrictModel):
-    customer_id: Text
-    contact: OptionalText | None = None
-
-    model_config = StrictModel.model_config | {
-        "json_schema_extra": {"examples": [{"customer_id": "c-1001", "contact": "ana@example.com"}]}
-    }
-
-
-class SubscriptionOut(BaseModel):
-    id: UUID
-    sku: str
-    customer_id: str
-    contact: str | None
-    created_at: datetime
 
 
 @router.post(
@@ -45,32 +31,58 @@ class SubscriptionOut(BaseModel):
     response_model=SubscriptionOut,
     responses=problems(404),
     summary="Subscribe a customer to a back-in-stock notice",
-    description="When the SKU next becomes available (available goes from 0 to more), one "
-    "`product.back_in_stock` event names every waiting subscriber, and those subscriptions "
-    "are used up.",
+    description="When the SKU next becomes available (`available` goes from 0 to more), one "
+    "`product.back_in_stock` event names every waiting subscriber "
+    "(`data.subscribers: [{subscription_id, customer_id, contact}]`) and those "
+    "subscriptions are used up (`status: notified`). A product in stock now notifies at its "
+    "next return. Subscribing a customer who is already waiting answers that same "
+    "subscription (with `contact` updated if sent). Storefront or ops keys; a "
+    "subscription belongs to the key's channel. Unknown SKU: 404. Honours `Idempotency-Key`.",
 )
 async def subscribe(
     request: Request, principal: AnyKey, sku: SkuPath, body: Annotated[SubscriptionIn, Body()]
 ) -> Response:
-    async def work(conn: AsyncConnection) -> dict[str, Any]:
-        row = (
-            await conn.execute(
-                text(
-                    "INSERT INTO stock_subscription (id, sku, customer_id, contact, channel) "
-                    "SELECT :id, sku, :customer_id, :contact, :channel FROM product "
-                    "WHERE sku = :sku RETURNING id, sku, customer_id, contact, created_at"
-                ),
-                {
-                    "id": uuid4(),
-                    "sku": sku,
-                    "customer_id": body.customer_id,
-                    "contact": body.contact,
-                    "channel": principal.channel,
-                },
-            )
-        ).one_or_none()
-        if row is None:
-            raise NotFound(f"no product with SKU {sku!r}")
-        return dict(row._mapping)
+    return await write(
+        request,
+        principal,
+        lambda conn: webhooks.subscribe(
+            conn, sku, principal.channel, body.customer_id, body.contact
+        ),
+    )
 
-    return await write(request, principal, work)
+
+@router.get(
+    "/{sku}/subscriptions",
+    response_model=Page[SubscriptionOut],
+    responses=problems(404),
+    summary="List a product's back-in-stock subscriptions",
+    description="Oldest first; `status=waiting` for those the next return will name. "
+    "Storefront keys see their own channel's subscriptions only.",
+)
+async def list_subscriptions(
+    request: Request,
+    principal: AnyKey,
+    sku: SkuPath,
+    status: Annotated[Literal["waiting", "notified"] | None, Query()] = None,
+    limit: cursors.LimitQuery = 50,
+    cursor: cursors.CursorQuery = None,
+) -> Response:
+    after = cursors.decode(cursor, datetime.fromisoformat, UUID)
+
+    async def work(conn: AsyncConnection) -> dict[str, Any]:
+        if await products.get(conn, sku) is None:
+            raise NotFound(f"no product with SKU {sku!r}")
+        rows = await rows_of.list_subscriptions(
+            conn,
+            sku,
+            channel=principal.channel_filter,
+            waiting=None if status is None else status == "waiting",
+            limit=limit + 1,
+            after=(after[0], after[1]) if after else None,
+        )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        next_cursor = cursors.encode(rows[-1].created_at.isoformat(), rows[-1].id) if more else None
+        return page([webhooks.subscription_view(r) for r in rows], next_cursor)
+
+    return await read(request, work)

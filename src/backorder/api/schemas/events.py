@@ -1,0 +1,228 @@
+"""Events, webhook endpoints and deliveries, back-in-stock subscriptions, as the API shows them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+from uuid import UUID
+
+from pydantic import AfterValidator, Field, StrictBool, StringConstraints
+
+from backorder.api.schemas.common import OutModel, StrictModel, Text
+
+EVENT_TYPES = (
+    "order.created", "order.backordered", "order.line_allocated", "order.ready_to_ship",
+    "order.shipped", "order.cancelled", "backorder.expected_date_changed",
+    "product.low_stock", "product.back_in_stock",
+)  # fmt: skip
+
+EventType = Literal[
+    "order.created", "order.backordered", "order.line_allocated", "order.ready_to_ship",
+    "order.shipped", "order.cancelled", "backorder.expected_date_changed",
+    "product.low_stock", "product.back_in_stock",
+]  # fmt: skip
+EventTypeOrAll = EventType | Literal["*"]
+
+URL_MAX_LENGTH = 2048
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an absolute http:// or https:// URL")
+    if any(c.isspace() or ord(c) < 32 for c in value):
+        raise ValueError("must not contain whitespace or control characters")
+    return value
+
+
+def _unique(values: list[str]) -> list[str]:
+    return list(dict.fromkeys(values))
+
+
+Url = Annotated[
+    str,
+    StringConstraints(strict=True, min_length=1, max_length=URL_MAX_LENGTH),
+    AfterValidator(_http_url),
+]
+EventTypes = Annotated[
+    list[EventTypeOrAll], Field(min_length=1, max_length=20), AfterValidator(_unique)
+]
+
+
+class EventOut(OutModel):
+    id: str = Field(description="Increasing; pass the last one you saw as `after`.")
+    type: str = Field(description="One of: " + ", ".join(f"`{t}`" for t in EVENT_TYPES) + ".")
+    created_at: datetime
+    data: dict[str, Any] = Field(description="What happened; ids, SKU and quantities.")
+
+    model_config = OutModel.model_config | {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "id": "1234",
+                    "type": "order.backordered",
+                    "created_at": "2026-11-23T16:03:13.123456Z",
+                    "data": {
+                        "order_id": "5b1d3c52-8f0e-4a77-9d61-2f0b1c9e4a10",
+                        "customer_id": "c-1001",
+                        "lines": [
+                            {
+                                "line_id": "9e0c6a41-1d2f-4c8b-a7e3-0f5d6b2c8a91",
+                                "sku": "TRAIL-42",
+                                "backordered": 20,
+                            }
+                        ],
+                    },
+                }
+            ]
+        }
+    }
+
+
+class WebhookEndpointIn(StrictModel):
+    url: Url = Field(description=f"Where to POST deliveries; http(s), up to {URL_MAX_LENGTH}.")
+    event_types: EventTypes = Field(
+        description="The event types to deliver; `*` for all (including types added later)."
+    )
+    description: Text | None = None
+
+    model_config = StrictModel.model_config | {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "url": "https://shop.example.com/hooks/backorder",
+                    "event_types": ["order.backordered", "order.ready_to_ship"],
+                    "description": "web shop notifications",
+                }
+            ]
+        }
+    }
+
+
+class WebhookEndpointPatch(StrictModel):
+    """Fields left out keep their values; `description: null` clears it."""
+
+    url: Url | None = None
+    event_types: EventTypes | None = None
+    description: Text | None = None
+    enabled: StrictBool | None = Field(
+        default=None, description="false pauses deliveries: they wait, and go out when true again."
+    )
+
+    model_config = StrictModel.model_config | {
+        "json_schema_extra": {"examples": [{"enabled": False}]}
+    }
+
+
+_ENDPOINT_EXAMPLE: dict[str, Any] = {
+    "id": "3f2b8c1e-6a4d-4e9b-8f7a-1c2d3e4f5a6b",
+    "url": "https://shop.example.com/hooks/backorder",
+    "event_types": ["order.backordered", "order.ready_to_ship"],
+    "description": "web shop notifications",
+    "enabled": True,
+    "created_at": "2026-11-23T16:03:13Z",
+}
+
+
+class WebhookEndpointOut(OutModel):
+    id: UUID
+    url: str
+    event_types: list[str]
+    description: str | None
+    enabled: bool
+    created_at: datetime
+
+    model_config = OutModel.model_config | {"json_schema_extra": {"examples": [_ENDPOINT_EXAMPLE]}}
+
+
+class WebhookEndpointWithSecret(WebhookEndpointOut):
+    secret: str = Field(
+        description="The signing secret (`whsec_...`), shown only here: on create and rotate."
+    )
+
+    model_config = OutModel.model_config | {
+        "json_schema_extra": {
+            "examples": [{**_ENDPOINT_EXAMPLE, "secret": "whsec_4Zr0cXkU0d6q1m1o0yWm2b3Qm8n9Zt"}]
+        }
+    }
+
+
+class DeliveryOut(OutModel):
+    id: str
+    endpoint_id: UUID
+    event_id: str
+    event_type: str
+    status: Literal["pending", "succeeded", "failed"] = Field(
+        description="`pending` (due at `next_attempt_at`), `succeeded`, or `failed` after the "
+        "last allowed attempt."
+    )
+    attempts: int = Field(description="Attempts made so far.")
+    next_attempt_at: datetime
+    last_attempt_at: datetime | None
+    last_status_code: int | None = Field(description="HTTP status of the last attempt, if any.")
+    last_error: str | None = Field(description="Why the last attempt failed, if it did.")
+    delivered_at: datetime | None
+    created_at: datetime
+
+    model_config = OutModel.model_config | {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "id": "88",
+                    "endpoint_id": "3f2b8c1e-6a4d-4e9b-8f7a-1c2d3e4f5a6b",
+                    "event_id": "1234",
+                    "event_type": "order.backordered",
+                    "status": "pending",
+                    "attempts": 2,
+                    "next_attempt_at": "2026-11-23T16:03:33Z",
+                    "last_attempt_at": "2026-11-23T16:03:18Z",
+                    "last_status_code": 503,
+                    "last_error": "HTTP 503",
+                    "delivered_at": None,
+                    "created_at": "2026-11-23T16:03:13Z",
+                }
+            ]
+        }
+    }
+
+
+class SubscriptionIn(StrictModel):
+    customer_id: Text
+    contact: Text | None = Field(
+        default=None, description="How to reach the customer, e.g. an email address."
+    )
+
+    model_config = StrictModel.model_config | {
+        "json_schema_extra": {"examples": [{"customer_id": "c-1001", "contact": "ana@example.com"}]}
+    }
+
+
+class SubscriptionOut(OutModel):
+    id: UUID
+    sku: str
+    customer_id: str
+    contact: str | None
+    channel: str
+    status: Literal["waiting", "notified"]
+    created_at: datetime
+    notified_at: datetime | None = Field(
+        description="When a `product.back_in_stock` event named it (then it is used up)."
+    )
+
+    model_config = OutModel.model_config | {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "id": "6d1e2f3a-4b5c-4d6e-8f90-a1b2c3d4e5f6",
+                    "sku": "TRAIL-42",
+                    "customer_id": "c-1001",
+                    "contact": "ana@example.com",
+                    "channel": "web-shop",
+                    "status": "waiting",
+                    "created_at": "2026-11-23T16:03:13Z",
+                    "notified_at": None,
+                }
+            ]
+        }
+    }

@@ -1,0 +1,292 @@
+"""/v1/webhook-endpoints: registering, reading, changing, rotating and deleting endpoints, their
+deliveries, and the signature a receiver checks."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import re
+import textwrap
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import orjson
+from httpx import AsyncClient
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from backorder.config import Settings
+from backorder.services import webhooks as service
+from backorder.workers import webhooks as worker
+from tests.support.api import OPS, make_key, make_product, place
+
+ENDPOINTS = "/v1/webhook-endpoints"
+
+
+async def create_endpoint(
+    client: AsyncClient, event_types: list[str], url: str = "https://hooks.example.com/in"
+) -> dict[str, Any]:
+    r = await client.post(ENDPOINTS, json={"url": url, "event_types": event_types}, headers=OPS)
+    assert r.status_code == 201, r.text
+    out: dict[str, Any] = r.json()
+    return out
+
+
+async def deliveries(client: AsyncClient, endpoint_id: str, **params: Any) -> list[Any]:
+    r = await client.get(f"{ENDPOINTS}/{endpoint_id}/deliveries", params=params, headers=OPS)
+    assert r.status_code == 200, r.text
+    data: list[Any] = r.json()["data"]
+    return data
+
+
+async def run_worker_until(
+    engine: AsyncEngine,
+    settings: Settings,
+    handler: Callable[[httpx.Request], httpx.Response],
+    done: Callable[[], Any],
+) -> None:
+    """Run the delivery worker against an in-process transport until `done()` is true."""
+    stop = asyncio.Event()
+    fast = settings.model_copy(update={"webhook_poll_interval_s": 0.02})
+    task = asyncio.create_task(
+        worker.run(engine, fast, stop, transport=httpx.MockTransport(handler))
+    )
+    try:
+        async with asyncio.timeout(15):
+            while not await done():  # noqa: ASYNC110 (the condition is in the database)
+                await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+
+# --- endpoints -----------------------------------------------------------------------------
+
+
+async def test_an_endpoint_is_registered_with_a_secret_shown_once(client: AsyncClient) -> None:
+    r = await client.post(
+        ENDPOINTS,
+        json={
+            "url": "https://shop.example.com/hooks",
+            "event_types": ["order.backordered", "order.ready_to_ship", "order.backordered"],
+            "description": "web shop",
+        },
+        headers=OPS,
+    )
+    assert r.status_code == 201, r.text
+    ep = r.json()
+    assert ep["secret"].startswith("whsec_") and len(ep["secret"]) > 30
+    assert ep["event_types"] == ["order.backordered", "order.ready_to_ship"]
+    assert (ep["url"], ep["description"], ep["enabled"]) == (
+        "https://shop.example.com/hooks",
+        "web shop",
+        True,
+    )
+    got = (await client.get(f"{ENDPOINTS}/{ep['id']}", headers=OPS)).json()
+    assert "secret" not in got
+    assert got == {k: v for k, v in ep.items() if k != "secret"}
+    listed = (await client.get(ENDPOINTS, headers=OPS)).json()
+    assert [e["id"] for e in listed["data"]] == [ep["id"]]
+    assert listed["next_cursor"] is None
+    assert all("secret" not in e for e in listed["data"])
+
+
+async def test_bad_endpoint_bodies_are_validation_errors(client: AsyncClient) -> None:
+    good = {"url": "https://hooks.example.com/in", "event_types": ["order.created"]}
+    for bad in (
+        {**good, "url": "ftp://hooks.example.com/in"},
+        {**good, "url": "hooks.example.com/in"},
+        {**good, "url": "https://"},
+        {**good, "url": "https://hooks.example.com/" + "x" * 2100},
+        {**good, "url": "https://hooks.example.com/a b"},
+        {**good, "event_types": []},
+        {**good, "event_types": ["order.teleported"]},
+        {**good, "event_types": "order.created"},
+        {**good, "secret": "mine"},
+        {"url": good["url"]},
+    ):
+        r = await client.post(ENDPOINTS, json=bad, headers=OPS)
+        assert (r.status_code, r.json()["code"]) == (422, "validation_error"), bad
+
+
+async def test_storefront_keys_may_not_touch_webhooks(client: AsyncClient) -> None:
+    ep = await create_endpoint(client, ["*"])
+    shop = await make_key(client, "web-shop")
+    body = {"url": "https://hooks.example.com/in", "event_types": ["*"]}
+    for method, path, json in (
+        ("POST", ENDPOINTS, body),
+        ("GET", ENDPOINTS, None),
+        ("GET", f"{ENDPOINTS}/{ep['id']}", None),
+        ("PATCH", f"{ENDPOINTS}/{ep['id']}", {"enabled": False}),
+        ("DELETE", f"{ENDPOINTS}/{ep['id']}", None),
+        ("POST", f"{ENDPOINTS}/{ep['id']}/rotate-secret", None),
+        ("GET", f"{ENDPOINTS}/{ep['id']}/deliveries", None),
+    ):
+        r = await client.request(method, path, json=json, headers=shop)
+        assert (r.status_code, r.json()["code"]) == (403, "forbidden"), (method, path)
+
+
+async def test_an_endpoint_changes_rotates_and_deletes(client: AsyncClient) -> None:
+    ep = await create_endpoint(client, ["order.created"])
+    r = await client.patch(
+        f"{ENDPOINTS}/{ep['id']}",
+        json={"event_types": ["*"], "enabled": False, "description": "paused"},
+        headers=OPS,
+    )
+    assert r.status_code == 200, r.text
+    assert (r.json()["event_types"], r.json()["enabled"], r.json()["description"]) == (
+        ["*"],
+        False,
+        "paused",
+    )
+    r = await client.patch(f"{ENDPOINTS}/{ep['id']}", json={"description": None}, headers=OPS)
+    assert (r.json()["description"], r.json()["url"]) == (None, ep["url"])
+
+    rotated = await client.post(f"{ENDPOINTS}/{ep['id']}/rotate-secret", headers=OPS)
+    assert rotated.status_code == 200, rotated.text
+    assert rotated.json()["secret"].startswith("whsec_")
+    assert rotated.json()["secret"] != ep["secret"]
+
+    gone = await client.delete(f"{ENDPOINTS}/{ep['id']}", headers=OPS)
+    assert gone.status_code == 204
+    assert (await client.get(f"{ENDPOINTS}/{ep['id']}", headers=OPS)).status_code == 404
+    assert (await client.delete(f"{ENDPOINTS}/{ep['id']}", headers=OPS)).status_code == 404
+    assert (await client.get(ENDPOINTS, headers=OPS)).json()["data"] == []
+    r = await client.get(f"{ENDPOINTS}/{ep['id']}/deliveries", headers=OPS)
+    assert r.status_code == 404
+
+
+# --- deliveries ----------------------------------------------------------------------------
+
+
+async def test_deliveries_are_listed_with_their_attempts_and_outcomes(
+    client: AsyncClient, engine: AsyncEngine, settings: Settings
+) -> None:
+    await make_product(client, "A", on_hand=1)
+    ep = await create_endpoint(client, ["order.backordered", "order.created"])
+    other = await create_endpoint(client, ["product.low_stock"])
+    order = await place(client, [("A", 3)])
+    calls: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(503 if len(calls) == 1 else 204)
+
+    async def done() -> bool:
+        rows = await deliveries(client, ep["id"])
+        return len(rows) == 2 and {d["status"] for d in rows} == {"succeeded"}
+
+    await run_worker_until(engine, settings, handler, done)
+    rows = await deliveries(client, ep["id"])
+    assert [d["event_type"] for d in rows] == ["order.backordered", "order.created"]  # newest first
+    assert sorted(d["attempts"] for d in rows) == [1, 2]
+    assert {d["last_status_code"] for d in rows} == {204}
+    assert all(d["delivered_at"] and d["last_error"] is None for d in rows)
+    assert await deliveries(client, other["id"]) == []
+    bodies = [orjson.loads(c.content) for c in calls]
+    assert {b["data"]["order_id"] for b in bodies} == {order["id"]}
+    assert len(await deliveries(client, ep["id"], status="succeeded", limit=1)) == 1
+    page = await client.get(f"{ENDPOINTS}/{ep['id']}/deliveries?limit=1", headers=OPS)
+    rest = await deliveries(client, ep["id"], cursor=page.json()["next_cursor"])
+    assert [d["id"] for d in page.json()["data"] + rest] == [d["id"] for d in rows]
+
+
+async def test_a_failed_delivery_can_be_retried_by_hand(
+    client: AsyncClient, engine: AsyncEngine, settings: Settings
+) -> None:
+    await make_product(client, "A")
+    ep = await create_endpoint(client, ["order.created"])
+    await place(client, [("A", 1)])
+    one_try = settings.model_copy(update={"webhook_max_attempts": 1})
+    answer = 500
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(answer)
+
+    def status_is(status: str) -> Callable[[], Any]:
+        async def check() -> bool:
+            rows = await deliveries(client, ep["id"])
+            return bool(rows) and rows[0]["status"] == status
+
+        return check
+
+    await run_worker_until(engine, one_try, handler, status_is("failed"))
+    (failed,) = await deliveries(client, ep["id"])
+    assert (failed["attempts"], failed["last_status_code"], failed["last_error"]) == (
+        1,
+        500,
+        "HTTP 500",
+    )
+    answer = 200
+    r = await client.post(f"{ENDPOINTS}/{ep['id']}/deliveries/{failed['id']}/retry", headers=OPS)
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "pending"
+    await run_worker_until(engine, one_try, handler, status_is("succeeded"))
+    (done,) = await deliveries(client, ep["id"])
+    assert (done["attempts"], done["last_status_code"]) == (2, 200)
+    missing = await client.post(f"{ENDPOINTS}/{ep['id']}/deliveries/999999/retry", headers=OPS)
+    assert missing.status_code == 404
+
+
+async def test_deleting_an_endpoint_abandons_its_pending_deliveries(
+    client: AsyncClient, engine: AsyncEngine, settings: Settings
+) -> None:
+    await make_product(client, "A")
+    ep = await create_endpoint(client, ["order.created"])
+    await place(client, [("A", 1)])
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(500)
+
+    async def attempted() -> bool:
+        rows = await deliveries(client, ep["id"])
+        return bool(rows) and rows[0]["attempts"] >= 1
+
+    await run_worker_until(engine, settings, refuse, attempted)
+    assert (await client.delete(f"{ENDPOINTS}/{ep['id']}", headers=OPS)).status_code == 204
+    async with engine.connect() as conn:
+        rows = (await conn.execute(text("SELECT status, last_error FROM webhook_delivery"))).all()
+    assert [(r.status, r.last_error) for r in rows] == [("failed", "endpoint deleted")]
+
+
+# --- signatures ----------------------------------------------------------------------------
+
+
+def test_a_signature_verifies_with_the_secret_and_nothing_else() -> None:
+    secret = service.new_secret()
+    body = b'{"id":"1","type":"order.created"}'
+    header = service.sign(secret, body)
+    assert re.fullmatch(r"t=\d+,v1=[0-9a-f]{64}", header)
+    t = int(header.split(",")[0][2:])
+    expected = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    assert header == f"t={t},v1={expected}"
+    assert service.verify(secret, header, body)
+    assert not service.verify(secret, header, body.replace(b"1", b"2"))
+    assert not service.verify(service.new_secret(), header, body)
+    assert not service.verify(secret, header, body, now=time.time() + 3600)
+    assert not service.verify(secret, "v1=abc", body)
+    assert not service.verify(secret, "garbage", body)
+
+
+def test_the_documented_receiver_snippet_verifies_real_signatures() -> None:
+    """The docstring's snippet is what the README shows receivers: it must work as written."""
+    doc = service.__doc__ or ""
+    block = doc.split("How a receiver verifies a delivery (Python, standard library only)::")[1]
+    code = textwrap.dedent(block.split("\n\n", 1)[1].split("\nVerify against")[0])
+    namespace: dict[str, Any] = {}
+    exec(compile(code, "snippet", "exec"), namespace)
+    verify = namespace["verify"]
+    secret = service.new_secret()
+    created_at = datetime(2026, 11, 23, 16, 3, 13, tzinfo=UTC)
+    body = service.event_body(7, "order.created", created_at, {"order_id": "o-1"})
+    header = service.sign(secret, body)
+    assert verify(secret, header, body) is True
+    assert verify(secret, header, body + b" ") is False
+    assert verify("whsec_other", header, body) is False
+    assert (
+        verify(secret, service.sign(secret, body, timestamp=int(time.time()) - 3600), body) is False
+    )

@@ -42,8 +42,13 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
+class _BodyTooLarge(Exception):
+    pass
+
+
 class BodyLimitMiddleware:
-    """Refuse bodies whose Content-Length is over the limit with a 413 problem, unread."""
+    """Refuse bodies over the limit with a 413 problem: unread when Content-Length says so,
+    else (a chunked body) as soon as the bytes read pass the limit."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -53,11 +58,53 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        chunked = False
         for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await self._refuse(scope, send)
+            if name == b"content-length":
+                if value.isdigit() and int(value) > self.max_bytes:
+                    await self._refuse(scope, send)
+                    return
+                # The server holds the body to its Content-Length: nothing more to count.
+                await self.app(scope, receive, send)
                 return
-        await self.app(scope, receive, send)
+            if name == b"transfer-encoding":
+                chunked = True
+        if chunked:
+            await self._counted(scope, receive, send)
+        else:  # neither header: no body (HTTP/1.1)
+            await self.app(scope, receive, send)
+
+    async def _counted(self, scope: Scope, receive: Receive, send: Send) -> None:
+        read = 0
+        over = started = False
+
+        async def counting_receive() -> Message:
+            nonlocal read, over
+            message = await receive()
+            if message["type"] == "http.request":
+                read += len(message.get("body", b""))
+                if read > self.max_bytes:
+                    over = True
+                    raise _BodyTooLarge
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if over:
+                # Whatever the app made of the cut-off body, the answer is the 413.
+                if message["type"] == "http.response.start" and not started:
+                    started = True
+                    await self._refuse(scope, send)
+                return
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, guarded_send)
+        except _BodyTooLarge:
+            if not started:
+                await self._refuse(scope, send)
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
         body = problem_body(

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DataError, DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -122,6 +122,12 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 400:
+            # FastAPI's "error parsing the body" (e.g. bytes that are not UTF-8): the contract
+            # makes every malformed request a 422 validation_error.
+            detail = exc.detail if isinstance(exc.detail, str) else "the body cannot be parsed"
+            errors = [{"loc": ["body"], "msg": detail, "type": "body_invalid"}]
+            return problem_response(validation_problem(errors, request_id_of(request)))
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
         if exc.status_code == 404 and detail == "Not Found":
@@ -131,6 +137,13 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(DBAPIError)
     async def _database(request: Request, exc: DBAPIError) -> Response:
+        if isinstance(exc, DataError):
+            # A value PostgreSQL cannot take (a NUL character, a number out of range) that got
+            # past validation: the request is at fault, not the server. Logged, as the
+            # validation that should have caught it is missing somewhere.
+            log.warning("data error reached the database: %s", exc.orig)
+            errors = [{"loc": [], "msg": str(exc.orig).splitlines()[0], "type": "data_error"}]
+            return problem_response(validation_problem(errors, request_id_of(request)))
         if is_unavailable(exc):
             body = problem_body(
                 503,

@@ -26,7 +26,7 @@ _REFRESH = text(
 WITH sums AS (
     SELECT order_id, sum(allocated) AS a, sum(backordered) AS o, sum(shipped) AS s
     FROM order_line WHERE order_id = ANY(:ids) GROUP BY order_id
-), before AS (
+), before AS MATERIALIZED (
     SELECT id, ready_to_ship FROM sales_order WHERE id = ANY(:ids)
 ), changed AS (
     UPDATE sales_order so

@@ -1,0 +1,315 @@
+"""The five scenarios of issue 9 against the running service, each with its target."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from bench.cpu import CpuMeter
+from bench.db import Database, analyze, check_invariants, seed_queues, time_bare_fill
+from bench.load import Load, LoadResult
+from bench.procs import Server
+from bench.report import Scenario, ratio
+
+if TYPE_CHECKING:
+    from bench.run import Run
+
+ORDER_BODY = '{{"customer_id":"c-{{n}}","lines":[{{"sku":"{sku}","quantity":1}}]}}'
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def describe(r: LoadResult) -> str:
+    cpu = ", ".join(f"{k.split('_')[0]} {v}" for k, v in r.cpu.items())
+    return f"{r.rate:,.0f} req/s, p50 {r.p50_ms} ms, p99 {r.p99_ms} ms, {r.statuses}" + (
+        f", CPU ms/request: {cpu}" if cpu else ""
+    )
+
+
+def storefront_key(base: str, master: str) -> str:
+    answer = httpx.post(
+        f"{base}/v1/api-keys",
+        json={"name": "bench-shop", "role": "storefront"},
+        headers={"Authorization": f"Bearer {master}"},
+        timeout=30,
+    )
+    answer.raise_for_status()
+    key: str = answer.json()["key"]
+    return key
+
+
+def run_all(run: Run, db: Database, server: Server, master: str) -> None:
+    from bench.run import HOT, SKU_PREFIX
+
+    base = server.base
+    pid = server.pid
+
+    key = storefront_key(base, master)
+    auth = {"Authorization": f"Bearer {key}"}
+    plan = run.plan
+    spread = Load(
+        "POST",
+        "/v1/orders",
+        auth,
+        ORDER_BODY.format(sku="{sku}"),
+        sku_prefix=SKU_PREFIX,
+        sku_count=plan.skus,
+    )
+    if "1" in run.stages:
+        hot = Load("POST", "/v1/orders", auth, ORDER_BODY.format(sku=HOT), sku_count=1_000_000)
+        result = run.load(base, hot, pid)
+        with db.connect() as conn:
+            invariants = check_invariants(conn, [HOT], "HOT")
+        run.scenarios.append(hot_sku(run, result, invariants))
+        log(f"1 hot SKU: {describe(result)}; {invariants}")
+    if "2" in run.stages:
+        result = run.load(base, spread, pid)
+        with db.connect() as conn:
+            invariants = check_invariants(conn, [], SKU_PREFIX + "%")
+        run.scenarios.append(spread_orders(run, result, invariants))
+        log(f"2 spread: {describe(result)}; {invariants}")
+    if "3" in run.stages:
+        get = Load("GET", "/v1/products/{sku}", auth, sku_prefix=SKU_PREFIX, sku_count=plan.skus)
+        result = run.load(base, get, pid)
+        run.scenarios.append(product_reads(run, result))
+        log(f"3 product GET: {describe(result)}")
+    # Scenario 5 runs before 4: its first level needs queues that are empty everywhere else,
+    # and 4 leaves the bare statement's copies (rolled back, so still waiting) behind.
+    if "5" in run.stages:
+        waiting_elsewhere(run, db, base, spread, pid)
+    if "4" in run.stages:
+        restocks(run, db, base, master, pid)
+
+
+# -- 1, 2, 3 ------------------------------------------------------------------------------
+
+
+def _base(name: str, r: LoadResult) -> dict[str, Any]:
+    return {
+        "name": name,
+        "rate": r.rate,
+        "p50_ms": r.p50_ms,
+        "p99_ms": r.p99_ms,
+        "errors": r.errors,
+    }
+
+
+def hot_sku(run: Run, r: LoadResult, invariants: dict[str, int]) -> Scenario:
+    best = run.best_bare("hot")
+    ceiling_rate = best.tps if best else None
+    fair_p99 = round(2 * 1000 * run.plan.connections / r.rate, 2) if r.rate else None
+    rt = ratio(r.rate, ceiling_rate)
+    violations = sum(v for k, v in invariants.items() if k != "lines")
+    met = None
+    if rt is not None and fair_p99 is not None:
+        met = rt >= 0.5 and r.p99_ms <= fair_p99 and r.errors == 0 and violations == 0
+    return Scenario(
+        **_base(f"1 hot SKU orders, {run.plan.connections} conn", r),
+        ceiling=best.name if best else "bare SQL hot (not measured)",
+        ceiling_rate=ceiling_rate,
+        ratio=rt,
+        target=f">=0.50, p99<={fair_p99}ms, 0 err, 0 oversold",
+        met=met,
+        details={"load": r.as_dict(), "invariants": invariants, "p99_limit_ms": fair_p99},
+    )
+
+
+def spread_orders(run: Run, r: LoadResult, invariants: dict[str, int]) -> Scenario:
+    rt = ratio(r.rate, run.select_rate())
+    bare = run.best_bare("spread")
+    violations = sum(v for k, v in invariants.items() if k != "lines")
+    return Scenario(
+        **_base(f"2 orders over {run.plan.skus:,} SKUs, {run.plan.connections} conn", r),
+        ceiling="stack one-SELECT route",
+        ceiling_rate=run.select_rate(),
+        ratio=rt,
+        target=">=0.70, p99<50ms, 0 err",
+        met=None
+        if rt is None
+        else rt >= 0.7 and r.p99_ms < 50 and r.errors == 0 and not violations,
+        details={
+            "load": r.as_dict(),
+            "invariants": invariants,
+            "bare_sql_spread_best": bare.as_dict() if bare else None,
+            "ratio_to_bare_sql_spread": ratio(r.rate, bare.tps if bare else None),
+        },
+    )
+
+
+def product_reads(run: Run, r: LoadResult) -> Scenario:
+    rt = ratio(r.rate, run.select_rate())
+    hello = run.stack.get("hello")
+    return Scenario(
+        **_base(f"3 GET product over {run.plan.skus:,} SKUs", r),
+        ceiling="stack one-SELECT route",
+        ceiling_rate=run.select_rate(),
+        ratio=rt,
+        target=">=0.80",
+        met=None if rt is None else rt >= 0.8 and r.errors == 0,
+        details={"load": r.as_dict(), "hello_ratio": ratio(r.rate, hello.rate if hello else None)},
+    )
+
+
+# -- 4 ------------------------------------------------------------------------------------
+
+
+def _restock(client: httpx.Client, sku: str, quantity: int) -> tuple[float, dict[str, Any], int]:
+    started = time.perf_counter()
+    answer = client.post(f"/v1/products/{sku}/restocks", json={"quantity": quantity})
+    elapsed = time.perf_counter() - started
+    body = answer.json() if answer.headers.get("content-type", "").endswith("json") else {}
+    return elapsed, body, answer.status_code
+
+
+def _all_listed(body: dict[str, Any], lines: int) -> bool:
+    allocations = body.get("allocations") or []
+    return (
+        len(allocations) == lines
+        and sum(a["quantity"] for a in allocations) == lines
+        and len({a["line_id"] for a in allocations}) == lines
+    )
+
+
+def restocks(run: Run, db: Database, base: str, master: str, pid: int | None) -> None:
+    p = run.plan
+    with db.connect() as conn:
+        # Service copies (FA, GA) and identical copies for the bare statement (FB, GB).
+        seeded = {
+            prefix: round(seed_queues(db, prefix, skus, lines), 2)
+            for prefix, skus, lines in (
+                ("FA-", 1, p.fill_lines),
+                ("FB-", 1, p.fill_lines),
+                ("GA-", p.fill_skus, p.fill_skus * p.fill_per_sku),
+                ("GB-", p.fill_skus, p.fill_skus * p.fill_per_sku),
+            )
+        }
+        analyze(conn)
+        log(f"4 seeded waiting lines in {seeded} s")
+        # One run: a rolled-back run leaves dead row versions that slow the next one down.
+        bare_s, bare_rows = time_bare_fill(conn, "FB-0", p.fill_lines)
+        bare_small = [
+            time_bare_fill(conn, f"GB-{i}", p.fill_per_sku)[0] for i in range(p.fill_skus)
+        ]
+    assert bare_rows == p.fill_lines, bare_rows
+    headers = {"Authorization": f"Bearer {master}"}
+    with httpx.Client(base_url=base, headers=headers, timeout=600) as client:
+        meter = CpuMeter(pid, run.postgres_pid)
+        meter.start()
+        big_s, big_body, big_status = _restock(client, "FA-0", p.fill_lines)
+        big_cpu = meter.stop(1)
+        meter.start()
+        small: list[float] = []
+        small_ok = 0
+        small_errors = 0
+        for i in range(p.fill_skus):
+            secs, body, status = _restock(client, f"GA-{i}", p.fill_per_sku)
+            small.append(secs)
+            small_errors += status != 201
+            small_ok += _all_listed(body, p.fill_per_sku)
+        small_cpu = meter.stop(len(small))
+    with db.connect() as conn:
+        invariants = check_invariants(conn, ["FA-0"], "GA-%")
+    listed = _all_listed(big_body, p.fill_lines)
+    rt = round(bare_s / big_s, 3) if big_status == 201 else None
+    run.scenarios.append(
+        Scenario(
+            name=f"4a restock filling {p.fill_lines:,} lines of one SKU",
+            rate=round(1 / big_s, 3),
+            p50_ms=round(big_s * 1000, 1),
+            p99_ms=round(big_s * 1000, 1),
+            errors=int(big_status != 201),
+            ceiling="bare fill statement (rolled back)",
+            ceiling_rate=round(1 / bare_s, 3),
+            ratio=rt,
+            target=">=0.50 (<=2x bare), all listed",
+            met=rt is not None and rt >= 0.5 and listed,
+            details={
+                "request_s": round(big_s, 3),
+                "bare_s": round(bare_s, 3),
+                "problem": None if big_status == 201 else big_body,
+                "cpu": big_cpu,
+                "all_allocations_listed": listed,
+                "status": big_status,
+                "invariants": invariants,
+                "seed_s": seeded,
+            },
+        )
+    )
+    log(
+        f"4a: request {big_s:.2f} s (status {big_status}) vs bare {bare_s:.2f} s, "
+        f"all listed: {listed}"
+    )
+    small_ms = sorted(s * 1000 for s in small)
+    bare_ms = sorted(s * 1000 for s in bare_small)
+    p50, bare_p50 = statistics.median(small_ms), statistics.median(bare_ms)
+    rt = round(bare_p50 / p50, 3)
+    run.scenarios.append(
+        Scenario(
+            name=f"4b restocks filling {p.fill_per_sku} lines on each of {p.fill_skus:,} SKUs",
+            rate=round(len(small) / sum(small), 1),
+            p50_ms=round(p50, 2),
+            p99_ms=round(small_ms[min(len(small_ms) - 1, int(0.99 * len(small_ms)))], 2),
+            errors=small_errors,
+            ceiling="bare fill statement per SKU (p50)",
+            ceiling_rate=round(1000 / bare_p50, 1),
+            ratio=rt,
+            target=">=0.50 (<=2x bare), all listed",
+            met=rt >= 0.5 and small_ok == p.fill_skus and small_errors == 0,
+            details={
+                "bare_p50_ms": round(bare_p50, 3),
+                "bare_p99_ms": round(bare_ms[min(len(bare_ms) - 1, int(0.99 * len(bare_ms)))], 3),
+                "requests_all_listed": small_ok,
+                "cpu": small_cpu,
+                "invariants": invariants,
+            },
+        )
+    )
+    log(f"4b: p50 {p50:.2f} ms vs bare {bare_p50:.2f} ms; listed {small_ok}/{p.fill_skus}")
+
+
+# -- 5 ------------------------------------------------------------------------------------
+
+
+def waiting_elsewhere(run: Run, db: Database, base: str, spread: Load, pid: int | None) -> None:
+    p = run.plan
+    seeded = 0
+    first: LoadResult | None = None
+    for level in p.waiting_levels:
+        seed_s = 0.0
+        if level > seeded:
+            with db.connect() as conn:
+                seed_s = seed_queues(
+                    db, "Q-", p.waiting_skus, level - seeded, per_order=p.waiting_per_order
+                )
+                started = time.perf_counter()
+                analyze(conn)
+                analyze_s = time.perf_counter() - started
+            log(
+                f"5 seeded {level - seeded:,} waiting lines in {seed_s:.1f} s "
+                f"(+{analyze_s:.1f} s analyze)"
+            )
+            seeded = level
+        r = run.load(base, spread, pid, seconds=p.s5_seconds)
+        first = first or r
+        rt = ratio(r.rate, first.rate)
+        run.scenarios.append(
+            Scenario(
+                **_base(f"5 order, {level:>9,} lines waiting elsewhere", r),
+                ceiling="same, 0 lines waiting",
+                ceiling_rate=first.rate,
+                ratio=rt,
+                target=">=0.80 (flat)",
+                met=None if rt is None else rt >= 0.8 and r.errors == 0,
+                details={
+                    "load": r.as_dict(),
+                    "p50_ratio": ratio(first.p50_ms, r.p50_ms),
+                    "seed_s": round(seed_s, 2),
+                },
+            )
+        )
+        log(f"5 at {level:,} waiting: {describe(r)}")

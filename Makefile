@@ -10,7 +10,7 @@ WORKERS ?= 1
 
 .DEFAULT_GOAL := help
 
-.PHONY: help install run test check lint format bench soak lock clean
+.PHONY: help install run test check lint format wrk bench soak lock clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -38,7 +38,12 @@ format: install ## Apply ruff fixes and formatting
 	$(BIN)/ruff check --fix src tests migrations bench
 	$(BIN)/ruff format src tests migrations bench
 
-bench: install ## Benchmarks against ceilings measured in the same run (writes bench/results.json)
+wrk: ## Install wrk (Debian's package), the load generator of `make bench`, if it is missing
+	@command -v wrk >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq wrk >/dev/null; \
+	  else echo "make bench: wrk is not installed (sudo apt-get install wrk); using the slower Python client"; fi; }
+
+bench: install wrk ## Benchmarks against ceilings measured in the same run (writes bench/results.json)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 soak: install ## Long concurrency and crash runs; prints figures

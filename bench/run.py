@@ -6,7 +6,7 @@ in the same run on the same PostgreSQL.
 2. measures the ceilings: pgbench on the bare order transaction (bench/pgbench.py), then the
    server stack itself (bench/ceiling_app.py, hello-world and one primary-key SELECT);
 3. starts `backorder serve --workers 2` and loads it with wrk from a separate process
-   (bench/load.py): scenarios 1-5;
+   (bench/load.py): scenarios 1-5, then the ops reports over all the lines made (6);
 4. prints a table and writes bench/results.json.
 
 The load generator, the server and PostgreSQL share the machine's cores: every figure is a
@@ -34,7 +34,7 @@ from bench.procs import Server, ceiling_app, running, service
 from bench.report import Scenario, ceilings_table, cpu_note, table
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results.json"
-STAGES = ("pgbench", "stack", "1", "2", "3", "4", "5")
+STAGES = ("pgbench", "stack", "1", "2", "3", "4", "5", "6")
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,7 @@ class Plan:
     waiting_per_order: int = 10
     s5_seconds: float = 5.0
     stack_select_sa: bool = True
+    report_repeats: int = 5
 
 
 QUICK = Plan(
@@ -76,6 +77,7 @@ QUICK = Plan(
     waiting_per_order=10,
     s5_seconds=1.0,
     stack_select_sa=False,
+    report_repeats=2,
 )
 
 DEFINITIONS = {
@@ -85,6 +87,7 @@ DEFINITIONS = {
     "ceiling 2, 3": "the stack's one-SELECT route (bench/ceiling_app.py, same uvicorn, workers, "
     "driver)",
     "ceiling 5": "the same load with 0 lines waiting elsewhere, measured just before",
+    "ceiling 6": "issue 5's budget of one second per report answer; ratio = budget / p50",
     "cpu": "CPU milliseconds per request (or transaction) of the server's process tree and of "
     "PostgreSQL's, measured from /proc: less sensitive to a noisy neighbour than rates",
     "generator": "wrk, closed loop, one thread; it shares the machine's cores with the server and "

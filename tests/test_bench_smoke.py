@@ -39,7 +39,7 @@ def test_quick_bench_writes_a_result_for_every_scenario(tmp_path: Path) -> None:
 
     scenarios = results["scenarios"]
     numbers = {s["name"].split()[0] for s in scenarios}
-    assert {"1", "2", "3", "4a", "4b", "5"} <= numbers
+    assert {"1", "2", "3", "4a", "4b", "5", "6"} <= numbers
     for scenario in scenarios:
         assert set(scenario) >= FIELDS, scenario
         assert scenario["rate"] is None or scenario["rate"] >= 0

@@ -65,6 +65,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     "`backorder api-key create`",
                     flush=True,
                 )
+            # Each worker enforces its share of the per-key rate limit, so it must know how
+            # many there are (the app reads `worker_processes` in each one).
+            os.environ["BACKORDER_WORKER_PROCESSES"] = str(args.workers)
             # Workers are spawned processes: they inherit PROMETHEUS_MULTIPROC_DIR from here
             # and share their metrics through it. `log_config=None`: uvicorn's loggers go
             # through our handler (JSON or text), in this process and in each worker.
@@ -157,6 +160,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return number
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="backorder", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -164,7 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="migrate, then serve the API with uvicorn")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument(
+        "--workers", type=_positive, default=1, help="worker processes (they share the rate limit)"
+    )
     serve.set_defaults(func=cmd_serve)
 
     migrate = sub.add_parser("migrate", help="bring the schema to the newest migration")

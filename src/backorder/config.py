@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+DEFAULT_MAX_ORDER_LINES = 500
+
 
 class Settings(BaseSettings):
     """Every setting of the service; `.env.example` documents each one."""
@@ -33,9 +35,24 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["auto", "json", "text"] = "auto"
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
-    max_order_lines: int = Field(default=500, ge=1, le=10_000)
+    max_order_lines: int = Field(
+        default=DEFAULT_MAX_ORDER_LINES,
+        ge=1,
+        le=10_000,
+        description="Lines per order (and per shipment); more is 422 validation_error.",
+    )
     rate_limit_per_minute: int = Field(
-        default=0, ge=0, description="Requests per minute per API key; 0 disables."
+        default=60_000,
+        ge=0,
+        description="Requests per minute per API key, shared out among the worker processes; "
+        "0 disables.",
+    )
+    worker_processes: int = Field(
+        default=1,
+        ge=1,
+        le=1024,
+        description="Worker processes serving the API, each enforcing its share of the rate "
+        "limit; `backorder serve --workers N` sets it for its workers.",
     )
     idempotency_ttl_hours: int = Field(default=48, ge=24)
     webhook_worker: bool = Field(default=True, description="Run webhook delivery in `serve`.")

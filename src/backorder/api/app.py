@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
 from backorder import __version__
 from backorder.api import problems
 from backorder.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from backorder.api.ratelimit import RateLimiter
 from backorder.api.routers import (
     backorders,
     events,
@@ -42,7 +44,8 @@ Order management with first-class backorder handling.
 
 Authenticate with **Authorize** and an API key (`Bearer` scheme). Errors are
 `application/problem+json` with a stable `code`. `POST`s that move stock or orders honour an
-`Idempotency-Key` header.
+`Idempotency-Key` header. Each key is rate limited: past its limit, requests get 429
+`rate_limited` with `Retry-After` (seconds).
 """
 
 TAGS = [
@@ -84,16 +87,39 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.head_revision = head_revision(settings.require_database_url())
+    app.state.rate_limiter = (
+        RateLimiter(settings.rate_limit_per_minute, settings.worker_processes)
+        if settings.rate_limit_per_minute
+        else None
+    )
     problems.install(app)
     for module in (
         orders, backorders, products, subscriptions, purchase_orders, events, webhooks,
         reports, keys, ops, metrics,
     ):  # fmt: skip
         app.include_router(module.router)
+    _document_line_cap(app, settings.max_order_lines)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(MetricsMiddleware)  # outermost: times and counts every answer
     return app
+
+
+def _document_line_cap(app: FastAPI, cap: int) -> None:
+    """The schemas state the default cap on `lines`; show this deployment's instead."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()  # cached by FastAPI as app.openapi_schema: amended in place
+        for name in ("OrderIn", "ShipmentIn"):
+            model = schema.get("components", {}).get("schemas", {}).get(name, {})
+            if "lines" in model.get("properties", {}):
+                model["properties"]["lines"]["maxItems"] = cap
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def app_from_env() -> FastAPI:

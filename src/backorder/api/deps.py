@@ -10,9 +10,10 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from backorder.api.ratelimit import RateLimiter
 from backorder.config import Settings
 from backorder.db import keys
-from backorder.db.engine import run_transaction
+from backorder.db.engine import run_read
 from backorder.domain.errors import Forbidden, Unauthorized
 
 bearer = HTTPBearer(
@@ -70,14 +71,14 @@ async def authenticate(
     if master and hmac.compare_digest(secret.encode(), master.encode()):
         principal = Principal(role="ops", name="master", scope="master")
     else:
-        row = await run_transaction(
-            get_engine(request), lambda conn: keys.find_active(conn, secret), attempts=2
-        )
+        # One round trip in autocommit; a revoked key is refused by the very next request.
+        row = await run_read(get_engine(request), lambda conn: keys.find_active(conn, secret))
         if row is None:
             raise Unauthorized("unknown or revoked API key")
         principal = Principal(role=row.role, name=row.name, scope=str(row.id))
     request.state.principal = principal
-    limiter = getattr(request.app.state, "rate_limiter", None)
+    # After authentication: an unknown key is a 401, never a 429.
+    limiter: RateLimiter | None = request.app.state.rate_limiter
     if limiter is not None:
         limiter.check(principal.scope)
     return principal

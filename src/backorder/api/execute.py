@@ -20,7 +20,7 @@ from starlette.responses import Response
 from backorder.api.deps import Principal
 from backorder.api.problems import domain_problem, request_id_of
 from backorder.db import idempotency
-from backorder.db.engine import run_transaction
+from backorder.db.engine import run_read, run_transaction
 from backorder.domain.errors import (
     DomainError,
     IdempotencyKeyInUse,
@@ -45,8 +45,8 @@ def json_response(
 
 
 async def read(request: Request, work: Work) -> Response:
-    """A read: one short transaction, the result as JSON."""
-    body = await run_transaction(request.app.state.engine, work, attempts=2)
+    """A read, in autocommit (no BEGIN/COMMIT round trips); the result as JSON."""
+    body = await run_read(request.app.state.engine, work)
     return json_response(body)
 
 

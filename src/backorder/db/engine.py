@@ -77,18 +77,43 @@ async def run_transaction(
             async with engine.begin() as conn:
                 return await work(conn)
         except DBAPIError as exc:
-            state = sqlstate(exc)
-            if state in _RETRYABLE and attempt < attempts:
+            if sqlstate(exc) in _RETRYABLE and attempt < attempts:
                 await asyncio.sleep(random.uniform(0, 0.005 * 2**attempt))
                 continue
-            if state in _RETRYABLE or state in _BUSY:
-                raise RetryLater("the SKU is busy; retry shortly", retry_after=1) from exc
-            if is_unavailable(exc):
-                raise RetryLater("the database is briefly unavailable", retry_after=2) from exc
+            _raise_retry_later(exc)
             raise
         except (OSError, TimeoutError) as exc:
-            raise RetryLater("the database is briefly unavailable", retry_after=2) from exc
+            _raise_retry_later(exc)
+            raise
     raise AssertionError("unreachable")
+
+
+async def run_read(engine: AsyncEngine, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+    """Run a read-only `work` on a connection in autocommit mode.
+
+    Each statement sees what was committed before it started, exactly as in the READ COMMITTED
+    transaction `run_transaction` would open, but without the BEGIN and COMMIT round trips:
+    a read of one row costs one round trip. `work` must not write.
+    """
+    try:
+        async with engine.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            return await work(conn)
+    except (DBAPIError, OSError, TimeoutError) as exc:
+        _raise_retry_later(exc)
+        raise
+
+
+def _raise_retry_later(exc: BaseException) -> None:
+    """A busy SKU or an unavailable database is not the caller's fault: a 503 with
+    Retry-After. Anything else returns, for the caller to raise as it is."""
+    if isinstance(exc, OSError | TimeoutError):
+        raise RetryLater("the database is briefly unavailable", retry_after=2) from exc
+    state = sqlstate(exc)
+    if state in _RETRYABLE or state in _BUSY:
+        raise RetryLater("the SKU is busy; retry shortly", retry_after=1) from exc
+    if is_unavailable(exc):
+        raise RetryLater("the database is briefly unavailable", retry_after=2) from exc
 
 
 def alembic_config(database_url: str) -> Config:

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
 from backorder.api import cursors
-from backorder.api.deps import AnyKey, OpsKey
+from backorder.api.deps import AnyKey, OpsKey, get_settings
 from backorder.api.docs import problems
 from backorder.api.execute import read, write
 from backorder.api.schemas.common import SKU_PATTERN, Page, page
@@ -35,6 +35,17 @@ router = APIRouter(prefix="/v1/orders", tags=["Orders"])
 STOREFRONT_MAX_PRIORITY = 4
 
 
+def check_line_count(request: Request, count: int, what: str) -> None:
+    """Hold a body's `lines` to the configured `max_order_lines` (a 422 naming `lines`)."""
+    cap = get_settings(request).max_order_lines
+    if count > cap:
+        msg = f"at most {cap} lines per {what}, not {count}"
+        raise ValidationFailed(
+            f"invalid request: lines ({msg})",
+            [{"loc": ["body", "lines"], "field": "lines", "msg": msg, "type": "too_long"}],
+        )
+
+
 @router.post(
     "",
     status_code=201,
@@ -55,6 +66,7 @@ STOREFRONT_MAX_PRIORITY = 4
 async def place_order(
     request: Request, principal: AnyKey, body: Annotated[OrderIn, Body()]
 ) -> Response:
+    check_line_count(request, len(body.lines), "order")
     if not principal.is_ops and body.priority > STOREFRONT_MAX_PRIORITY:
         raise ValidationFailed(
             "storefront keys may set priority 0-4",
@@ -213,5 +225,6 @@ async def patch_order(
 async def ship(
     request: Request, principal: OpsKey, order_id: UUID, body: Annotated[ShipmentIn, Body()]
 ) -> Response:
+    check_line_count(request, len(body.lines), "shipment")
     requested = [(line.line_id, line.quantity) for line in body.lines]
     return await write(request, principal, lambda conn: ordering.ship(conn, order_id, requested))

@@ -9,6 +9,7 @@ from uuid import UUID
 from pydantic import Field, StrictInt, model_validator
 
 from backorder.api.schemas.common import OutModel, Quantity, Sku, StrictModel, Text
+from backorder.config import DEFAULT_MAX_ORDER_LINES
 
 OrderStatusName = Literal[
     "cancelled",
@@ -35,7 +36,17 @@ class OrderIn(StrictModel):
         description="partial: ship what is allocated now; complete: ship when all is.",
     )
     external_ref: Text | None = None
-    lines: Annotated[list[LineIn], Field(min_length=1, max_length=500)]
+    # The cap is the deployment's `max_order_lines`, checked by the route (a model cannot read
+    # settings); the app's OpenAPI shows the configured value as `maxItems`.
+    lines: Annotated[
+        list[LineIn],
+        Field(
+            min_length=1,
+            description="One line per SKU, at most `maxItems` of them (the service's "
+            f"`BACKORDER_MAX_ORDER_LINES`, {DEFAULT_MAX_ORDER_LINES} by default).",
+            json_schema_extra={"maxItems": DEFAULT_MAX_ORDER_LINES},
+        ),
+    ]
 
     @model_validator(mode="after")
     def _one_line_per_sku(self) -> OrderIn:
@@ -116,7 +127,15 @@ class ShipLineIn(StrictModel):
 
 
 class ShipmentIn(StrictModel):
-    lines: Annotated[list[ShipLineIn], Field(min_length=1, max_length=500)]
+    lines: Annotated[
+        list[ShipLineIn],
+        Field(
+            min_length=1,
+            description="At most `maxItems` lines, the same cap as an order's "
+            f"(`BACKORDER_MAX_ORDER_LINES`, {DEFAULT_MAX_ORDER_LINES} by default).",
+            json_schema_extra={"maxItems": DEFAULT_MAX_ORDER_LINES},
+        ),
+    ]
 
 
 class ShippedLineOut(OutModel):

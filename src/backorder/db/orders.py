@@ -10,6 +10,7 @@ from uuid import UUID
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from backorder.db.events import to_json
 from backorder.domain.orders import Units
 
 # The status rule of `domain/orders.py`, in SQL over summed units (a test keeps them equal).
@@ -62,7 +63,7 @@ class NewLine:
     backordered: int
 
 
-_INSERT_ORDER = text(
+_PLACE_ORDER = text(
     """
 WITH o AS (
     -- One reading of the clock for both times: the answer shows the order as stored.
@@ -80,13 +81,36 @@ WITH o AS (
     FROM o, unnest(CAST(:line_ids AS uuid[]), CAST(:skus AS text[]), CAST(:qs AS bigint[]),
                    CAST(:as_ AS bigint[]), CAST(:bs AS bigint[]))
          WITH ORDINALITY AS x(id, sku, q, a, b, n)
+), e AS (
+    INSERT INTO event (type, data)
+    SELECT t, CAST(d AS jsonb)
+    FROM unnest(CAST(:event_types AS text[]), CAST(:event_datas AS text[]))
+         WITH ORDINALITY AS x(t, d, n)
+    ORDER BY n
+), p AS (
+    UPDATE product SET allocated = x.allocated, backordered = x.backordered,
+                       stock_state = x.stock_state, updated_at = clock_timestamp()
+    FROM unnest(CAST(:product_skus AS text[]), CAST(:product_allocated AS bigint[]),
+                CAST(:product_backordered AS bigint[]), CAST(:product_states AS text[]))
+         AS x(sku, allocated, backordered, stock_state)
+    WHERE product.sku = x.sku
 )
 SELECT created_at FROM o
 """
 )
 
 
-async def insert_order(
+@dataclass(frozen=True, slots=True)
+class CounterUpdate:
+    """A locked product's counters after placement (`on_hand` does not move)."""
+
+    sku: str
+    allocated: int
+    backordered: int
+    stock_state: str
+
+
+async def place_order(
     conn: AsyncConnection,
     *,
     order_id: UUID,
@@ -98,12 +122,15 @@ async def insert_order(
     status: str,
     ready: bool,
     lines: list[NewLine],
+    events: list[tuple[str, dict[str, Any]]],
+    counters: list[CounterUpdate],
 ) -> datetime:
-    """Write the order and its lines in one statement; `created_at` is taken now, after the
-    SKU locks are held, so queue order is the order in which orders reached the stock."""
+    """Write the order, its lines, its events and its products' counters in one statement
+    (one round trip on the hot path). `created_at` is taken now, after the SKU locks are
+    held, so queue order is the order in which orders reached the stock."""
     row = (
         await conn.execute(
-            _INSERT_ORDER,
+            _PLACE_ORDER,
             {
                 "id": order_id,
                 "channel": channel,
@@ -119,6 +146,12 @@ async def insert_order(
                 "qs": [line.quantity for line in lines],
                 "as_": [line.allocated for line in lines],
                 "bs": [line.backordered for line in lines],
+                "event_types": [t for t, _ in events],
+                "event_datas": [to_json(d) for _, d in events],
+                "product_skus": [c.sku for c in counters],
+                "product_allocated": [c.allocated for c in counters],
+                "product_backordered": [c.backordered for c in counters],
+                "product_states": [c.stock_state for c in counters],
             },
         )
     ).one()

@@ -15,7 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from backorder.db import events
-from backorder.db.orders import refresh_order_statuses
+from backorder.db.orders import CounterUpdate, refresh_order_statuses
 from backorder.domain.allocation import Allocation, AllocationStrategy
 from backorder.domain.products import StockState, stock_state, transition_events
 
@@ -202,6 +202,43 @@ _TAKE_SUBSCRIBERS = text(
 )
 
 
+def _announce_transition(product: LockedProduct) -> list[tuple[str, dict[str, Any]]]:
+    """Move the product to the stock state its counters give; the events that announces."""
+    new_state = stock_state(product.available, product.reorder_point)
+    announced = [
+        (
+            event_type,
+            {
+                "sku": product.sku,
+                "available": product.available,
+                "reorder_point": product.reorder_point,
+            },
+        )
+        for event_type in transition_events(product.stock_state, new_state)
+    ]
+    product.stock_state = new_state
+    return announced
+
+
+def counters_after_placement(
+    products: list[LockedProduct],
+) -> tuple[list[CounterUpdate], list[tuple[str, dict[str, Any]]]]:
+    """The counters of products an order took from, and the transitions they announce, for
+    `orders.place_order` to write in its one statement. Placing an order only lowers
+    availability, so `product.back_in_stock` (which uses up subscriptions) cannot be among them.
+    """
+    announced: list[tuple[str, dict[str, Any]]] = []
+    for product in products:
+        for event_type, data in _announce_transition(product):
+            if event_type == "product.back_in_stock":
+                raise AssertionError(f"placing an order raised availability of {product.sku}")
+            announced.append((event_type, data))
+    counters = [
+        CounterUpdate(p.sku, p.allocated, p.backordered, p.stock_state.value) for p in products
+    ]
+    return counters, announced
+
+
 async def save_counters(conn: AsyncConnection, products: list[LockedProduct]) -> None:
     """Write the counters of locked products and announce availability transitions.
 
@@ -211,13 +248,7 @@ async def save_counters(conn: AsyncConnection, products: list[LockedProduct]) ->
     """
     announcements: list[tuple[str, dict[str, Any]]] = []
     for product in products:
-        new_state = stock_state(product.available, product.reorder_point)
-        for event_type in transition_events(product.stock_state, new_state):
-            data: dict[str, Any] = {
-                "sku": product.sku,
-                "available": product.available,
-                "reorder_point": product.reorder_point,
-            }
+        for event_type, data in _announce_transition(product):
             if event_type == "product.back_in_stock":
                 subs = (await conn.execute(_TAKE_SUBSCRIBERS, {"sku": product.sku})).all()
                 data["subscribers"] = [
@@ -229,7 +260,6 @@ async def save_counters(conn: AsyncConnection, products: list[LockedProduct]) ->
                     for s in subs
                 ]
             announcements.append((event_type, data))
-        product.stock_state = new_state
     await conn.execute(
         _SAVE,
         [

@@ -168,18 +168,6 @@ async def place_order(conn: AsyncConnection, cmd: PlaceOrder) -> dict[str, Any]:
     status = status_of(units).value
     ready = ready_to_ship(units, cmd.ship_policy)
     order_id = uuid4()
-    created_at = await orders.insert_order(
-        conn,
-        order_id=order_id,
-        channel=cmd.channel,
-        customer_id=cmd.customer_id,
-        priority=cmd.priority,
-        ship_policy=cmd.ship_policy.value,
-        external_ref=cmd.external_ref,
-        status=status,
-        ready=ready,
-        lines=new_lines,
-    )
     announced: list[tuple[str, dict[str, Any]]] = [
         (
             "order.created",
@@ -218,8 +206,21 @@ async def place_order(conn: AsyncConnection, cmd: PlaceOrder) -> dict[str, Any]:
         )
     if ready:
         announced.append(("order.ready_to_ship", {"order_id": order_id}))
-    await events.emit_many(conn, announced)
-    await stock.save_counters(conn, [locked[s] for s in sorted(locked)])
+    counters, transitions = stock.counters_after_placement([locked[s] for s in sorted(locked)])
+    created_at = await orders.place_order(
+        conn,
+        order_id=order_id,
+        channel=cmd.channel,
+        customer_id=cmd.customer_id,
+        priority=cmd.priority,
+        ship_policy=cmd.ship_policy.value,
+        external_ref=cmd.external_ref,
+        status=status,
+        ready=ready,
+        lines=new_lines,
+        events=announced + transitions,
+        counters=counters,
+    )
     dates: dict[UUID, Any] = {}
     if waiting:
         for sku in sorted({x.sku for x in waiting}):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -97,3 +99,130 @@ def live_server(database_url: str, *, workers: int = 2) -> Iterator[str]:
         yield base_url
     finally:
         _stop(proc)
+
+
+class ServerProcess:
+    """A `backorder serve` in a process group of its own, which a test may SIGKILL at any
+    moment (uvicorn master, workers and all) and start again on the same database.
+
+    Each start takes a fresh free port (`url` follows it) and a fresh Prometheus
+    multiprocess directory, so that nothing a killed run left behind leaks into the next.
+    """
+
+    def __init__(
+        self, database_url: str, *, workers: int = 2, env: dict[str, str] | None = None
+    ) -> None:
+        self.database_url = database_url
+        self.workers = workers
+        self.env = dict(env or {})  # extra settings, e.g. BACKORDER_TRANSACTION_ATTEMPTS
+        self.starts = 0
+        self.kills = 0
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._metrics_dir: Path | None = None
+        self._url: str | None = None
+        self.log = Path(tempfile.mkstemp(prefix="backorder-serve-", suffix=".log")[1])
+
+    @property
+    def url(self) -> str:
+        if self._url is None or not self.running:
+            raise RuntimeError("the server is not running")
+        return self._url
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self) -> str:
+        """Start the server and wait for /readyz; answer its base URL."""
+        if self.running:
+            raise RuntimeError("the server is already running")
+        exe = Path(sys.executable).parent / "backorder"
+        port = free_port()
+        self._metrics_dir = Path(tempfile.mkdtemp(prefix="backorder-test-metrics-"))
+        env = {
+            **os.environ,
+            "DATABASE_URL": self.database_url,
+            "BACKORDER_MASTER_KEY": MASTER_KEY,
+            "BACKORDER_WEBHOOK_WORKER": "false",
+            "BACKORDER_LOG_LEVEL": "WARNING",
+            "PROMETHEUS_MULTIPROC_DIR": str(self._metrics_dir),
+            **self.env,
+        }
+        with self.log.open("ab") as out:
+            out.write(f"--- start {self.starts + 1} on port {port}\n".encode())
+            out.flush()
+            self._proc = subprocess.Popen(
+                [
+                    str(exe),
+                    "serve",
+                    "--workers",
+                    str(self.workers),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                ],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: killpg reaches every worker
+            )
+        self.starts += 1
+        self._url = f"http://127.0.0.1:{port}"
+        try:
+            _wait_ready(self._url, self._proc, self.log)
+        except BaseException:
+            self.kill()
+            raise
+        return self._url
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group at once: no graceful shutdown, no cleanup."""
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            self.kills += 1
+        proc.wait(timeout=STOP_TIMEOUT_S)
+        self._after_exit()
+
+    def stop(self) -> None:
+        """Graceful stop (SIGTERM to the master, which stops its workers)."""
+        proc = self._proc
+        if proc is None:
+            return
+        _stop(proc)
+        # Anything left in the group after the master is gone is killed, not waited for.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        self._after_exit()
+
+    def _after_exit(self) -> None:
+        self._proc = None
+        self._url = None
+        if self._metrics_dir is not None:
+            shutil.rmtree(self._metrics_dir, ignore_errors=True)
+            self._metrics_dir = None
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log.read_text(errors="replace")[-chars:]
+
+
+@contextmanager
+def killable_server(
+    database_url: str, *, workers: int = 2, env: dict[str, str] | None = None
+) -> Iterator[ServerProcess]:
+    """A started `ServerProcess` on `database_url`, stopped on exit; its log is removed
+    after a clean exit and kept (its path in `server.log`) when the block raised."""
+    server = ServerProcess(database_url, workers=workers, env=env)
+    clean = False
+    try:
+        server.start()
+        yield server
+        clean = True
+    finally:
+        server.stop()
+        if clean:
+            server.log.unlink(missing_ok=True)

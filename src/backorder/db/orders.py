@@ -28,7 +28,11 @@ WITH sums AS (
     SELECT order_id, sum(allocated) AS a, sum(backordered) AS o, sum(shipped) AS s
     FROM order_line WHERE order_id = ANY(:ids) GROUP BY order_id
 ), before AS MATERIALIZED (
-    SELECT id, ready_to_ship FROM sales_order WHERE id = ANY(:ids)
+    -- The order rows are locked here, in id order, before the UPDATE (which only reaches
+    -- rows through this) writes them: transactions refreshing overlapping sets of orders
+    -- queue behind each other instead of deadlocking.
+    SELECT id, ready_to_ship FROM sales_order WHERE id = ANY(:ids) ORDER BY id
+    FOR NO KEY UPDATE
 ), changed AS (
     UPDATE sales_order so
     SET status = """
@@ -36,7 +40,8 @@ WITH sums AS (
     + """,
         ready_to_ship = (sums.a > 0 AND (so.ship_policy = 'partial' OR sums.o = 0)),
         updated_at = clock_timestamp()
-    FROM sums WHERE so.id = sums.order_id
+    FROM sums JOIN before ON before.id = sums.order_id
+    WHERE so.id = sums.order_id
     RETURNING so.id, so.ready_to_ship
 )
 INSERT INTO event (type, data)
@@ -49,9 +54,14 @@ ORDER BY changed.id
 
 
 async def refresh_order_statuses(conn: AsyncConnection, order_ids: list[UUID]) -> None:
-    """Re-derive status and readiness of orders whose lines changed; announce new readiness."""
+    """Re-derive status and readiness of orders whose lines changed; announce new readiness.
+
+    Call it once per transaction with every order the transaction changed: it locks their rows
+    in id order, and two transactions that each locked part of their orders in an earlier
+    statement could wait on each other in a cycle.
+    """
     if order_ids:
-        await conn.execute(_REFRESH, {"ids": order_ids})
+        await conn.execute(_REFRESH, {"ids": sorted(set(order_ids))})
 
 
 @dataclass(frozen=True, slots=True)

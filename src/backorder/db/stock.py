@@ -15,7 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from backorder.db import events
-from backorder.db.orders import CounterUpdate, refresh_order_statuses
+from backorder.db.orders import CounterUpdate
 from backorder.domain.allocation import Allocation, AllocationStrategy
 from backorder.domain.products import StockState, stock_state, transition_events
 
@@ -162,8 +162,9 @@ async def fill_queue(conn: AsyncConnection, product: LockedProduct) -> list[Allo
 
     Runs after anything that makes units available (restock, receipt, positive adjustment,
     cancellation), in the same transaction and under the SKU lock. Updates the lines, the
-    product's counters (in memory; `save_counters` writes them), the orders' statuses and
-    the events. Returns the allocations in queue order.
+    product's counters (in memory; `save_counters` writes them) and the events. Returns the
+    allocations in queue order; the caller refreshes the statuses of their orders, once for
+    the whole transaction (`orders.refresh_order_statuses`).
     """
     units = product.available
     if units <= 0 or product.backordered <= 0:
@@ -187,7 +188,6 @@ async def fill_queue(conn: AsyncConnection, product: LockedProduct) -> list[Allo
             "qtys": [a.quantity for a in allocations],
         },
     )
-    await refresh_order_statuses(conn, list({a.order_id for a in allocations}))
     return allocations
 
 

@@ -8,7 +8,7 @@ from uuid import UUID
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from backorder.db import promises, stock
+from backorder.db import orders, promises, stock
 from backorder.db.stock import LockedProduct
 from backorder.domain.allocation import Allocation
 from backorder.domain.errors import NotFound, WouldStrandAllocations
@@ -42,6 +42,7 @@ async def add_units(
         purchase_order_id=purchase_order_id,
     )
     allocations = await stock.fill_queue(conn, product)
+    await orders.refresh_order_statuses(conn, [a.order_id for a in allocations])
     await stock.save_counters(conn, [product])
     if allocations:
         await promises.refresh(conn, product.sku, product.allocation_strategy)

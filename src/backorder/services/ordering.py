@@ -289,11 +289,14 @@ async def _release(
 ) -> None:
     """Apply cancellations, then give freed units to each SKU's queue in this transaction."""
     await orders.apply_line_changes(conn, changes)
-    await orders.refresh_order_statuses(conn, [order.id])
+    changed = {order.id}
     for sku in sorted(skus_touched):
         product = locked[sku]
-        await stock.fill_queue(conn, product)
+        changed.update(a.order_id for a in await stock.fill_queue(conn, product))
         await promises.refresh(conn, sku, product.allocation_strategy)
+    # One refresh for every order this cancellation changed, the cancelled one included: two
+    # cancellations refilling the same waiting orders lock them in one order, not in a cycle.
+    await orders.refresh_order_statuses(conn, list(changed))
     await stock.save_counters(conn, [locked[s] for s in sorted(skus_touched)])
 
 

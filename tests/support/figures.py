@@ -1,0 +1,54 @@
+"""One summary line of figures per soak test, in one format, so runs can be compared.
+
+    figures = SoakFigures("test_crash[soak]", kills=8)
+    figures.requests += 1 ...
+    figures.add_invariants(check_invariants(database_url))
+    figures.print()
+    # SOAK test_crash[soak] requests=5210 5xx=0 oversold_units=0 ... kills=8 seconds=71.3
+
+The line is printed whatever the outcome (print it before asserting), and always starts with
+`SOAK `, so `make soak | grep '^SOAK '` collects the figures of a run.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class SoakFigures:
+    test: str
+    requests: int = 0  # every HTTP request sent, retries and replays included
+    status_5xx: int = 0
+    oversold_units: int = 0
+    invariant_violations: int = 0
+    lost_writes: int = 0  # 2xx answers whose effect is not in the database
+    duplicated_writes: int = 0  # effects found more than once
+    kills: int | None = None  # SIGKILLs of the server (crash tests only)
+    extra: dict[str, Any] = field(default_factory=dict)  # test-specific figures, appended
+    started: float = field(default_factory=time.monotonic)
+
+    def add_invariants(self, checked: dict[str, Any]) -> None:
+        """Take the oversold units and the violation count from `check_invariants`."""
+        self.oversold_units = int(checked["oversold_units"])
+        self.invariant_violations = int(checked["violation_total"])
+
+    def line(self) -> str:
+        parts = [
+            f"requests={self.requests}",
+            f"5xx={self.status_5xx}",
+            f"oversold_units={self.oversold_units}",
+            f"invariant_violations={self.invariant_violations}",
+            f"lost_writes={self.lost_writes}",
+            f"duplicated_writes={self.duplicated_writes}",
+        ]
+        if self.kills is not None:
+            parts.append(f"kills={self.kills}")
+        parts += [f"{k}={v}" for k, v in self.extra.items()]
+        parts.append(f"seconds={time.monotonic() - self.started:.1f}")
+        return f"SOAK {self.test} " + " ".join(parts)
+
+    def print(self) -> None:
+        print("\n" + self.line(), flush=True)

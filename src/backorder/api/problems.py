@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import DataError, DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
 from backorder.db.engine import is_unavailable
 from backorder.domain.errors import DomainError, RateLimited, RetryLater
@@ -109,6 +110,25 @@ def validation_problem(errors: Any, request_id: str | None) -> dict[str, Any]:
     )
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method the requested path answers, for a 405's `Allow` (RFC 9110 15.5.6).
+
+    The router names only the methods of the first route whose path matched, but a resource is
+    often several routes (`GET` and `POST /v1/orders`, each its own), so ask the router, for
+    each method, whether a route would take the request."""
+    routes = request.app.router.routes
+    return ", ".join(
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    )
+
+
 def install(app: FastAPI) -> None:
     """Map every error the service can raise to problem+json; nothing escapes as a 500 page."""
 
@@ -133,7 +153,10 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"no route {request.method} {request.url.path}"
         body = problem_body(exc.status_code, code, detail, request_id=request_id_of(request))
-        return problem_response(body, dict(exc.headers) if exc.headers else None)
+        headers = dict(exc.headers) if exc.headers else {}
+        if exc.status_code == 405 and (allow := allowed_methods(request)):
+            headers["Allow"] = allow
+        return problem_response(body, headers or None)
 
     @app.exception_handler(DBAPIError)
     async def _database(request: Request, exc: DBAPIError) -> Response:

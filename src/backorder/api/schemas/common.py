@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import re
+from datetime import date
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    StringConstraints,
+)
 
 
 def _no_nul(value: str) -> str:
@@ -23,8 +33,36 @@ Sku = Annotated[
     str,
     StringConstraints(strict=True, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$"),
 ]
-Quantity = Annotated[StrictInt, Field(ge=1, le=1_000_000)]
-NonNegative = Annotated[StrictInt, Field(ge=0, le=1_000_000_000)]
+
+
+def _whole_number(value: Any) -> Any:
+    # JSON has one kind of number, and the schema's `integer` (JSON Schema) includes 2.0: it is
+    # the integer 2. A fraction, a string or a boolean is still refused (strict).
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# Last in an `Annotated[int, Strict(), Field(ge=..., le=...), WHOLE]`, so that it runs first
+# and the bounds still reach the schema as `minimum` and `maximum`.
+WHOLE = BeforeValidator(_whole_number)
+Quantity = Annotated[int, Strict(), Field(ge=1, le=1_000_000), WHOLE]
+NonNegative = Annotated[int, Strict(), Field(ge=0, le=1_000_000_000), WHOLE]
+Priority = Annotated[int, Strict(), Field(ge=0, le=9), WHOLE]
+
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def _iso_date(value: Any) -> Any:
+    # Pydantic's own date parsing is laxer than the schema's `format: date` (it takes Unix
+    # timestamps, so `0` would be 1970-01-01): only `YYYY-MM-DD` gets through.
+    if isinstance(value, date) or (isinstance(value, str) and _ISO_DATE.fullmatch(value)):
+        return value
+    raise ValueError("must be a date as YYYY-MM-DD")
+
+
+Day = Annotated[date, BeforeValidator(_iso_date)]
+"""A calendar date in a request body, `YYYY-MM-DD`."""
 
 SKU_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
 

@@ -25,6 +25,12 @@ EventType = Literal[
 EventTypeOrAll = EventType | Literal["*"]
 
 URL_MAX_LENGTH = 2048
+# What a webhook URL may be, said in the schema too (so that a client, and Schemathesis, can
+# tell a good one): http(s), an optional user-info, a host name or IPv4 address, an optional
+# port, then printable ASCII only (percent-encode the rest; no whitespace or control characters).
+URL_PATTERN = (
+    r"^https?://([A-Za-z0-9._~%!$&'()*+,;=:-]+@)?[A-Za-z0-9._~-]+(:[0-9]{1,5})?([/?#][!-~]*)?$"
+)
 
 
 def _http_url(value: str) -> str:
@@ -42,7 +48,7 @@ def _unique(values: list[str]) -> list[str]:
 
 Url = Annotated[
     str,
-    StringConstraints(strict=True, min_length=1, max_length=URL_MAX_LENGTH),
+    StringConstraints(strict=True, min_length=1, max_length=URL_MAX_LENGTH, pattern=URL_PATTERN),
     AfterValidator(_http_url),
 ]
 EventTypes = Annotated[
@@ -81,7 +87,10 @@ class EventOut(OutModel):
 
 
 class WebhookEndpointIn(StrictModel):
-    url: Url = Field(description=f"Where to POST deliveries; http(s), up to {URL_MAX_LENGTH}.")
+    url: Url = Field(
+        description="Where to POST deliveries: an absolute http(s) URL in printable ASCII "
+        f"(percent-encode the rest), up to {URL_MAX_LENGTH} characters."
+    )
     event_types: EventTypes = Field(
         description="The event types to deliver; `*` for all (including types added later)."
     )

@@ -6,9 +6,9 @@ from datetime import date, datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import Field, StrictInt, model_validator
+from pydantic import Field, model_validator
 
-from backorder.api.schemas.common import OutModel, Quantity, Sku, StrictModel, Text
+from backorder.api.schemas.common import OutModel, Priority, Quantity, Sku, StrictModel, Text
 from backorder.config import DEFAULT_MAX_ORDER_LINES
 
 OrderStatusName = Literal[
@@ -28,7 +28,7 @@ class LineIn(StrictModel):
 
 class OrderIn(StrictModel):
     customer_id: Text
-    priority: Annotated[StrictInt, Field(ge=0, le=9)] = Field(
+    priority: Priority = Field(
         default=0, description="0-9, higher goes first in priority queues; storefronts 0-4."
     )
     ship_policy: Literal["partial", "complete"] = Field(
@@ -116,7 +116,7 @@ class LineCancelIn(StrictModel):
 
 
 class PriorityIn(StrictModel):
-    priority: Annotated[StrictInt, Field(ge=0, le=9)]
+    priority: Priority
 
     model_config = StrictModel.model_config | {"json_schema_extra": {"examples": [{"priority": 7}]}}
 

@@ -3,29 +3,50 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, StrictBool, StrictInt
+from pydantic import Field, Strict, StrictBool
 
-from backorder.api.schemas.common import NonNegative, OutModel, Sku, StrictModel, Text
+from backorder.api.schemas.common import (
+    WHOLE,
+    Day,
+    NonNegative,
+    OutModel,
+    Quantity,
+    Sku,
+    StrictModel,
+    Text,
+)
 
 ProductStatusName = Literal["in_stock", "low_stock", "backorder", "out_of_stock", "discontinued"]
+
+
+def _not_null(schema: dict[str, Any]) -> None:
+    """The schema of a field that may be left out but not sent as null: its non-null branch."""
+    schema.pop("default", None)
+    branches = [branch for branch in schema.pop("anyOf", []) if branch.get("type") != "null"]
+    if branches:
+        schema.update(branches[0])
 
 
 class ProductIn(StrictModel):
     """Fields left out keep their values on update; `null` clears a nullable field."""
 
-    name: Text | None = Field(default=None, description="Required when creating.")
+    # Not nullable (a product always has a name; the router refuses a null one), but it may be
+    # left out of an update: the default only marks it as not sent (`model_fields_set`).
+    name: Text | None = Field(
+        default=None, description="Required when creating.", json_schema_extra=_not_null
+    )
     backorders_allowed: StrictBool = True
     backorder_limit: NonNegative | None = Field(
         default=None, description="Max open backordered units; null = no limit."
     )
     allocation_strategy: Literal["fifo", "priority"] = "fifo"
     discontinued: StrictBool = False
-    expected_restock_date: date | None = None
+    expected_restock_date: Day | None = None
     reorder_point: NonNegative | None = None
     safety_stock: NonNegative | None = None
-    lead_time_days: Annotated[StrictInt, Field(ge=0, le=3650)] | None = None
+    lead_time_days: Annotated[int, Strict(), Field(ge=0, le=3650), WHOLE] | None = None
     alternatives: Annotated[list[Sku], Field(max_length=50)] = Field(default_factory=list)
 
     model_config = StrictModel.model_config | {
@@ -70,7 +91,7 @@ class ProductOut(OutModel):
 
 
 class RestockIn(StrictModel):
-    quantity: Annotated[StrictInt, Field(ge=1, le=1_000_000)]
+    quantity: Quantity
     reference: Text | None = None
 
     model_config = StrictModel.model_config | {
@@ -79,8 +100,10 @@ class RestockIn(StrictModel):
 
 
 class AdjustmentIn(StrictModel):
-    delta: Annotated[StrictInt, Field(ge=-1_000_000, le=1_000_000)] = Field(
-        description="Signed change of on_hand; not zero."
+    delta: Annotated[int, Strict(), Field(ge=-1_000_000, le=1_000_000), WHOLE] = Field(
+        # The router refuses 0 (422); the schema says so too.
+        description="Signed change of on_hand; not zero.",
+        json_schema_extra={"not": {"const": 0}},
     )
     reason: Text | None = None
     reference: Text | None = None

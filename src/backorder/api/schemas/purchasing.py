@@ -8,7 +8,7 @@ from uuid import UUID
 
 from pydantic import Field
 
-from backorder.api.schemas.common import OutModel, Quantity, Sku, StrictModel, Text
+from backorder.api.schemas.common import Day, OutModel, Quantity, Sku, StrictModel, Text
 from backorder.api.schemas.products import StockChangeOut
 
 PoStatus = Literal["open", "closed", "cancelled"]
@@ -17,7 +17,7 @@ PoStatus = Literal["open", "closed", "cancelled"]
 class PurchaseOrderIn(StrictModel):
     sku: Sku
     quantity: Quantity
-    expected_date: date = Field(description="When the units are expected (YYYY-MM-DD).")
+    expected_date: Day = Field(description="When the units are expected (YYYY-MM-DD).")
     reference: Text | None = Field(default=None, description="Your PO number, e.g. PO-1234.")
 
     model_config = StrictModel.model_config | {
@@ -35,7 +35,7 @@ class PurchaseOrderIn(StrictModel):
 
 
 class PurchaseOrderPatch(StrictModel):
-    expected_date: date
+    expected_date: Day
 
     model_config = StrictModel.model_config | {
         "json_schema_extra": {"examples": [{"expected_date": "2026-12-15"}]}

@@ -3,6 +3,7 @@ its tag declared, and Swagger UI able to keep the API key across reloads."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 from httpx import AsyncClient
 
 from backorder.api.app import TAGS
+from backorder.api.docs import restore_example_nulls
 
 UNAUTHENTICATED = {"/healthz", "/readyz", "/metrics"}
 NO_PROBLEMS = {"/healthz", "/metrics"}  # they answer 200, whatever happens
@@ -162,3 +164,92 @@ async def test_redoc_is_served(client: AsyncClient) -> None:
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/html")
     assert "/openapi.json" in r.text
+
+
+JSON = "application/json"
+EXAMPLE_KEYS = {"example", "examples"}
+
+
+def success_json_media(schema: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Each 2xx `application/json` response, as ("GET /path 200", its media type object)."""
+    for method, path, op in operations(schema):
+        for status, response in op.get("responses", {}).items():
+            medium = response.get("content", {}).get(JSON)
+            if status.startswith("2") and medium is not None:
+                yield f"{method.upper()} {path} {status}", medium
+
+
+def shows_an_example(schema: dict[str, Any], medium: dict[str, Any]) -> bool:
+    """On the media type, on its (referenced) schema, or, for a list envelope, on the item
+    schema of `data` (Swagger UI builds the envelope's example from it)."""
+    if EXAMPLE_KEYS & medium.keys():
+        return True
+    body = resolve(schema, medium.get("schema", {}))
+    if EXAMPLE_KEYS & body.keys():
+        return True
+    items = body.get("properties", {}).get("data", {}).get("items")
+    return isinstance(items, dict) and bool(EXAMPLE_KEYS & resolve(schema, items).keys())
+
+
+def examples_in(schema: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], Any]]:
+    """Every example in the document, as (where, the schema it illustrates, the example)."""
+    for name, component in schema["components"]["schemas"].items():
+        for i, value in enumerate(component.get("examples", [])):
+            yield f"#/components/schemas/{name} examples[{i}]", component, value
+    for method, path, op in operations(schema):
+        where = f"{method.upper()} {path}"
+        content = [("request", op.get("requestBody", {}).get("content", {}))]
+        content += [(status, r.get("content", {})) for status, r in op["responses"].items()]
+        for part, media in content:
+            for media_type, medium in media.items():
+                at = f"{where} {part} {media_type}"
+                if "example" in medium:
+                    yield at, medium.get("schema", {}), medium["example"]
+                for key, named in medium.get("examples", {}).items():
+                    yield f"{at} examples[{key}]", medium.get("schema", {}), named.get("value")
+
+
+def closed(node: Any) -> Any:
+    """A copy of a schema whose objects refuse undeclared properties (Pydantic leaves response
+    models open), so that an example naming a field the model lacks, a typo, fails."""
+    if isinstance(node, list):
+        return [closed(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {key: closed(value) for key, value in node.items()}
+    if "properties" in node and "additionalProperties" not in node:
+        out["additionalProperties"] = False
+    return out
+
+
+async def test_every_json_success_response_carries_an_example(schema: dict[str, Any]) -> None:
+    responses = dict(success_json_media(schema))
+    assert len(responses) >= 38, "fewer 2xx JSON responses than the contract has"
+    missing = [at for at, medium in responses.items() if not shows_an_example(schema, medium)]
+    assert missing == []
+
+
+async def test_every_example_is_valid_against_its_own_schema(schema: dict[str, Any]) -> None:
+    """Each example (response and request, on components and on media types) against the
+    schema it illustrates, `$ref`s resolved in the document's components, formats (`uuid`,
+    `date`, `date-time`) checked, undeclared fields refused. The nulls FastAPI strips from
+    examples (see the next test) are put back first, as the app is meant to serve them."""
+    jsonschema_rs = pytest.importorskip("jsonschema_rs")  # Schemathesis' validator
+    document = restore_example_nulls(copy.deepcopy(schema))
+    components = closed(document["components"])
+    found = list(examples_in(document))
+    assert len(found) >= 40, "the walk found too few examples to mean anything"
+    invalid = []
+    for at, node, example in found:
+        validator = jsonschema_rs.Draft202012Validator(
+            {**closed(node), "components": components}, validate_formats=True
+        )
+        invalid += [
+            f"{at} {'/'.join(map(str, error.instance_path))}: {error.message}"
+            for error in validator.iter_errors(example)
+        ]
+    assert invalid == []
+
+
+async def test_the_served_examples_keep_their_nulls(schema: dict[str, Any]) -> None:
+    assert restore_example_nulls(copy.deepcopy(schema)) == schema

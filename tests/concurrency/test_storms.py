@@ -18,6 +18,7 @@ import psycopg
 import pytest
 
 from tests.concurrency.test_hot_sku import CLIENTS, client, no_5xx, setup_product
+from tests.support.figures import SoakFigures
 from tests.support.invariants import assert_invariants, check_invariants
 
 
@@ -94,6 +95,8 @@ class Tally:
     codes: Counter[tuple[str, int, str]] = field(default_factory=Counter)
     replays: int = 0
     in_use: int = 0
+    requests: int = 0
+    status_5xx: int = 0
     order_lines: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
@@ -145,6 +148,8 @@ async def _storm(live_url: str, database_url: str, seed: int, operations: int) -
             headers = {"Idempotency-Key": f"k-{uuid.uuid4()}"} if keyed else {}
             async with gate:
                 first = await http.request(method, path, json=body, headers=headers)
+            tally.requests += 1
+            tally.status_5xx += first.status_code >= 500
             assert first.status_code < 500, (kind, first.status_code, first.text)
             code = first.json().get("code", "") if first.status_code >= 400 else ""
             tally.codes[(kind, first.status_code, code)] += 1
@@ -161,6 +166,8 @@ async def _storm(live_url: str, database_url: str, seed: int, operations: int) -
                             for _ in range(rng.randint(1, 2))
                         )
                     )
+                tally.requests += len(again)
+                tally.status_5xx += sum(r.status_code >= 500 for r in again)
                 for r in again:
                     assert r.status_code < 500, r.text
                     if r.status_code == 409 and r.json()["code"] == "idempotency_key_in_use":
@@ -171,6 +178,7 @@ async def _storm(live_url: str, database_url: str, seed: int, operations: int) -
                 # Once nothing runs, a retry must replay.
                 async with gate:
                     r = await http.request(method, path, json=body, headers=headers)
+                tally.requests += 1
                 check_replay(first, r)
                 tally.replays += 1
             return first
@@ -275,9 +283,19 @@ async def _storm(live_url: str, database_url: str, seed: int, operations: int) -
         await asyncio.gather(*tasks)
 
         products = {s: (await http.get(f"/v1/products/{s}")).json() for s in skus}
+    ids = {str(r[0]) for r in _db_rows(database_url, "SELECT id FROM sales_order")}
+    soak = SoakFigures(f"test_mixed_storm[seed={seed},operations={operations}]")
+    soak.requests, soak.status_5xx = tally.requests, tally.status_5xx
+    soak.lost_writes = len(tally.orders - ids)  # answered 201, not in the database
+    soak.duplicated_writes = len(ids - tally.orders)  # in the database, answered to nobody
+    soak.add_invariants(check_invariants(database_url))
+    soak.extra["skus_off_their_ledger"] = sum(
+        products[sku]["on_hand"] != tally.ledger[sku] for sku in skus
+    )
+    soak.extra["replays"] = tally.replays
+    soak.print()
     for sku in skus:
         assert products[sku]["on_hand"] == tally.ledger[sku], (sku, products[sku])
-    ids = {str(r[0]) for r in _db_rows(database_url, "SELECT id FROM sales_order")}
     assert ids == tally.orders
     figures = assert_invariants(database_url)
     figures["codes"] = {f"{k}:{s}:{c}": n for (k, s, c), n in sorted(tally.codes.items())}

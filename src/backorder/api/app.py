@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from backorder import __version__
 from backorder.api import problems
+from backorder.api.docs import restore_example_nulls
 from backorder.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from backorder.api.ratelimit import RateLimiter
 from backorder.api.routers import (
@@ -113,6 +114,7 @@ def _document_line_cap(app: FastAPI, cap: int) -> None:
         if app.openapi_schema is not None:
             return app.openapi_schema
         schema = build()  # cached by FastAPI as app.openapi_schema: amended in place
+        restore_example_nulls(schema)  # FastAPI drops the nulls of examples when encoding
         for name in ("OrderIn", "ShipmentIn"):
             model = schema.get("components", {}).get("schemas", {}).get(name, {})
             if "lines" in model.get("properties", {}):

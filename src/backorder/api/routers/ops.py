@@ -6,9 +6,10 @@ from fastapi import APIRouter, Request
 from sqlalchemy import text
 from starlette.responses import Response
 
-from backorder.api.docs import problems
+from backorder.api.docs import example, problems
 from backorder.api.execute import json_response
 from backorder.api.problems import problem_body, problem_response, request_id_of
+from backorder.api.schemas import examples
 from backorder.db.engine import current_revision
 
 router = APIRouter(tags=["Operations"])
@@ -16,6 +17,7 @@ router = APIRouter(tags=["Operations"])
 
 @router.get(
     "/healthz",
+    responses=example(200, examples.HEALTHZ, "The process is up."),
     summary="Liveness: the process is up",
     description="Answers 200 while the process runs; touches no database.",
 )
@@ -28,7 +30,10 @@ async def healthz() -> dict[str, str]:
     summary="Readiness: database reachable, migrations current",
     description="200 when PostgreSQL answers and the schema is at the newest migration; "
     "503 `retry_later` otherwise, so a load balancer stops sending traffic.",
-    responses=problems(503),
+    responses={
+        **example(200, examples.READYZ, "Ready: `migration` is the schema's revision."),
+        **problems(503),
+    },
 )
 async def readyz(request: Request) -> Response:
     engine = request.app.state.engine

@@ -12,8 +12,9 @@ from starlette.responses import Response
 
 from backorder.api import cursors
 from backorder.api.deps import AnyKey, OpsKey, get_settings
-from backorder.api.docs import problems
+from backorder.api.docs import example, problems
 from backorder.api.execute import read, write
+from backorder.api.schemas import examples
 from backorder.api.schemas.common import SKU_PATTERN, Page, page
 from backorder.api.schemas.orders import (
     CancelIn,
@@ -143,7 +144,10 @@ async def get_order(request: Request, principal: AnyKey, order_id: UUID) -> Resp
     "/{order_id}/cancel",
     status_code=200,
     response_model=OrderOut,
-    responses=problems(404, 409),
+    responses={
+        **example(200, examples.ORDER_CANCELLED, "The order, every unshipped unit cancelled."),
+        **problems(404, 409),
+    },
     summary="Cancel an order",
     description="Cancels every unshipped unit. Freed allocated units go to the head of each "
     "SKU's queue in the same transaction. Nothing left to cancel: 409 (`already_shipped` if "
@@ -168,7 +172,14 @@ async def cancel_order(
     "/{order_id}/lines/{line_id}/cancel",
     status_code=200,
     response_model=OrderOut,
-    responses=problems(404, 409),
+    responses={
+        **example(
+            200,
+            examples.ORDER_LINE_CANCELLED,
+            'The order after `{"quantity": 5}`: backordered units are cancelled first.',
+        ),
+        **problems(404, 409),
+    },
     summary="Cancel units of a line",
     description="Cancels `quantity` units (all unshipped ones if left out), **backordered "
     "units first**, then allocated ones, whose units go to the SKU's queue at once. More "
@@ -196,7 +207,10 @@ async def cancel_line(
 @router.patch(
     "/{order_id}",
     response_model=OrderOut,
-    responses=problems(403, 404),
+    responses={
+        **example(200, examples.ORDER_REPRIORITISED, "The order with its new priority."),
+        **problems(403, 404),
+    },
     summary="Change an order's priority",
     description="Moves its backordered lines within `priority` queues at once.",
 )

@@ -10,8 +10,9 @@ from starlette.responses import Response
 
 from backorder.api import cursors
 from backorder.api.deps import AnyKey, OpsKey
-from backorder.api.docs import problems
+from backorder.api.docs import example, problems
 from backorder.api.execute import json_response, read, write
+from backorder.api.schemas import examples
 from backorder.api.schemas.common import SKU_PATTERN, Page, page
 from backorder.api.schemas.products import (
     AdjustmentIn,
@@ -115,7 +116,10 @@ async def list_products(
 @router.get(
     "/{sku}/alternatives",
     response_model=Page[ProductOut],
-    responses=problems(404),
+    responses={
+        **example(200, examples.ALTERNATIVES, "The alternatives with stock, in one page."),
+        **problems(404),
+    },
     summary="In-stock alternatives",
     description="The product's listed alternatives that have stock now (`available > 0`), "
     "most available first, so a storefront can offer them to a customer who would wait.",
@@ -180,7 +184,10 @@ async def adjust(
 @router.get(
     "/{sku}/movements",
     response_model=Page[MovementOut],
-    responses=problems(403, 404),
+    responses={
+        **example(200, examples.MOVEMENTS, "Ledger entries, oldest first."),
+        **problems(403, 404),
+    },
     summary="The stock ledger",
     description="Every change of `on_hand`, oldest first, with signed quantities (`restock`, "
     "`adjustment`, `shipment`, `receipt`). `on_hand` always equals the sum of the ledger.",

@@ -15,6 +15,7 @@ from pydantic import (
     Strict,
     StringConstraints,
 )
+from pydantic.config import JsonDict
 
 
 def _no_nul(value: str) -> str:
@@ -80,6 +81,19 @@ class OutModel(BaseModel):
 T = TypeVar("T")
 
 
+def _page_examples(schema: JsonDict, cls: type[Any]) -> None:
+    """`Page[Item]`'s example: the envelope around the item model's own examples (the last page,
+    so `next_cursor` is null)."""
+    args = getattr(cls, "__pydantic_generic_metadata__", {}).get("args", ())
+    item = args[0] if len(args) == 1 else None
+    if not (isinstance(item, type) and issubclass(item, BaseModel)):
+        return
+    extra = item.model_config.get("json_schema_extra")
+    examples = extra.get("examples") if isinstance(extra, dict) else None
+    if isinstance(examples, list):
+        schema["examples"] = [{"data": list(examples), "next_cursor": None}]
+
+
 class Page(BaseModel, Generic[T]):
     """A page of a list; pass `next_cursor` back as `cursor` for the next one."""
 
@@ -87,6 +101,8 @@ class Page(BaseModel, Generic[T]):
     next_cursor: str | None = Field(
         description="Opaque cursor of the next page; null at the end of the list."
     )
+
+    model_config = ConfigDict(json_schema_extra=_page_examples)
 
 
 def page(data: list[Any], next_cursor: str | None) -> dict[str, Any]:

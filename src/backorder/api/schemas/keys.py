@@ -6,6 +6,9 @@ from datetime import datetime
 from typing import Literal
 from uuid import UUID
 
+from pydantic import Field
+
+from backorder.api.schemas import examples
 from backorder.api.schemas.common import OutModel, StrictModel, Text
 
 
@@ -22,9 +25,15 @@ class ApiKeyOut(OutModel):
     id: UUID
     name: str
     role: Literal["ops", "storefront"]
-    prefix: str
+    prefix: str = Field(description="The key's first characters, to tell keys apart.")
     created_at: datetime
+
+    model_config = OutModel.model_config | {"json_schema_extra": {"examples": [examples.API_KEY]}}
 
 
 class ApiKeyCreatedOut(ApiKeyOut):
-    key: str
+    key: str = Field(description="The secret, shown in this answer only; stored as a hash.")
+
+    model_config = OutModel.model_config | {
+        "json_schema_extra": {"examples": [examples.API_KEY_CREATED]}
+    }

@@ -8,6 +8,7 @@ from uuid import UUID
 
 from pydantic import Field, model_validator
 
+from backorder.api.schemas import examples
 from backorder.api.schemas.common import OutModel, Priority, Quantity, Sku, StrictModel, Text
 from backorder.config import DEFAULT_MAX_ORDER_LINES
 
@@ -101,6 +102,8 @@ class OrderOut(OutModel):
     updated_at: datetime
     lines: list[LineOut]
 
+    model_config = OutModel.model_config | {"json_schema_extra": {"examples": [examples.ORDER]}}
+
 
 class CancelIn(StrictModel):
     reason: Text | None = None
@@ -151,6 +154,8 @@ class ShipmentOut(OutModel):
     created_at: datetime
     order: OrderOut
 
+    model_config = OutModel.model_config | {"json_schema_extra": {"examples": [examples.SHIPMENT]}}
+
 
 class BackorderOut(OutModel):
     order_id: UUID
@@ -162,3 +167,5 @@ class BackorderOut(OutModel):
     created_at: datetime
     position: int = Field(description="1 for the next line to be filled within its SKU.")
     expected_date: date | None
+
+    model_config = OutModel.model_config | {"json_schema_extra": {"examples": [examples.BACKORDER]}}

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, Strict, StrictBool
 
+from backorder.api.schemas import examples
 from backorder.api.schemas.common import (
     WHOLE,
     Day,
@@ -89,6 +90,8 @@ class ProductOut(OutModel):
     created_at: datetime
     updated_at: datetime
 
+    model_config = OutModel.model_config | {"json_schema_extra": {"examples": [examples.PRODUCT]}}
+
 
 class RestockIn(StrictModel):
     quantity: Quantity
@@ -135,6 +138,10 @@ class StockChangeOut(OutModel):
     delta: int | None = None
     reason: str | None = None
 
+    model_config = OutModel.model_config | {
+        "json_schema_extra": {"examples": [examples.RESTOCK, examples.ADJUSTMENT]}
+    }
+
 
 class MovementOut(OutModel):
     id: str
@@ -147,3 +154,5 @@ class MovementOut(OutModel):
     shipment_id: str | None
     purchase_order_id: str | None
     created_at: datetime
+
+    model_config = OutModel.model_config | {"json_schema_extra": {"examples": [examples.MOVEMENT]}}

@@ -8,6 +8,7 @@ from uuid import UUID
 
 from pydantic import Field
 
+from backorder.api.schemas import examples
 from backorder.api.schemas.common import Day, OutModel, Quantity, Sku, StrictModel, Text
 from backorder.api.schemas.products import StockChangeOut
 
@@ -66,22 +67,7 @@ class PurchaseOrderOut(OutModel):
     updated_at: datetime
 
     model_config = OutModel.model_config | {
-        "json_schema_extra": {
-            "examples": [
-                {
-                    "id": "0b6f3c9e-3f5e-4a8e-9a43-6f1f2f7a9c11",
-                    "sku": "TRAIL-42",
-                    "quantity": 100,
-                    "received": 40,
-                    "remaining": 60,
-                    "expected_date": "2026-12-01",
-                    "reference": "PO-1234",
-                    "status": "open",
-                    "created_at": "2026-11-20T09:30:00Z",
-                    "updated_at": "2026-11-23T14:05:12Z",
-                }
-            ]
-        }
+        "json_schema_extra": {"examples": [examples.PURCHASE_ORDER]}
     }
 
 
@@ -89,3 +75,5 @@ class ReceiptOut(StockChangeOut):
     """The restock a receipt made (units given to waiting lines, in queue order) and the PO."""
 
     purchase_order: PurchaseOrderOut
+
+    model_config = OutModel.model_config | {"json_schema_extra": {"examples": [examples.RECEIPT]}}

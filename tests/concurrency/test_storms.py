@@ -135,6 +135,7 @@ async def _storm(live_url: str, database_url: str, seed: int, operations: int) -
         "ST-P2": "priority",
     }
     tally = Tally()
+    soak = SoakFigures(f"test_mixed_storm[seed={seed},operations={operations}]")
     gate = asyncio.Semaphore(CLIENTS)
     async with client(live_url) as http:
         for sku, strategy in skus.items():
@@ -284,7 +285,6 @@ async def _storm(live_url: str, database_url: str, seed: int, operations: int) -
 
         products = {s: (await http.get(f"/v1/products/{s}")).json() for s in skus}
     ids = {str(r[0]) for r in _db_rows(database_url, "SELECT id FROM sales_order")}
-    soak = SoakFigures(f"test_mixed_storm[seed={seed},operations={operations}]")
     soak.requests, soak.status_5xx = tally.requests, tally.status_5xx
     soak.lost_writes = len(tally.orders - ids)  # answered 201, not in the database
     soak.duplicated_writes = len(ids - tally.orders)  # in the database, answered to nobody

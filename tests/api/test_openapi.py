@@ -46,7 +46,7 @@ def problem_statuses(operation: dict[str, Any]) -> set[int]:
         int(status)
         for status, response in operation.get("responses", {}).items()
         if status.isdigit()
-        and 400 <= int(status) < 500
+        and 400 <= int(status) < 600
         and "application/problem+json" in response.get("content", {})
     }
 

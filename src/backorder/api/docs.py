@@ -28,10 +28,16 @@ class Problem(BaseModel):
     request_id: str | None = None
 
 
-def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """`responses=` for a route: the listed statuses plus the ones any route may answer."""
+ANY_KEYED_ROUTE = (401, 422, 429, 503)
+
+
+def problems(
+    *statuses: int, always: tuple[int, ...] = ANY_KEYED_ROUTE
+) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route: the listed statuses plus `always`, the ones any route behind
+    a key may answer (a probe that needs no key passes `always=()`)."""
     out: dict[int | str, dict[str, Any]] = {}
-    for status in sorted({401, 422, 429, 503, *statuses}):
+    for status in sorted({*always, *statuses}):
         out[status] = {
             "description": _DESCRIPTIONS[status],
             "content": {"application/problem+json": {"schema": Problem.model_json_schema()}},

@@ -32,7 +32,7 @@ async def healthz() -> dict[str, str]:
     "503 `retry_later` otherwise, so a load balancer stops sending traffic.",
     responses={
         **example(200, examples.READYZ, "Ready: `migration` is the schema's revision."),
-        **problems(503),
+        **problems(503, always=()),  # no key, no parameters: only "not ready" can go wrong
     },
 )
 async def readyz(request: Request) -> Response:

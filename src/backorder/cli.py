@@ -45,7 +45,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         with database(settings, exclusive=True) as (settings, embedded):
             generated = False
-            if not settings.master_key_value and embedded:
+            chosen = settings.master_key_value is not None  # the operator's: never printed
+            if not chosen and embedded:
                 key, generated = master_key(settings.data_dir)
                 os.environ["BACKORDER_MASTER_KEY"] = key
                 settings = Settings()
@@ -56,10 +57,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 print(
                     f"backorder: embedded PostgreSQL in {settings.data_dir.resolve()}", flush=True
                 )
-            if settings.master_key_value and embedded:
+            if chosen:
+                print("backorder: master key: the one in BACKORDER_MASTER_KEY", flush=True)
+            elif settings.master_key_value:
                 origin = "generated now" if generated else f"kept in {settings.data_dir}"
                 print(f"backorder: master key ({origin}): {settings.master_key_value}", flush=True)
-            elif not settings.master_key_value:
+            else:
                 print(
                     "backorder: no BACKORDER_MASTER_KEY set: create keys with "
                     "`backorder api-key create`",

@@ -216,12 +216,14 @@ def test_a_master_key_from_the_environment_is_used_and_not_generated(
     serve = Serve(data_dir, free_port(), BACKORDER_MASTER_KEY=env_key)
     serves.append(serve)
     serve.expect(r"Swagger UI at ", deadline)
+    serve.expect(r"master key: the one in BACKORDER_MASTER_KEY", deadline)
     serve.wait_ready(deadline)
     with httpx.Client(base_url=serve.base_url, timeout=10.0) as http:
         r = http.get("/v1/products", headers={"Authorization": f"Bearer {env_key}"})
         assert r.status_code == 200, r.text
     assert not (data_dir / "master_key").exists()
     assert serve.terminate() == 0, "".join(serve.output)
+    assert env_key not in "".join(serve.output), "the operator's key was printed"
 
 
 # --- the database out of reach ----------------------------------------------------------------

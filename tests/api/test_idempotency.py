@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import pytest
 from httpx import AsyncClient
 
@@ -160,3 +161,51 @@ async def test_concurrent_requests_with_one_key_place_one_order(client: AsyncCli
             assert r.json()["id"] == fresh[0].json()["id"]
     assert len(await _orders(client)) == 1
     assert (await client.get("/v1/products/P", headers=OPS)).json()["allocated"] == 3
+
+
+async def test_a_body_refused_by_validation_is_stored_and_replayed_under_its_key(
+    client: AsyncClient,
+) -> None:
+    await make_product(client, "P", on_hand=10)
+    bad = {"customer_id": "c-1", "lines": [{"sku": "P", "quantity": 0}]}
+    first = await client.post("/v1/orders", json=bad, headers=_with(OPS, "k-bad"))
+    assert first.status_code == 422, first.text
+    assert first.json()["code"] == "validation_error"
+    assert "idempotent-replayed" not in first.headers
+    again = await client.post("/v1/orders", json=bad, headers=_with(OPS, "k-bad"))
+    assert again.status_code == 422
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.content == first.content  # verbatim: the first request's request_id too
+    assert again.json()["request_id"] != again.headers["x-request-id"]
+    # The key is spent on that body: a corrected body needs a new key.
+    fixed = await client.post("/v1/orders", json=ORDER, headers=_with(OPS, "k-bad"))
+    assert fixed.status_code == 422, fixed.text
+    assert fixed.json()["code"] == "idempotency_key_reused"
+    assert await _orders(client) == []
+
+
+async def test_a_refusal_made_by_the_route_before_the_use_case_is_replayed_too(
+    client: AsyncClient,
+) -> None:
+    await make_product(client, "P", on_hand=10)
+    shop = await make_key(client, "web-shop")
+    urgent = {**ORDER, "priority": 7}  # storefronts may send 0-4
+    first = await client.post("/v1/orders", json=urgent, headers=_with(shop, "k-urgent"))
+    assert (first.status_code, first.json()["code"]) == (422, "validation_error"), first.text
+    again = await client.post("/v1/orders", json=urgent, headers=_with(shop, "k-urgent"))
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.content == first.content
+    assert await _orders(client) == []
+
+
+async def test_a_refusal_without_a_key_or_on_a_route_without_keys_is_not_stored(
+    client: AsyncClient, database_url: str
+) -> None:
+    bad = {"customer_id": "c-1", "lines": [{"sku": "P", "quantity": 0}]}
+    assert (await client.post("/v1/orders", json=bad, headers=OPS)).status_code == 422
+    # PUT /v1/products does not honour Idempotency-Key: its refusals are not stored either.
+    r = await client.put("/v1/products/P", json={"name": 5}, headers=_with(OPS, "k-put"))
+    assert r.status_code == 422
+    with psycopg.connect(database_url.replace("+psycopg", "")) as conn:
+        row = conn.execute("SELECT count(*) FROM idempotency_key").fetchone()
+    assert row is not None and row[0] == 0

@@ -31,6 +31,20 @@ from backorder.domain.errors import (
 Work = Callable[[AsyncConnection], Awaitable[Any]]
 JSON_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
 
+# `openapi_extra` of every route that answers through `write`: it marks the route for the
+# exception handlers, so that a refusal made before the route ran (FastAPI's validation of the
+# body, a route's own check) is stored under the Idempotency-Key like any other answer.
+HONOURS_IDEMPOTENCY_KEY: dict[str, Any] = {"x-honours-idempotency-key": True}
+
+
+class _Refused(Exception):
+    """A refusal already made into a problem body, handed to `write` to store and answer."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        super().__init__(status)
+        self.status = status
+        self.body = body
+
 
 def dumps(body: Any) -> bytes:
     return orjson.dumps(body, option=JSON_OPTIONS)
@@ -54,6 +68,7 @@ async def write(
     request: Request, principal: Principal, work: Work, *, status_code: int = 201
 ) -> Response:
     """A write; honours `Idempotency-Key` when the request carries one."""
+    request.state.in_write = True  # its own refusals are stored here, not by the handlers
     engine = request.app.state.engine
     attempts = request.app.state.settings.transaction_attempts
     key = request.headers.get("idempotency-key")
@@ -103,6 +118,8 @@ async def write(
             if exc.status >= 500:
                 raise
             status, payload = exc.status, dumps(domain_problem(exc, request_id))
+        except _Refused as refused:
+            status, payload = refused.status, dumps(refused.body)
         stored_now = await idempotency.store(
             conn,
             principal.scope,
@@ -120,6 +137,29 @@ async def write(
     media = "application/json" if status < 400 else "application/problem+json"
     headers = {"Idempotent-Replayed": "true"} if replayed else None
     return Response(payload, status_code=status, media_type=media, headers=headers)
+
+
+async def remember_refusal(request: Request, status: int, body: dict[str, Any]) -> Response | None:
+    """The answer to a keyed request refused before its route ran (FastAPI's validation of
+    the body, a route's own check), on a route that honours Idempotency-Key: stored like every
+    other answer below 500, so a retry replays it and the key cannot then be used for another
+    body. None when the request is not such a write (no key, no principal, another route)."""
+    route = request.scope.get("route")
+    marked = bool((getattr(route, "openapi_extra", None) or {}).get("x-honours-idempotency-key"))
+    principal = getattr(request.state, "principal", None)
+    if (
+        not marked
+        or status >= 500
+        or principal is None
+        or "idempotency-key" not in request.headers
+        or getattr(request.state, "in_write", False)
+    ):
+        return None
+
+    async def refuse(conn: AsyncConnection) -> Any:
+        raise _Refused(status, body)
+
+    return await write(request, principal, refuse)
 
 
 async def _fingerprint(request: Request) -> str:

@@ -132,13 +132,24 @@ def allowed_methods(request: Request) -> str:
 def install(app: FastAPI) -> None:
     """Map every error the service can raise to problem+json; nothing escapes as a 500 page."""
 
+    # Imported here: `execute` answers through this module's problem bodies.
+    from backorder.api.execute import remember_refusal
+
     @app.exception_handler(DomainError)
     async def _domain(request: Request, exc: DomainError) -> Response:
-        return problem_response(domain_problem(exc, request_id_of(request)), retry_headers(exc))
+        body = domain_problem(exc, request_id_of(request))
+        if retry_headers(exc) is None and (
+            stored := await remember_refusal(request, exc.status, body)
+        ):
+            return stored
+        return problem_response(body, retry_headers(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
-        return problem_response(validation_problem(exc.errors(), request_id_of(request)))
+        body = validation_problem(exc.errors(), request_id_of(request))
+        if stored := await remember_refusal(request, 422, body):
+            return stored
+        return problem_response(body)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:

@@ -12,7 +12,7 @@ from starlette.responses import Response
 from backorder.api import cursors
 from backorder.api.deps import OpsKey
 from backorder.api.docs import problems
-from backorder.api.execute import read, write
+from backorder.api.execute import HONOURS_IDEMPOTENCY_KEY, read, write
 from backorder.api.schemas.common import Page, page
 from backorder.api.schemas.keys import ApiKeyCreatedOut, ApiKeyIn, ApiKeyOut
 from backorder.db import keys
@@ -33,6 +33,7 @@ def _view(row: keys.ApiKeyRow) -> dict[str, object]:
 
 @router.post(
     "",
+    openapi_extra=HONOURS_IDEMPOTENCY_KEY,
     status_code=201,
     response_model=ApiKeyCreatedOut,
     responses=problems(403),
@@ -77,6 +78,7 @@ async def list_keys(
 
 @router.delete(
     "/{key_id}",
+    openapi_extra=HONOURS_IDEMPOTENCY_KEY,
     status_code=204,
     responses=problems(403, 404),
     summary="Revoke an API key",

@@ -13,7 +13,7 @@ from starlette.responses import Response
 from backorder.api import cursors
 from backorder.api.deps import AnyKey, OpsKey, get_settings
 from backorder.api.docs import example, problems
-from backorder.api.execute import read, write
+from backorder.api.execute import HONOURS_IDEMPOTENCY_KEY, read, write
 from backorder.api.schemas import examples
 from backorder.api.schemas.common import SKU_PATTERN, Page, page
 from backorder.api.schemas.orders import (
@@ -49,6 +49,7 @@ def check_line_count(request: Request, count: int, what: str) -> None:
 
 @router.post(
     "",
+    openapi_extra=HONOURS_IDEMPOTENCY_KEY,
     status_code=201,
     response_model=OrderOut,
     responses=problems(403, 409),
@@ -142,6 +143,7 @@ async def get_order(request: Request, principal: AnyKey, order_id: UUID) -> Resp
 
 @router.post(
     "/{order_id}/cancel",
+    openapi_extra=HONOURS_IDEMPOTENCY_KEY,
     status_code=200,
     response_model=OrderOut,
     responses={
@@ -170,6 +172,7 @@ async def cancel_order(
 
 @router.post(
     "/{order_id}/lines/{line_id}/cancel",
+    openapi_extra=HONOURS_IDEMPOTENCY_KEY,
     status_code=200,
     response_model=OrderOut,
     responses={
@@ -206,6 +209,7 @@ async def cancel_line(
 
 @router.patch(
     "/{order_id}",
+    openapi_extra=HONOURS_IDEMPOTENCY_KEY,
     response_model=OrderOut,
     responses={
         **example(200, examples.ORDER_REPRIORITISED, "The order with its new priority."),
@@ -227,6 +231,7 @@ async def patch_order(
 
 @router.post(
     "/{order_id}/shipments",
+    openapi_extra=HONOURS_IDEMPOTENCY_KEY,
     status_code=201,
     response_model=ShipmentOut,
     responses=problems(403, 404, 409),

@@ -11,7 +11,7 @@ from starlette.responses import Response
 from backorder.api import cursors
 from backorder.api.deps import AnyKey, OpsKey
 from backorder.api.docs import example, problems
-from backorder.api.execute import json_response, read, write
+from backorder.api.execute import HONOURS_IDEMPOTENCY_KEY, json_response, read, write
 from backorder.api.schemas import examples
 from backorder.api.schemas.common import SKU_PATTERN, Page, page
 from backorder.api.schemas.products import (
@@ -137,6 +137,7 @@ async def alternatives(request: Request, principal: AnyKey, sku: SkuPath) -> Res
 
 @router.post(
     "/{sku}/restocks",
+    openapi_extra=HONOURS_IDEMPOTENCY_KEY,
     status_code=201,
     response_model=StockChangeOut,
     responses=problems(403, 404, 409),
@@ -158,6 +159,7 @@ async def restock(
 
 @router.post(
     "/{sku}/adjustments",
+    openapi_extra=HONOURS_IDEMPOTENCY_KEY,
     status_code=201,
     response_model=StockChangeOut,
     responses=problems(403, 404, 409),

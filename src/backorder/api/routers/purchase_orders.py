@@ -13,7 +13,7 @@ from starlette.responses import Response
 from backorder.api import cursors
 from backorder.api.deps import OpsKey
 from backorder.api.docs import problems
-from backorder.api.execute import read, write
+from backorder.api.execute import HONOURS_IDEMPOTENCY_KEY, read, write
 from backorder.api.schemas.common import SKU_PATTERN, Page, page
 from backorder.api.schemas.purchasing import (
     PoStatus,
@@ -30,6 +30,7 @@ router = APIRouter(prefix="/v1/purchase-orders", tags=["Purchase orders"])
 
 @router.post(
     "",
+    openapi_extra=HONOURS_IDEMPOTENCY_KEY,
     status_code=201,
     response_model=PurchaseOrderOut,
     responses=problems(403),
@@ -101,6 +102,7 @@ async def get_po(request: Request, principal: OpsKey, po_id: UUID) -> Response:
 
 @router.patch(
     "/{po_id}",
+    openapi_extra=HONOURS_IDEMPOTENCY_KEY,
     response_model=PurchaseOrderOut,
     responses=problems(403, 404, 409),
     summary="Change a purchase order's expected date",
@@ -125,6 +127,7 @@ async def patch_po(
 
 @router.post(
     "/{po_id}/cancel",
+    openapi_extra=HONOURS_IDEMPOTENCY_KEY,
     status_code=200,
     response_model=PurchaseOrderOut,
     responses=problems(403, 404, 409),
@@ -142,6 +145,7 @@ async def cancel_po(request: Request, principal: OpsKey, po_id: UUID) -> Respons
 
 @router.post(
     "/{po_id}/receive",
+    openapi_extra=HONOURS_IDEMPOTENCY_KEY,
     status_code=201,
     response_model=ReceiptOut,
     responses=problems(403, 404, 409),

@@ -13,7 +13,7 @@ from starlette.responses import Response
 from backorder.api import cursors
 from backorder.api.deps import AnyKey
 from backorder.api.docs import problems
-from backorder.api.execute import read, write
+from backorder.api.execute import HONOURS_IDEMPOTENCY_KEY, read, write
 from backorder.api.routers.products import SkuPath
 from backorder.api.schemas.common import Page, page
 from backorder.api.schemas.events import SubscriptionIn, SubscriptionOut
@@ -27,6 +27,7 @@ router = APIRouter(prefix="/v1/products", tags=["Products and stock"])
 
 @router.post(
     "/{sku}/subscriptions",
+    openapi_extra=HONOURS_IDEMPOTENCY_KEY,
     status_code=201,
     response_model=SubscriptionOut,
     responses=problems(404),

@@ -13,7 +13,7 @@ from starlette.responses import Response
 from backorder.api import cursors
 from backorder.api.deps import OpsKey
 from backorder.api.docs import problems
-from backorder.api.execute import read, write
+from backorder.api.execute import HONOURS_IDEMPOTENCY_KEY, read, write
 from backorder.api.schemas.common import Page, page
 from backorder.api.schemas.events import (
     DeliveryOut,
@@ -42,6 +42,7 @@ SIGNING = (
 
 @router.post(
     "",
+    openapi_extra=HONOURS_IDEMPOTENCY_KEY,
     status_code=201,
     response_model=WebhookEndpointWithSecret,
     responses=problems(403),
@@ -102,6 +103,7 @@ async def get_endpoint(request: Request, principal: OpsKey, endpoint_id: UUID) -
 
 @router.patch(
     "/{endpoint_id}",
+    openapi_extra=HONOURS_IDEMPOTENCY_KEY,
     response_model=WebhookEndpointOut,
     responses=problems(403, 404),
     summary="Change a webhook endpoint",
@@ -129,6 +131,7 @@ async def patch_endpoint(
 
 @router.delete(
     "/{endpoint_id}",
+    openapi_extra=HONOURS_IDEMPOTENCY_KEY,
     status_code=204,
     responses=problems(403, 404),
     summary="Delete a webhook endpoint",
@@ -145,6 +148,7 @@ async def delete_endpoint(request: Request, principal: OpsKey, endpoint_id: UUID
 
 @router.post(
     "/{endpoint_id}/rotate-secret",
+    openapi_extra=HONOURS_IDEMPOTENCY_KEY,
     status_code=200,
     response_model=WebhookEndpointWithSecret,
     responses=problems(403, 404),
@@ -199,6 +203,7 @@ async def list_deliveries(
 
 @router.post(
     "/{endpoint_id}/deliveries/{delivery_id}/retry",
+    openapi_extra=HONOURS_IDEMPOTENCY_KEY,
     status_code=200,
     response_model=DeliveryOut,
     responses=problems(403, 404),

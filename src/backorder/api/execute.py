@@ -103,11 +103,13 @@ async def write(
     async def guarded(conn: AsyncConnection) -> tuple[int, bytes, bool]:
         # A finished request replays without the key's lock, so simultaneous retries of it
         # all replay; only a request that is still running makes its key "in use".
-        stored = await idempotency.find(conn, principal.scope, key, ttl)
+        stored, locked = await idempotency.find_or_lock(conn, principal.scope, key, ttl)
         if stored is not None:
             return replay(stored)
-        if not await idempotency.try_lock(conn, principal.scope, key):
+        if not locked:
             raise IdempotencyKeyInUse("a request with this Idempotency-Key is still running")
+        # Read again, in a new snapshot: the request that held the key may have committed
+        # between the lookup's snapshot and the lock.
         stored = await idempotency.find(conn, principal.scope, key, ttl)
         if stored is not None:
             return replay(stored)

@@ -17,27 +17,39 @@ class StoredResponse:
     body: bytes
 
 
-async def try_lock(conn: AsyncConnection, scope: str, key: str) -> bool:
-    """Claim the key for this transaction; False while another request holds it."""
-    locked = await conn.scalar(
-        text("SELECT pg_try_advisory_xact_lock(hashtextextended(:k, 7))"),
-        {"k": f"{scope}\x1f{key}"},
-    )
-    return bool(locked)
+_FIND = (
+    "SELECT method, path, request_hash, status_code, response_body "
+    "FROM idempotency_key WHERE scope = :scope AND key = :key "
+    "AND created_at > clock_timestamp() - make_interval(hours => :ttl)"
+)
+
+
+async def find_or_lock(
+    conn: AsyncConnection, scope: str, key: str, ttl_hours: int
+) -> tuple[StoredResponse | None, bool]:
+    """The stored answer for the key, if there is one; else whether this transaction now
+    holds the key's lock (False while another request holds it). One round trip: a finished
+    request's retries replay without taking the lock, so simultaneous retries all replay."""
+    row = (
+        await conn.execute(
+            text(
+                f"SELECT s.*, CASE WHEN s.method IS NULL "
+                f"THEN pg_try_advisory_xact_lock(hashtextextended(:k, 7)) END AS locked "
+                f"FROM (SELECT 1) one LEFT JOIN LATERAL ({_FIND}) s ON true"
+            ),
+            {"scope": scope, "key": key, "ttl": ttl_hours, "k": f"{scope}\x1f{key}"},
+        )
+    ).one()
+    if row.method is not None:
+        return StoredResponse(*row[:5]), False
+    return None, bool(row.locked)
 
 
 async def find(
     conn: AsyncConnection, scope: str, key: str, ttl_hours: int
 ) -> StoredResponse | None:
     row = (
-        await conn.execute(
-            text(
-                "SELECT method, path, request_hash, status_code, response_body "
-                "FROM idempotency_key WHERE scope = :scope AND key = :key "
-                "AND created_at > clock_timestamp() - make_interval(hours => :ttl)"
-            ),
-            {"scope": scope, "key": key, "ttl": ttl_hours},
-        )
+        await conn.execute(text(_FIND), {"scope": scope, "key": key, "ttl": ttl_hours})
     ).one_or_none()
     return StoredResponse(*row) if row else None
 

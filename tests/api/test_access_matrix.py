@@ -25,7 +25,7 @@ import secrets
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_args
 
 import orjson
 import pytest
@@ -36,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.routing import BaseRoute
 
 from backorder.api.app import create_app
+from backorder.api.schemas.orders import OrderStatusName
 from backorder.config import Settings
 from tests.support.api import OPS, bearer
 
@@ -45,14 +46,7 @@ PRINCIPALS = ("none", "unknown", "revoked", "storefront_a", "storefront_b", "ops
 UNAUTHENTICATED = ("none", "unknown", "revoked")
 CHANNEL_A, CHANNEL_B = "channel-a", "channel-b"
 CUSTOMER = "cust-shared"  # shops on both channels
-ORDER_STATUSES = (
-    "cancelled",
-    "shipped",
-    "partially_shipped",
-    "allocated",
-    "partially_backordered",
-    "backordered",
-)
+ORDER_STATUSES = get_args(OrderStatusName)
 
 
 class Who(enum.Enum):

@@ -26,24 +26,18 @@ from backorder.api import ratelimit
 from backorder.api.app import create_app
 from backorder.config import Settings
 from backorder.logging import configure as configure_logging
-from tests.support.api import MASTER_KEY, OPS, bearer, make_key, make_product, place
+from tests.support.api import (
+    MASTER_KEY,
+    OPS,
+    assert_problem,
+    bearer,
+    error_fields,
+    make_key,
+    make_product,
+    place,
+)
 
-PROBLEM_FIELDS = {"type", "title", "status", "detail", "code", "request_id"}
 ENV_EXAMPLE = Path(__file__).resolve().parents[2] / ".env.example"
-
-
-def assert_problem(r: Response, status: int, code: str) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/problem+json")
-    body: dict[str, Any] = r.json()
-    assert body.keys() >= PROBLEM_FIELDS
-    assert (body["status"], body["code"]) == (status, code)
-    assert body["request_id"] == r.headers["x-request-id"]
-    return body
-
-
-def error_fields(body: dict[str, Any]) -> set[str]:
-    return {e["field"] for e in body["errors"]}
 
 
 def retry_after(r: Response) -> int:

@@ -12,30 +12,14 @@ from typing import Any
 import orjson
 import psycopg
 import pytest
-from httpx import ASGITransport, AsyncClient, Response
+from httpx import ASGITransport, AsyncClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backorder.api.app import create_app
 from backorder.config import Settings
 from backorder.db.engine import head_revision
-from tests.support.api import OPS, make_product, place
-
-PROBLEM_FIELDS = {"type", "title", "status", "detail", "code", "request_id"}
-
-
-def assert_problem(r: Response, status: int, code: str) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/problem+json")
-    body: dict[str, Any] = r.json()
-    assert body.keys() >= PROBLEM_FIELDS
-    assert (body["status"], body["code"]) == (status, code)
-    assert body["request_id"] == r.headers["x-request-id"]
-    return body
-
-
-def error_fields(body: dict[str, Any]) -> set[str]:
-    return {e["field"] for e in body["errors"]}
+from tests.support.api import OPS, assert_problem, error_fields, make_product, place
 
 
 def order_body(**overrides: Any) -> dict[str, Any]:

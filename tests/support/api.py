@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from httpx import AsyncClient
+from httpx import AsyncClient, Response
 
 MASTER_KEY = "test-master-key"
 OPS = {"Authorization": f"Bearer {MASTER_KEY}"}
@@ -52,3 +52,22 @@ async def place(
     assert r.status_code == expect, r.text
     out: dict[str, Any] = r.json()
     return out
+
+
+PROBLEM_FIELDS = {"type", "title", "status", "detail", "code", "request_id"}
+
+
+def assert_problem(r: Response, status: int, code: str) -> dict[str, Any]:
+    """`r` is an RFC 9457 problem with this status and contract code, naming its request id."""
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    body: dict[str, Any] = r.json()
+    assert body.keys() >= PROBLEM_FIELDS
+    assert (body["status"], body["code"]) == (status, code)
+    assert body["request_id"] == r.headers["x-request-id"]
+    return body
+
+
+def error_fields(body: dict[str, Any]) -> set[str]:
+    """The fields a validation problem names."""
+    return {e["field"] for e in body["errors"]}

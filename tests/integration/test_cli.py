@@ -291,3 +291,20 @@ async def test_a_request_needing_the_database_gets_503_retry_later(
         "down-1",
     )
     assert int(r.headers["retry-after"]) >= 1
+
+
+async def test_a_keyed_refusal_that_cannot_be_stored_is_a_503_never_a_500() -> None:
+    """A bad body under an Idempotency-Key is stored as its answer; with the database away it
+    cannot be, so the client is told to retry (with the same key), not given a 500."""
+    async with unreachable_client() as http:
+        r = await http.post(
+            "/v1/orders",
+            json={"customer_id": "c-1", "lines": [{"sku": "SKU-1", "quantity": 0}]},
+            headers={
+                "Authorization": "Bearer unreachable-master-key",
+                "Idempotency-Key": "k-down",
+            },
+        )
+    assert r.status_code == 503, r.text
+    assert r.json()["code"] == "retry_later"
+    assert int(r.headers["retry-after"]) >= 1

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
 from backorder.api.deps import Principal
-from backorder.api.problems import domain_problem, request_id_of
+from backorder.api.problems import domain_problem, problem_response, request_id_of, retry_headers
 from backorder.db import idempotency
 from backorder.db.engine import run_read, run_transaction
 from backorder.domain.errors import (
@@ -161,7 +161,10 @@ async def remember_refusal(request: Request, status: int, body: dict[str, Any]) 
     async def refuse(conn: AsyncConnection) -> Any:
         raise _Refused(status, body)
 
-    return await write(request, principal, refuse)
+    try:
+        return await write(request, principal, refuse)
+    except DomainError as exc:  # the key reused or in use, or the database away (503)
+        return problem_response(domain_problem(exc, request_id_of(request)), retry_headers(exc))
 
 
 async def _fingerprint(request: Request) -> str:

@@ -64,43 +64,6 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=STOP_TIMEOUT_S)
 
 
-@contextmanager
-def live_server(database_url: str, *, workers: int = 2) -> Iterator[str]:
-    """Start `backorder serve` on a free port against `database_url`; yield its base URL."""
-    exe = Path(sys.executable).parent / "backorder"
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "BACKORDER_MASTER_KEY": MASTER_KEY,
-        "BACKORDER_WEBHOOK_WORKER": "false",
-        "BACKORDER_LOG_LEVEL": "WARNING",
-    }
-    log = Path(tempfile.mkstemp(prefix="backorder-serve-", suffix=".log")[1])
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                str(exe),
-                "serve",
-                "--workers",
-                str(workers),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(base_url, proc, log)
-        yield base_url
-    finally:
-        _stop(proc)
-
-
 class ServerProcess:
     """A `backorder serve` in a process group of its own, which a test may SIGKILL at any
     moment (uvicorn master, workers and all) and start again on the same database.
@@ -226,3 +189,10 @@ def killable_server(
         server.stop()
         if clean:
             server.log.unlink(missing_ok=True)
+
+
+@contextmanager
+def live_server(database_url: str, *, workers: int = 2) -> Iterator[str]:
+    """Start `backorder serve` on a free port against `database_url`; yield its base URL."""
+    with killable_server(database_url, workers=workers) as server:
+        yield server.url

@@ -99,15 +99,16 @@ def create_app(settings: Settings) -> FastAPI:
         reports, keys, ops, metrics,
     ):  # fmt: skip
         app.include_router(module.router)
-    _document_line_cap(app, settings.max_order_lines)
+    _amend_openapi(app, settings.max_order_lines)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(MetricsMiddleware)  # outermost: times and counts every answer
     return app
 
 
-def _document_line_cap(app: FastAPI, cap: int) -> None:
-    """The schemas state the default cap on `lines`; show this deployment's instead."""
+def _amend_openapi(app: FastAPI, line_cap: int) -> None:
+    """What FastAPI's document cannot say by itself: the nulls of examples it drops, and this
+    deployment's cap on `lines` where the schemas state the default one."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -118,7 +119,7 @@ def _document_line_cap(app: FastAPI, cap: int) -> None:
         for name in ("OrderIn", "ShipmentIn"):
             model = schema.get("components", {}).get("schemas", {}).get(name, {})
             if "lines" in model.get("properties", {}):
-                model["properties"]["lines"]["maxItems"] = cap
+                model["properties"]["lines"]["maxItems"] = line_cap
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]

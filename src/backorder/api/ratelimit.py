@@ -34,7 +34,6 @@ class RateLimiter:
     def __init__(self, per_minute: int, worker_processes: int = 1) -> None:
         if per_minute < 1 or worker_processes < 1:
             raise ValueError("per_minute and worker_processes must be at least 1")
-        self.per_minute = per_minute
         self.per_process = ceil(per_minute / worker_processes)
         self._rate = Rate(self.per_process, Duration.MINUTE)
         self._algorithm = GCRA()

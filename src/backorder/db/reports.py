@@ -52,7 +52,7 @@ SELECT
                  ORDER BY open_units DESC, sku COLLATE "C"),
         '[]')
      FROM (SELECT sku, sum(backordered) AS open_units, count(*) AS lines
-           FROM order_line WHERE backordered > 0 AND {line_window}
+           FROM order_line WHERE backordered > 0 AND {window}
            GROUP BY sku ORDER BY open_units DESC, sku COLLATE "C" LIMIT 10) top) AS top_skus
 FROM (
     SELECT count(*) AS orders, count(*) FILTER (WHERE backordered_at_placement)
@@ -69,7 +69,7 @@ FROM (
             AS avg_open_age_s,
         avg(extract(epoch FROM filled_at - created_at))
             FILTER (WHERE initial_backordered > 0 AND filled_at IS NOT NULL) AS avg_fill_s
-    FROM order_line WHERE {line_window}
+    FROM order_line WHERE {window}
 ) l
 """
 
@@ -87,8 +87,7 @@ def _window(since: datetime | None, until: datetime | None) -> str:
 async def backorder_figures(
     conn: AsyncConnection, since: datetime | None, until: datetime | None
 ) -> BackorderFigures:
-    window = _window(since, until)
-    sql = text(_REPORT.format(window=window, line_window=window))
+    sql = text(_REPORT.format(window=_window(since, until)))
     params = {k: v for k, v in (("since", since), ("until", until)) if v is not None}
     r = (await conn.execute(sql, params)).one()
     return BackorderFigures(

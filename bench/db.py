@@ -163,12 +163,16 @@ WITH src AS MATERIALIZED (
     INSERT INTO sales_order (id, channel, customer_id, status, ready_to_ship,
                              backordered_at_placement, created_at, updated_at)
     SELECT id, 'bench', 'c-' || g, 'backordered', false, true, at, at FROM src
+), l AS (
+    INSERT INTO order_line (id, order_id, line_no, sku, quantity, allocated, backordered,
+                            created_at, initial_backordered)
+    SELECT {uuid}, src.id, n + 1,
+           CAST(%(prefix)s AS text) || ((g * %(per_order)s + n) %% %(skus)s), 1, 0, 1, at, 1
+    FROM src, generate_series(0, %(per_order)s - 1) AS n
+    RETURNING id, sku, created_at
 )
-INSERT INTO order_line (id, order_id, line_no, sku, quantity, allocated, backordered, priority,
-                        created_at, initial_backordered)
-SELECT {uuid}, src.id, n + 1, CAST(%(prefix)s AS text) || ((g * %(per_order)s + n) %% %(skus)s),
-       1, 0, 1, 0, at, 1
-FROM src, generate_series(0, %(per_order)s - 1) AS n
+INSERT INTO backorder_queue (line_id, sku, priority, created_at)
+SELECT id, sku, 0, created_at FROM l
 """
 
 
@@ -238,27 +242,29 @@ def _try(conn: psycopg.Connection[Any], sql: str) -> bool:
 
 def analyze(conn: psycopg.Connection[Any]) -> None:
     """What autovacuum would soon do after a bulk load: visibility map and statistics."""
-    conn.execute("VACUUM (ANALYZE) product, sales_order, order_line, stock_movement")
+    conn.execute(
+        "VACUUM (ANALYZE) product, sales_order, order_line, backorder_queue, stock_movement"
+    )
 
 
 # --- the bare fill statement -------------------------------------------------------------
 
 
 def fill_sql() -> str:
-    """The service's own set-based fill (db/stock.py), FIFO form, with psycopg parameters."""
-    from backorder.db.stock import _FILL, _QUEUE_ORDER
-    from backorder.domain.allocation import AllocationStrategy
+    """The service's own set-based fill (db/stock.py: lines and queue, without the statuses
+    and events it settles in the same statement), with psycopg parameters."""
+    from backorder.db.stock import fill_statement
 
-    sql = _FILL.format(order=_QUEUE_ORDER[AllocationStrategy.FIFO])
-    return re.sub(r"(?<!:):(sku|units)\b", r"%(\1)s", sql)
+    return re.sub(r"(?<!:):(skus|units|strategies)\b", r"%(\1)s", fill_statement())
 
 
 def time_bare_fill(conn: psycopg.Connection[Any], sku: str, units: int) -> tuple[float, int]:
     """Seconds for the fill statement (rows fetched) in a transaction that is rolled back."""
     sql = fill_sql()
+    params = {"skus": [sku], "units": [units], "strategies": ["fifo"]}
     with conn.transaction(force_rollback=True):
         started = time.perf_counter()
-        rows = conn.execute(sql, {"sku": sku, "units": units}).fetchall()
+        rows = conn.execute(sql, params).fetchall()
         elapsed = time.perf_counter() - started
     return elapsed, len(rows)
 

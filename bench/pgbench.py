@@ -29,8 +29,8 @@ _INSERT_ORDER = (
     "WITH o AS (INSERT INTO sales_order (id, channel, customer_id, status, ready_to_ship, "
     "created_at) VALUES (gen_random_uuid(), 'pgbench', 'c-1', 'allocated', true, "
     "clock_timestamp()) RETURNING id, created_at) INSERT INTO order_line (id, order_id, "
-    "line_no, sku, quantity, allocated, backordered, priority, created_at, initial_backordered) "
-    "SELECT gen_random_uuid(), o.id, 1, {sku}, 1, 1, 0, 0, o.created_at, 0 FROM o;"
+    "line_no, sku, quantity, allocated, backordered, created_at, initial_backordered) "
+    "SELECT gen_random_uuid(), o.id, 1, {sku}, 1, 1, 0, o.created_at, 0 FROM o;"
 )
 
 _TRANSACTION = (
@@ -53,9 +53,9 @@ WHERE product.sku = p.sku RETURNING p.sku, p.take), \
 o AS (INSERT INTO sales_order (id, channel, customer_id, status, ready_to_ship, created_at) \
 SELECT gen_random_uuid(), 'pgbench', 'c-1', CASE WHEN u.take = 1 THEN 'allocated' \
 ELSE 'backordered' END, u.take = 1, clock_timestamp() FROM u RETURNING id, created_at) \
-INSERT INTO order_line (id, order_id, line_no, sku, quantity, allocated, backordered, priority, \
+INSERT INTO order_line (id, order_id, line_no, sku, quantity, allocated, backordered, \
 created_at, initial_backordered) SELECT gen_random_uuid(), o.id, 1, u.sku, 1, u.take, \
-1 - u.take, 0, o.created_at, 1 - u.take FROM o, u;
+1 - u.take, o.created_at, 1 - u.take FROM o, u;
 """
 
 _SKU = {

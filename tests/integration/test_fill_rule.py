@@ -1,4 +1,4 @@
-"""The fill rule in SQL (`db.stock.fill_queue`) equals the rule in Python
+"""The fill rule in SQL (`db.stock.settle`) equals the rule in Python
 (`domain.allocation.fill`) on random queues; the status rules in SQL equal those in Python.
 
 Everything runs inside a transaction that is rolled back: nothing is left in the database.
@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from backorder.db import orders as db_orders
 from backorder.db import products as db_products
-from backorder.db.stock import LockedProduct, fill_queue
+from backorder.db.stock import LockedProduct, settle
 from backorder.domain.allocation import AllocationStrategy, WaitingLine, fill
 from backorder.domain.orders import Units, status_of
 from backorder.domain.products import StockState, product_status
@@ -71,9 +71,11 @@ async def _insert(conn: AsyncConnection, sku: str, strategy: str, lines: list[Wa
         )
         await conn.execute(
             text(
-                "INSERT INTO order_line (id, order_id, line_no, sku, quantity, allocated, "
-                "backordered, priority, created_at, initial_backordered) "
-                "VALUES (:id, :o, 1, :sku, :q, 0, :q, :p, :at, :q)"
+                "WITH l AS (INSERT INTO order_line (id, order_id, line_no, sku, quantity, "
+                "allocated, backordered, created_at, initial_backordered) "
+                "VALUES (:id, :o, 1, :sku, :q, 0, :q, :at, :q) RETURNING id) "
+                "INSERT INTO backorder_queue (line_id, sku, priority, created_at) "
+                "SELECT id, :sku, :p, :at FROM l"
             ),
             {
                 "id": x.line_id,
@@ -116,7 +118,7 @@ async def test_the_sql_fill_equals_the_python_fill(
             backordered=waiting,
             stock_state=StockState.OUT,
         )
-        got = await fill_queue(conn, product)
+        got = (await settle(conn, [product])).allocation_list(sku)
         expected = fill(lines, units, strategy)
         assert got == expected
         filled = sum(a.quantity for a in expected)
@@ -132,6 +134,12 @@ async def test_the_sql_fill_equals_the_python_fill(
         for r in rows:
             assert r.allocated == took.get(r.id, 0)
             assert r.backordered == by_id[r.id].backordered - took.get(r.id, 0)
+        queued = (
+            await conn.execute(
+                text("SELECT line_id FROM backorder_queue WHERE sku = :sku"), {"sku": sku}
+            )
+        ).scalars()
+        assert set(queued) == {r.id for r in rows if r.backordered > 0}
 
 
 async def test_the_order_status_sql_equals_the_python_rule(engine: AsyncEngine) -> None:

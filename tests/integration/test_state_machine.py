@@ -441,8 +441,12 @@ class BackorderMachine(RuleBasedStateMachine):
         lines = {
             str(r[0]): tuple(r[1:])
             for r in conn.execute(
-                "SELECT id, allocated, backordered, shipped, cancelled, priority FROM order_line"
+                "SELECT l.id, l.allocated, l.backordered, l.shipped, l.cancelled, o.priority "
+                "FROM order_line l JOIN sales_order o ON o.id = l.order_id"
             )
+        }
+        queued = {
+            str(r[0]): r[1] for r in conn.execute("SELECT line_id, priority FROM backorder_queue")
         }
         orders = {
             str(r[0]): (r[1], r[2])
@@ -455,6 +459,7 @@ class BackorderMachine(RuleBasedStateMachine):
             x.id: (x.allocated, x.backordered, x.shipped, x.cancelled, x.priority)
             for x in self.lines.values()
         }
+        assert queued == {x.id: x.priority for x in self.lines.values() if x.backordered > 0}
         assert orders == {
             o.id: (status_of(o.units).value, ready_to_ship(o.units, o.ship_policy))
             for o in self.orders.values()

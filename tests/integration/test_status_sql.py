@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backorder.db import orders, products
+from backorder.db import orders, products, stock
 from backorder.domain.orders import ShipPolicy, Units, ready_to_ship, status_of
 from backorder.domain.products import product_status
 
@@ -69,7 +69,7 @@ async def test_product_status_sql_equals_the_python_rule(engine: AsyncEngine) ->
 async def test_refreshed_order_status_and_readiness_equal_the_python_rules(
     engine: AsyncEngine,
 ) -> None:
-    """`refresh_order_statuses` derives both in one statement over two-line orders."""
+    """`stock.settle` derives both in one statement over two-line orders."""
     skus = ("S1", "S2")
     line_grid = [
         (a, o, s, c) for a, o, s, c in itertools.product(range(2), repeat=4) if a + o + s + c > 0
@@ -93,8 +93,8 @@ async def test_refreshed_order_status_and_readiness_equal_the_python_rules(
         await conn.execute(
             text(
                 "INSERT INTO order_line (id, order_id, line_no, sku, quantity, allocated, "
-                "backordered, shipped, cancelled, priority, created_at, initial_backordered) "
-                "VALUES (:id, :order_id, :n, :sku, :a + :o + :s + :c, :a, :o, :s, :c, 0, "
+                "backordered, shipped, cancelled, created_at, initial_backordered) "
+                "VALUES (:id, :order_id, :n, :sku, :a + :o + :s + :c, :a, :o, :s, :c, "
                 "now(), 0)"
             ),
             [
@@ -103,7 +103,7 @@ async def test_refreshed_order_status_and_readiness_equal_the_python_rules(
                 for n, (sku, (a, o, s, c)) in enumerate(zip(skus, (first, second)), start=1)
             ],
         )
-        await orders.refresh_order_statuses(conn, ids)
+        await stock.settle(conn, [], ids)
         rows = {
             r.id: r
             for r in await conn.execute(

@@ -22,6 +22,9 @@ def violations(database_url: str) -> dict[str, list[object]]:
         "AND l.backordered > 0)",
         "lines_add_up": "SELECT id FROM order_line "
         "WHERE quantity <> allocated + backordered + shipped + cancelled",
+        "queue_is_waiting_lines": "SELECT COALESCE(l.id, q.line_id) FROM order_line l "
+        "FULL JOIN backorder_queue q ON q.line_id = l.id "
+        "WHERE (l.backordered > 0) IS DISTINCT FROM (q.line_id IS NOT NULL)",
         # FIFO queue order: a line that still waits is never behind (placed after) a line of
         # the same SKU that got units from the queue while never having cancelled any.
         "fifo_order": "SELECT w.id FROM order_line w JOIN product p ON p.sku = w.sku "

@@ -89,7 +89,15 @@ _CHECKS: dict[str, str] = {
     # queue keys copied from the order agree with it
     "line_keys_not_order": """
         SELECT l.id FROM order_line l JOIN sales_order o ON o.id = l.order_id
-        WHERE l.created_at <> o.created_at OR l.priority <> o.priority
+        LEFT JOIN backorder_queue q ON q.line_id = l.id
+        WHERE l.created_at <> o.created_at OR q.priority <> o.priority
+           OR q.created_at <> l.created_at OR q.sku <> l.sku
+    """,
+    # the queue holds exactly the lines that wait
+    "queue_not_waiting_lines": """
+        SELECT l.id, q.line_id FROM order_line l
+        FULL JOIN backorder_queue q ON q.line_id = l.id
+        WHERE (l.backordered > 0) IS DISTINCT FROM (q.line_id IS NOT NULL)
     """,
     "order_without_lines": """
         SELECT o.id FROM sales_order o

@@ -13,7 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from backorder.db.events import to_json
 from backorder.domain.orders import Units
 
-# The status rule of `domain/orders.py`, in SQL over summed units (a test keeps them equal).
+# The status rule of `domain/orders.py`, in SQL over summed units (a test keeps them equal);
+# `stock.settle` applies it.
 STATUS_SQL = """CASE
     WHEN {o} = 0 AND {a} = 0 AND {s} = 0 THEN 'cancelled'
     WHEN {s} > 0 AND {o} = 0 AND {a} = 0 THEN 'shipped'
@@ -21,47 +22,6 @@ STATUS_SQL = """CASE
     WHEN {o} = 0 THEN 'allocated'
     WHEN {a} > 0 THEN 'partially_backordered'
     ELSE 'backordered' END"""
-
-_REFRESH = text(
-    """
-WITH sums AS (
-    SELECT order_id, sum(allocated) AS a, sum(backordered) AS o, sum(shipped) AS s
-    FROM order_line WHERE order_id = ANY(:ids) GROUP BY order_id
-), before AS MATERIALIZED (
-    -- The order rows are locked here, in id order, before the UPDATE (which only reaches
-    -- rows through this) writes them: transactions refreshing overlapping sets of orders
-    -- queue behind each other instead of deadlocking.
-    SELECT id, ready_to_ship FROM sales_order WHERE id = ANY(:ids) ORDER BY id
-    FOR NO KEY UPDATE
-), changed AS (
-    UPDATE sales_order so
-    SET status = """
-    + STATUS_SQL.format(o="sums.o", a="sums.a", s="sums.s")
-    + """,
-        ready_to_ship = (sums.a > 0 AND (so.ship_policy = 'partial' OR sums.o = 0)),
-        updated_at = clock_timestamp()
-    FROM sums JOIN before ON before.id = sums.order_id
-    WHERE so.id = sums.order_id
-    RETURNING so.id, so.ready_to_ship
-)
-INSERT INTO event (type, data)
-SELECT 'order.ready_to_ship', jsonb_build_object('order_id', changed.id)
-FROM changed JOIN before USING (id)
-WHERE changed.ready_to_ship AND NOT before.ready_to_ship
-ORDER BY changed.id
-"""
-)
-
-
-async def refresh_order_statuses(conn: AsyncConnection, order_ids: list[UUID]) -> None:
-    """Re-derive status and readiness of orders whose lines changed; announce new readiness.
-
-    Call it once per transaction with every order the transaction changed: it locks their rows
-    in id order, and two transactions that each locked part of their orders in an earlier
-    statement could wait on each other in a cycle.
-    """
-    if order_ids:
-        await conn.execute(_REFRESH, {"ids": sorted(set(order_ids))})
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,11 +46,15 @@ WITH o AS (
     RETURNING created_at
 ), l AS (
     INSERT INTO order_line (id, order_id, line_no, sku, quantity, allocated, backordered,
-                            priority, created_at, initial_backordered)
-    SELECT x.id, :id, x.n, x.sku, x.q, x.a, x.b, :priority, o.created_at, x.b
+                            created_at, initial_backordered)
+    SELECT x.id, :id, x.n, x.sku, x.q, x.a, x.b, o.created_at, x.b
     FROM o, unnest(CAST(:line_ids AS uuid[]), CAST(:skus AS text[]), CAST(:qs AS bigint[]),
                    CAST(:as_ AS bigint[]), CAST(:bs AS bigint[]))
          WITH ORDINALITY AS x(id, sku, q, a, b, n)
+    RETURNING id, sku, backordered, created_at
+), q AS (
+    INSERT INTO backorder_queue (line_id, sku, priority, created_at)
+    SELECT id, sku, :priority, created_at FROM l WHERE backordered > 0
 ), e AS (
     INSERT INTO event (type, data)
     SELECT t, CAST(d AS jsonb)
@@ -321,15 +285,22 @@ async def order_skus(conn: AsyncConnection, order_id: UUID) -> list[str]:
     return [r.sku for r in rows]
 
 
+# A line whose wait ends here (its last backordered unit cancelled) leaves the queue in the
+# same statement. Units never move back to `backordered`, so no line joins the queue here.
 _APPLY_LINE_CHANGES = text(
     """
-UPDATE order_line l
-SET allocated = l.allocated + d.da, backordered = l.backordered + d.db,
-    shipped = l.shipped + d.ds, cancelled = l.cancelled + d.dc,
-    expected_date = CASE WHEN l.backordered + d.db = 0 THEN NULL ELSE l.expected_date END
-FROM unnest(CAST(:ids AS uuid[]), CAST(:da AS bigint[]), CAST(:db AS bigint[]),
-            CAST(:ds AS bigint[]), CAST(:dc AS bigint[])) AS d(id, da, db, ds, dc)
-WHERE l.id = d.id
+WITH changed AS (
+    UPDATE order_line l
+    SET allocated = l.allocated + d.da, backordered = l.backordered + d.db,
+        shipped = l.shipped + d.ds, cancelled = l.cancelled + d.dc,
+        expected_date = CASE WHEN l.backordered + d.db = 0 THEN NULL ELSE l.expected_date END
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:da AS bigint[]), CAST(:db AS bigint[]),
+                CAST(:ds AS bigint[]), CAST(:dc AS bigint[])) AS d(id, da, db, ds, dc)
+    WHERE l.id = d.id
+    RETURNING l.id, l.backordered, d.db
+)
+DELETE FROM backorder_queue q USING changed c
+WHERE q.line_id = c.id AND c.backordered = 0 AND c.db < 0
 """
 )
 

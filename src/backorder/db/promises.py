@@ -23,12 +23,8 @@ from uuid import UUID
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from backorder.db.queue import QUEUE_ORDER
 from backorder.domain.allocation import AllocationStrategy
-
-_QUEUE_ORDER = {
-    AllocationStrategy.FIFO: "created_at, id",
-    AllocationStrategy.PRIORITY: "priority DESC, created_at, id",
-}
 
 # Supply in cover order, with its running total.
 _OPEN_SUPPLY = """
@@ -51,10 +47,12 @@ WITH supply AS (
     SELECT array_agg(cum ORDER BY n) AS cums, array_agg(expected_date ORDER BY n) AS dates
     FROM ({supply}) po
 ), q AS (
-    SELECT id, order_id, expected_date AS old,
-           CAST(sum(backordered) OVER (ORDER BY {order} ROWS UNBOUNDED PRECEDING) AS bigint)
+    SELECT l.id, l.order_id, l.expected_date AS old,
+           CAST(sum(l.backordered) OVER (ORDER BY h.n ROWS UNBOUNDED PRECEDING) AS bigint)
                AS cum
-    FROM order_line WHERE sku = :sku AND backordered > 0
+    FROM (SELECT line_id, row_number() OVER (ORDER BY {order}) AS n
+          FROM backorder_queue WHERE sku = :sku) h
+    JOIN order_line l ON l.id = h.line_id
 ), dated AS (
     SELECT q.id, q.order_id, q.old, q.cum,
            COALESCE(supply.dates[width_bucket(q.cum - 1, supply.cums) + 1],
@@ -77,7 +75,7 @@ WHERE order_id IS DISTINCT FROM CAST(:new_order AS uuid)
 ORDER BY cum
 """
 _REFRESH_SQL = {
-    s: text(_REFRESH.format(order=o, supply=_OPEN_SUPPLY)) for s, o in _QUEUE_ORDER.items()
+    s: text(_REFRESH.format(order=o, supply=_OPEN_SUPPLY)) for s, o in QUEUE_ORDER.items()
 }
 
 # The new order's line is the FIFO tail, so its running demand is the whole queue's: the

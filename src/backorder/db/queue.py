@@ -7,9 +7,17 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from backorder.domain.allocation import AllocationStrategy
+
+# Fill order within a SKU, over `backorder_queue`'s columns (its two indexes serve them).
+QUEUE_ORDER = {
+    AllocationStrategy.FIFO: "created_at, line_id",
+    AllocationStrategy.PRIORITY: "priority DESC, created_at, line_id",
+}
+
 # Queue key per SKU: `fifo` sorts by (created_at, id); `priority` puts higher priority first.
 # Folding the strategy into one leading term lets one keyset cursor walk every SKU's queue.
-_RANK = "CASE WHEN p.allocation_strategy = 'priority' THEN -l.priority ELSE 0 END"
+_RANK = "CASE WHEN p.allocation_strategy = 'priority' THEN -b.priority ELSE 0 END"
 
 
 async def list_queue(
@@ -19,23 +27,23 @@ async def list_queue(
     params: dict[str, Any] = {"limit": limit}
     sku_filter = ""
     if sku is not None:
-        sku_filter = "AND l.sku = :sku"
+        sku_filter = "AND b.sku = :sku"
         params["sku"] = sku
     keyset = "TRUE"
     if after is not None:
         keyset = "(q.sku, q.rank, q.created_at, q.line_id) > (:c_sku, :c_rank, :c_at, :c_id)"
         params.update(c_sku=after[0], c_rank=after[1], c_at=after[2], c_id=after[3])
     sql = f"""
-SELECT q.*, o.customer_id
+SELECT q.*, l.order_id, l.backordered AS quantity, l.expected_date, o.customer_id
 FROM (
-    SELECT l.order_id, l.id AS line_id, l.sku, l.backordered AS quantity, l.priority,
-           l.created_at, l.expected_date, {_RANK} AS rank,
-           row_number() OVER (PARTITION BY l.sku ORDER BY {_RANK}, l.created_at, l.id)
+    SELECT b.line_id, b.sku, b.priority, b.created_at, {_RANK} AS rank,
+           row_number() OVER (PARTITION BY b.sku ORDER BY {_RANK}, b.created_at, b.line_id)
                AS position
-    FROM order_line l JOIN product p ON p.sku = l.sku
-    WHERE l.backordered > 0 {sku_filter}
+    FROM backorder_queue b JOIN product p ON p.sku = b.sku
+    WHERE TRUE {sku_filter}
 ) q
-JOIN sales_order o ON o.id = q.order_id
+JOIN order_line l ON l.id = q.line_id
+JOIN sales_order o ON o.id = l.order_id
 WHERE {keyset}
 ORDER BY q.sku, q.rank, q.created_at, q.line_id
 LIMIT :limit

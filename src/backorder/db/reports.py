@@ -203,7 +203,7 @@ class MetricFigures:
 
 # Business counters are derived from the rows that record the events, so every worker process
 # reports the same, exact figures (no per-process counters to add up, none lost on restart).
-# Queue fills are the `order.line_allocated` events: `fill_queue` writes one per line it fills.
+# Queue fills are the `order.line_allocated` events: `stock.settle` writes one per line it fills.
 _METRICS = text("""
 SELECT
     (SELECT count(*) FROM sales_order) AS orders_placed,
@@ -212,7 +212,7 @@ SELECT
     (SELECT COALESCE(sum(CAST(data->>'quantity' AS bigint)), 0) FROM event
      WHERE type = 'order.line_allocated') AS units_filled_from_queue,
     (SELECT COALESCE(sum(backordered), 0) FROM product) AS open_backorder_units,
-    (SELECT count(*) FROM order_line WHERE backordered > 0) AS open_backorder_lines,
+    (SELECT count(*) FROM backorder_queue) AS open_backorder_lines,
     (SELECT COALESCE(json_object_agg(status, n), '{}')
      FROM (SELECT status, count(*) AS n FROM webhook_delivery GROUP BY status) d)
         AS webhook_deliveries

@@ -6,6 +6,8 @@ Every writer of a SKU's stock or queue calls `lock_products` first; that row loc
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -15,7 +17,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from backorder.db import events
-from backorder.db.orders import CounterUpdate
+from backorder.db.orders import STATUS_SQL, CounterUpdate
+from backorder.db.queue import QUEUE_ORDER
 from backorder.domain.allocation import Allocation, AllocationStrategy
 from backorder.domain.products import StockState, stock_state, transition_events
 
@@ -114,79 +117,155 @@ async def record_movement(
     return row
 
 
-_QUEUE_ORDER = {
-    AllocationStrategy.FIFO: "created_at, id",
-    AllocationStrategy.PRIORITY: "priority DESC, created_at, id",
-}
-
-# One statement gives `units` to the head of the queue. Each waiting line holds at least one
-# unit, so the first `units` lines are all that can be reached: the LIMIT bounds the scan.
-# `running - backordered` is what the lines ahead took; the head line may be filled partly.
-_FILL = """
-WITH queue AS (
-    SELECT id, order_id, backordered,
-           CAST(sum(backordered) OVER (ORDER BY {order} ROWS UNBOUNDED PRECEDING) AS bigint)
-               AS running
-    FROM (
-        SELECT id, order_id, backordered, priority, created_at FROM order_line
-        WHERE sku = :sku AND backordered > 0
-        ORDER BY {order}
-        LIMIT :units
-    ) head
+# Each SKU in `want` gives its `units` to the head of its queue. Each waiting line holds at
+# least one unit, so a SKU's first `units` queue rows are all that can be reached: the LIMIT
+# bounds the scan (one branch per strategy, so each walks its own index). `running -
+# backordered` is what the lines ahead took; the last line reached may be filled partly. A line
+# whose last unit is allocated leaves the queue in the same statement.
+_FILL_CTES = (
+    """
+want AS (
+    SELECT * FROM unnest(CAST(:skus AS text[]), CAST(:units AS bigint[]),
+                         CAST(:strategies AS text[])) AS w(sku, units, strategy)
+), head AS (
+    SELECT w.sku, w.units, h.line_id, h.n
+    FROM want w CROSS JOIN LATERAL ("""
+    + "\n        UNION ALL".join(
+        f"""
+        (SELECT line_id, row_number() OVER (ORDER BY {order}) AS n
+         FROM backorder_queue WHERE sku = w.sku AND w.strategy = '{strategy.value}'
+         ORDER BY {order} LIMIT w.units)"""
+        for strategy, order in QUEUE_ORDER.items()
+    )
+    + """
+    ) h
+), queue AS (
+    SELECT h.sku, h.units, h.n, l.id, l.order_id, l.backordered,
+           CAST(sum(l.backordered) OVER (PARTITION BY h.sku ORDER BY h.n
+                                         ROWS UNBOUNDED PRECEDING) AS bigint) AS running
+    FROM head h JOIN order_line l ON l.id = h.line_id
 ), picked AS (
-    SELECT id, order_id, running,
-           LEAST(backordered, :units - (running - backordered)) AS take
-    FROM queue WHERE running - backordered < :units
+    SELECT sku, n, id, LEAST(backordered, units - (running - backordered)) AS take
+    FROM queue WHERE running - backordered < units
+), filled AS (
+    UPDATE order_line l
+    SET allocated = l.allocated + p.take,
+        backordered = l.backordered - p.take,
+        filled_at = CASE WHEN l.backordered = p.take THEN clock_timestamp() ELSE l.filled_at END,
+        expected_date = CASE WHEN l.backordered = p.take THEN NULL ELSE l.expected_date END
+    FROM picked p
+    WHERE l.id = p.id
+    RETURNING p.sku, p.n, l.order_id, l.id, p.take, l.backordered
+), dequeued AS (
+    DELETE FROM backorder_queue q USING filled f WHERE q.line_id = f.id AND f.backordered = 0
+)"""
 )
-UPDATE order_line l
-SET allocated = l.allocated + p.take,
-    backordered = l.backordered - p.take,
-    filled_at = CASE WHEN l.backordered = p.take THEN clock_timestamp() ELSE l.filled_at END,
-    expected_date = CASE WHEN l.backordered = p.take THEN NULL ELSE l.expected_date END
-FROM picked p
-WHERE l.id = p.id
-RETURNING l.order_id, l.id, p.take, p.running
-"""
-# The fill and its `order.line_allocated` events, one per filled line in queue order, in one
-# statement: the allocations never travel to the service and back to be announced.
-_FILL_AND_ANNOUNCE = """
-WITH filled AS (
-{fill}
+
+# The fill, then the status and readiness of every order it reached or the transaction
+# changed before (`:changed`, e.g. a cancelled order), then the events, in one statement.
+# The statement sees the lines as they were before it: `sums` adds what it allocated. The
+# orders are locked in id order before they are written, once per transaction (callers
+# settle once), so transactions reaching overlapping orders queue instead of deadlocking.
+_SETTLE = text(
+    f"""WITH {_FILL_CTES.strip()}, touched AS (
+    SELECT order_id AS id FROM filled
+    UNION
+    SELECT unnest(CAST(:changed AS uuid[]))
+), before AS MATERIALIZED (
+    SELECT id, ready_to_ship FROM sales_order WHERE id IN (SELECT id FROM touched)
+    ORDER BY id FOR NO KEY UPDATE
+), sums AS (
+    SELECT l.order_id, sum(l.allocated + COALESCE(f.take, 0)) AS a,
+           sum(l.backordered - COALESCE(f.take, 0)) AS o, sum(l.shipped) AS s
+    FROM order_line l LEFT JOIN filled f ON f.id = l.id
+    WHERE l.order_id IN (SELECT id FROM touched)
+    GROUP BY l.order_id
+), changed AS (
+    UPDATE sales_order so
+    SET status = {STATUS_SQL.format(o="sums.o", a="sums.a", s="sums.s")},
+        ready_to_ship = (sums.a > 0 AND (so.ship_policy = 'partial' OR sums.o = 0)),
+        updated_at = clock_timestamp()
+    FROM sums JOIN before ON before.id = sums.order_id
+    WHERE so.id = sums.order_id
+    RETURNING so.id, so.ready_to_ship, before.ready_to_ship AS was_ready
 ), announced AS (
+    -- One allocation event per filled line in queue order, then readiness by order id.
     INSERT INTO event (type, data)
-    SELECT 'order.line_allocated',
-           jsonb_build_object('order_id', order_id, 'line_id', id, 'sku', CAST(:sku AS text),
-                              'quantity', take)
-    FROM filled ORDER BY running
+    SELECT type, data FROM (
+        SELECT 1 AS k, sku, n, NULL AS id, 'order.line_allocated' AS type,
+               jsonb_build_object('order_id', order_id, 'line_id', id, 'sku', sku,
+                                  'quantity', take) AS data
+        FROM filled
+        UNION ALL
+        SELECT 2, NULL, NULL, id, 'order.ready_to_ship', jsonb_build_object('order_id', id)
+        FROM changed WHERE ready_to_ship AND NOT was_ready
+    ) e
+    ORDER BY k, sku, n, id
 )
-SELECT order_id, id, take, running FROM filled ORDER BY running
+SELECT sku, CAST(sum(take) AS bigint) AS units,
+       CAST(json_agg(json_build_object('order_id', order_id, 'line_id', id, 'quantity', take)
+                     ORDER BY n) AS text) AS allocations
+FROM filled GROUP BY sku
 """
-_FILL_SQL = {
-    strategy: text(_FILL_AND_ANNOUNCE.format(fill=_FILL.format(order=o).strip()))
-    for strategy, o in _QUEUE_ORDER.items()
-}
+)
 
 
-async def fill_queue(conn: AsyncConnection, product: LockedProduct) -> list[Allocation]:
-    """Give the product's available units to its waiting lines, head first.
+def fill_statement() -> str:
+    """The bare fill (lines and queue only, no statuses or events): the benchmark's ceiling."""
+    return f"WITH {_FILL_CTES.strip()}\nSELECT sku, n, order_id, id, take FROM filled"
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """What `settle` allocated per SKU: units, and the allocations in queue order as a JSON
+    array of `{"order_id", "line_id", "quantity"}` (built by PostgreSQL: a restock reaching
+    100,000 lines answers them without making 100,000 Python objects)."""
+
+    units: dict[str, int]
+    allocations: dict[str, str]
+
+    def json(self, sku: str) -> str:
+        return self.allocations.get(sku, "[]")
+
+    def allocation_list(self, sku: str) -> list[Allocation]:
+        return [
+            Allocation(UUID(a["order_id"]), UUID(a["line_id"]), a["quantity"])
+            for a in json.loads(self.json(sku))
+        ]
+
+
+async def settle(
+    conn: AsyncConnection, fill: list[LockedProduct], changed: Iterable[UUID] = ()
+) -> Settled:
+    """Give the available units of `fill` to their queues, head first, and bring the status
+    and readiness of every order reached, and of the orders in `changed`, up to date.
 
     Runs after anything that makes units available (restock, receipt, positive adjustment,
-    cancellation), in the same transaction and under the SKU lock. Updates the lines, the
-    product's counters (in memory; `save_counters` writes them) and the events. Returns the
-    allocations in queue order; the caller refreshes the statuses of their orders, once for
-    the whole transaction (`orders.refresh_order_statuses`).
+    cancellation) or changes lines (a shipment), in the same transaction and under the SKU
+    locks; once per transaction, with every order the transaction changed. Updates the
+    products' counters in memory (`save_counters` writes them).
     """
-    units = product.available
-    if units <= 0 or product.backordered <= 0:
-        return []
-    result = await conn.execute(
-        _FILL_SQL[product.allocation_strategy], {"sku": product.sku, "units": units}
-    )
-    allocations = [Allocation(r.order_id, r.id, r.take) for r in result]
-    filled = sum(a.quantity for a in allocations)
-    product.allocated += filled
-    product.backordered -= filled
-    return allocations
+    wanted = [p for p in fill if p.available > 0 and p.backordered > 0]
+    order_ids = list(set(changed))
+    if not wanted and not order_ids:
+        return Settled({}, {})
+    rows = (
+        await conn.execute(
+            _SETTLE,
+            {
+                "skus": [p.sku for p in wanted],
+                "units": [p.available for p in wanted],
+                "strategies": [p.allocation_strategy.value for p in wanted],
+                "changed": order_ids,
+            },
+        )
+    ).all()
+    settled = Settled({r.sku: r.units for r in rows}, {r.sku: r.allocations for r in rows})
+    for product in wanted:
+        units = settled.units.get(product.sku, 0)
+        product.allocated += units
+        product.backordered -= units
+    return settled
 
 
 _SAVE = text(

@@ -1,8 +1,11 @@
 """The schema, as SQLAlchemy Core tables. Alembic migrations create it; a test checks they agree.
 
 The product row is the lock for its SKU: every writer of a SKU's stock or queue takes
-`SELECT ... FOR UPDATE` on it first. The backorder queue is not a table of its own: it is the
-order lines with `backordered > 0`, read in queue order through the partial indexes below.
+`SELECT ... FOR UPDATE` on it first. The backorder queue is `backorder_queue`: a narrow row of
+queue keys per order line with `backordered > 0`, written in the same statement that makes a
+line wait and deleted in the one that ends its wait. Keeping the keys out of `order_line`
+(and `fillfactor` room on its pages) lets a fill update lines in place (HOT), without adding
+entries to their indexes.
 """
 
 from __future__ import annotations
@@ -158,7 +161,9 @@ sales_order = Table(
     Index("ix_sales_order_created_at_id", "created_at", "id"),
     Index("ix_sales_order_channel_created_at_id", "channel", "created_at", "id"),
     Index("ix_sales_order_customer_id", "customer_id"),
-    Index("ix_sales_order_status", "status"),
+    # No index on `status`: a fill changes the status of every order it reaches, and an
+    # indexed column would make each of those updates non-HOT.
+    postgresql_with={"fillfactor": 50},
 )
 
 order_line = Table(
@@ -173,8 +178,6 @@ order_line = Table(
     Column("backordered", BigInteger, nullable=False),
     Column("shipped", BigInteger, nullable=False, server_default=text("0")),
     Column("cancelled", BigInteger, nullable=False, server_default=text("0")),
-    # Queue keys, copied from the order so one partial index serves the queue.
-    Column("priority", SmallInteger, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     # Reports: what waited at placement and when the wait ended by allocation.
     Column("initial_backordered", BigInteger, nullable=False),
@@ -191,22 +194,24 @@ order_line = Table(
     ),
     UniqueConstraint("order_id", "line_no"),
     UniqueConstraint("order_id", "sku"),
-    Index(
-        "ix_order_line_fifo_queue",
-        "sku",
-        "created_at",
-        "id",
-        postgresql_where=text("backordered > 0"),
-    ),
-    Index(
-        "ix_order_line_priority_queue",
-        "sku",
-        text("priority DESC"),
-        "created_at",
-        "id",
-        postgresql_where=text("backordered > 0"),
-    ),
     Index("ix_order_line_sku_created_at", "sku", "created_at"),
+    # Half of each page is left free: a restock filling a run of lines placed one after
+    # another rewrites every row of their pages, and each new version must fit beside the old.
+    postgresql_with={"fillfactor": 50},
+)
+
+# The waiting lines, in queue order per SKU: `fifo` by (created_at, line_id), `priority` by
+# (priority DESC, created_at, line_id). `priority` is the order's, kept by reprioritising.
+# A row exists exactly while its line's `backordered > 0` (the invariant checks say so).
+backorder_queue = Table(
+    "backorder_queue",
+    metadata,
+    Column("line_id", UUID(as_uuid=True), ForeignKey("order_line.id"), primary_key=True),
+    Column("sku", Text, nullable=False),
+    Column("priority", SmallInteger, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_backorder_queue_fifo", "sku", "created_at", "line_id"),
+    Index("ix_backorder_queue_priority", "sku", text("priority DESC"), "created_at", "line_id"),
 )
 
 shipment = Table(

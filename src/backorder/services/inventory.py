@@ -6,11 +6,11 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
+import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from backorder.db import orders, promises, stock
-from backorder.db.stock import LockedProduct
-from backorder.domain.allocation import Allocation
+from backorder.db import promises, stock
+from backorder.db.stock import LockedProduct, Settled
 from backorder.domain.errors import NotFound, WouldStrandAllocations
 
 
@@ -30,7 +30,7 @@ async def add_units(
     reference: str | None = None,
     reason: str | None = None,
     purchase_order_id: UUID | None = None,
-) -> tuple[Any, list[Allocation]]:
+) -> tuple[Any, Settled]:
     """Put units on hand and give them to the queue, head first (restock, receipt, +adjust)."""
     movement = await stock.record_movement(
         conn,
@@ -41,26 +41,24 @@ async def add_units(
         reason=reason,
         purchase_order_id=purchase_order_id,
     )
-    allocations = await stock.fill_queue(conn, product)
-    await orders.refresh_order_statuses(conn, [a.order_id for a in allocations])
+    settled = await stock.settle(conn, [product])
     await stock.save_counters(conn, [product])
-    if allocations:
+    if settled.units:
         await promises.refresh(conn, product.sku, product.allocation_strategy)
-    return movement, allocations
+    return movement, settled
 
 
 def stock_answer(
-    movement: Any, product: LockedProduct, quantity: int, allocations: list[Allocation]
+    movement: Any, product: LockedProduct, quantity: int, settled: Settled | None
 ) -> dict[str, Any]:
+    sku = product.sku
     return {
         "id": str(movement.id),
-        "sku": product.sku,
+        "sku": sku,
         "quantity": quantity,
-        "allocations": [
-            {"order_id": a.order_id, "line_id": a.line_id, "quantity": a.quantity}
-            for a in allocations
-        ],
-        "allocated_units": sum(a.quantity for a in allocations),
+        # Already JSON (built by PostgreSQL); the response embeds it as it is.
+        "allocations": orjson.Fragment(settled.json(sku) if settled else "[]"),
+        "allocated_units": settled.units.get(sku, 0) if settled else 0,
         "on_hand": product.on_hand,
         "allocated": product.allocated,
         "available": product.available,
@@ -73,8 +71,8 @@ async def restock(
     conn: AsyncConnection, sku: str, quantity: int, reference: str | None
 ) -> dict[str, Any]:
     product = await lock_one(conn, sku)
-    movement, allocations = await add_units(conn, product, "restock", quantity, reference=reference)
-    return stock_answer(movement, product, quantity, allocations)
+    movement, settled = await add_units(conn, product, "restock", quantity, reference=reference)
+    return stock_answer(movement, product, quantity, settled)
 
 
 async def adjust(
@@ -82,10 +80,10 @@ async def adjust(
 ) -> dict[str, Any]:
     product = await lock_one(conn, sku)
     if delta > 0:
-        movement, allocations = await add_units(
+        movement, settled = await add_units(
             conn, product, "adjustment", delta, reference=reference, reason=reason
         )
-        answer = stock_answer(movement, product, delta, allocations)
+        answer = stock_answer(movement, product, delta, settled)
     else:
         if product.on_hand + delta < product.allocated:
             raise WouldStrandAllocations(
@@ -100,7 +98,7 @@ async def adjust(
             conn, product, "adjustment", delta, reference=reference, reason=reason
         )
         await stock.save_counters(conn, [product])
-        answer = stock_answer(movement, product, delta, [])
+        answer = stock_answer(movement, product, delta, None)
     answer["delta"] = delta
     answer["reason"] = reason
     return answer

@@ -289,15 +289,13 @@ async def _release(
 ) -> None:
     """Apply cancellations, then give freed units to each SKU's queue in this transaction."""
     await orders.apply_line_changes(conn, changes)
-    changed = {order.id}
-    for sku in sorted(skus_touched):
-        product = locked[sku]
-        changed.update(a.order_id for a in await stock.fill_queue(conn, product))
-        await promises.refresh(conn, sku, product.allocation_strategy)
-    # One refresh for every order this cancellation changed, the cancelled one included: two
-    # cancellations refilling the same waiting orders lock them in one order, not in a cycle.
-    await orders.refresh_order_statuses(conn, list(changed))
-    await stock.save_counters(conn, [locked[s] for s in sorted(skus_touched)])
+    products = [locked[s] for s in sorted(skus_touched)]
+    # One settlement for every order this cancellation changed, the cancelled one included:
+    # two cancellations refilling the same waiting orders lock them in one order, not a cycle.
+    await stock.settle(conn, products, [order.id])
+    for product in products:
+        await promises.refresh(conn, product.sku, product.allocation_strategy)
+    await stock.save_counters(conn, products)
 
 
 def _cancel_refusal(shipped: int, detail: str) -> Exception:
@@ -424,7 +422,7 @@ async def ship(
         changes.append(LineChange(line_id, allocated=-q, shipped=q))
         shipped_lines.append({"line_id": line_id, "sku": line.sku, "quantity": q})
     await orders.apply_line_changes(conn, changes)
-    await orders.refresh_order_statuses(conn, [order.id])
+    await stock.settle(conn, [], [order.id])
     await stock.save_counters(conn, [locked[s] for s in sorted({x["sku"] for x in shipped_lines})])
     row = (
         await conn.execute(
@@ -456,7 +454,10 @@ async def reprioritise(conn: AsyncConnection, order_id: UUID, priority: int) -> 
         {"p": priority, "id": order_id},
     )
     await conn.execute(
-        text("UPDATE order_line SET priority = :p WHERE order_id = :id"),
+        text(
+            "UPDATE backorder_queue SET priority = :p "
+            "WHERE line_id IN (SELECT id FROM order_line WHERE order_id = :id)"
+        ),
         {"p": priority, "id": order_id},
     )
     for line in order.lines:

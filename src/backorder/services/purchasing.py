@@ -112,7 +112,7 @@ async def receive(conn: AsyncConnection, po_id: UUID, quantity: int) -> dict[str
     await purchasing.sync_incoming(conn, product.sku)
     # `add_units` refreshes the dates when it fills the queue; when it fills nothing the queue
     # is empty (new units always reach a waiting line), so there are no dates to move.
-    movement, allocations = await inventory.add_units(
+    movement, settled = await inventory.add_units(
         conn,
         product,
         "receipt",
@@ -120,6 +120,6 @@ async def receive(conn: AsyncConnection, po_id: UUID, quantity: int) -> dict[str
         reference=row.reference or str(po_id),
         purchase_order_id=po_id,
     )
-    answer = inventory.stock_answer(movement, product, quantity, allocations)
+    answer = inventory.stock_answer(movement, product, quantity, settled)
     answer["purchase_order"] = view(po)
     return answer

@@ -1,0 +1,81 @@
+"""Migrations carry existing data forward: a database made by an older release keeps its
+queue through the upgrade, and a downgrade gives the old layout back."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+from alembic import command
+
+from backorder.db.engine import alembic_config
+
+
+@pytest.fixture
+def scratch_url(server_url: str) -> Iterator[str]:
+    """An empty database of its own (the suite's database stays at head)."""
+    name = f"backorder_migrate_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base, _, query = server_url.partition("?")
+    url = f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
+    yield url
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _sa(url: str) -> str:
+    return url.replace("postgresql://", "postgresql+psycopg://", 1)
+
+
+def test_the_queue_table_takes_over_the_waiting_lines_of_a_0001_database(
+    scratch_url: str,
+) -> None:
+    config = alembic_config(_sa(scratch_url))
+    command.upgrade(config, "0001")
+    t0 = datetime(2026, 11, 1, tzinfo=UTC)
+    # (line backordered, order priority): two wait, one is fully allocated.
+    lines = [(3, 2), (0, 5), (1, 7)]
+    ids = [uuid.uuid4() for _ in lines]
+    with psycopg.connect(scratch_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO product (sku, name, backordered) VALUES ('M-1', 'm', 4)")
+        for n, (line_id, (backordered, priority)) in enumerate(zip(ids, lines, strict=True)):
+            at = t0 + timedelta(minutes=n)
+            order_id = uuid.uuid4()
+            conn.execute(
+                "INSERT INTO sales_order (id, channel, customer_id, priority, status, created_at) "
+                "VALUES (%s, 'web', 'c', %s, 'backordered', %s)",
+                (order_id, priority, at),
+            )
+            conn.execute(
+                "INSERT INTO order_line (id, order_id, line_no, sku, quantity, allocated, "
+                "backordered, priority, created_at, initial_backordered) "
+                "VALUES (%s, %s, 1, 'M-1', 3, %s, %s, %s, %s, %s)",
+                (line_id, order_id, 3 - backordered, backordered, priority, at, backordered),
+            )
+
+    command.upgrade(config, "head")
+    with psycopg.connect(scratch_url) as conn:
+        queued = conn.execute(
+            "SELECT line_id, sku, priority, created_at FROM backorder_queue ORDER BY created_at"
+        ).fetchall()
+        fillfactor = conn.execute(
+            "SELECT reloptions FROM pg_class WHERE relname = 'order_line'"
+        ).fetchone()
+    assert queued == [
+        (ids[0], "M-1", 2, t0),
+        (ids[2], "M-1", 7, t0 + timedelta(minutes=2)),
+    ]
+    assert fillfactor == (["fillfactor=50"],)
+
+    command.downgrade(config, "0001")
+    with psycopg.connect(scratch_url) as conn:
+        priorities = conn.execute(
+            "SELECT id, priority FROM order_line ORDER BY created_at"
+        ).fetchall()
+        queue_table = conn.execute("SELECT to_regclass('backorder_queue')").fetchone()
+    assert priorities == [(i, p) for i, (_, p) in zip(ids, lines, strict=True)]
+    assert queue_table == (None,)

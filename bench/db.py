@@ -22,7 +22,7 @@ from typing import Any
 
 import psycopg
 
-from backorder.db.engine import migrate
+from backorder.db.engine import WORK_MEM, migrate
 
 
 def plain(url: str) -> str:
@@ -250,19 +250,35 @@ def analyze(conn: psycopg.Connection[Any]) -> None:
 # --- the bare fill statement -------------------------------------------------------------
 
 
+def _psycopg(sql: str) -> str:
+    return re.sub(r"(?<!:):(skus|units|strategies|changed)\b", r"%(\1)s", sql)
+
+
 def fill_sql() -> str:
     """The service's own set-based fill (db/stock.py: lines and queue, without the statuses
     and events it settles in the same statement), with psycopg parameters."""
     from backorder.db.stock import fill_statement
 
-    return re.sub(r"(?<!:):(skus|units|strategies)\b", r"%(\1)s", fill_statement())
+    return _psycopg(fill_statement())
 
 
-def time_bare_fill(conn: psycopg.Connection[Any], sku: str, units: int) -> tuple[float, int]:
-    """Seconds for the fill statement (rows fetched) in a transaction that is rolled back."""
-    sql = fill_sql()
-    params = {"skus": [sku], "units": [units], "strategies": ["fifo"]}
+def settle_sql() -> str:
+    """The whole statement a restock runs (db/stock.py `_SETTLE`: the fill, the reached
+    orders' statuses and the events), with psycopg parameters."""
+    from backorder.db.stock import _SETTLE
+
+    return _psycopg(_SETTLE.text)
+
+
+def time_bare_fill(
+    conn: psycopg.Connection[Any], sku: str, units: int, *, settle: bool = False
+) -> tuple[float, int]:
+    """Seconds for the fill statement (rows fetched) in a transaction that is rolled back;
+    with `settle`, for the service's whole restock statement instead."""
+    sql = settle_sql() if settle else fill_sql()
+    params = {"skus": [sku], "units": [units], "strategies": ["fifo"], "changed": []}
     with conn.transaction(force_rollback=True):
+        conn.execute(f"SET LOCAL work_mem = '{WORK_MEM}'")  # as the service runs it
         started = time.perf_counter()
         rows = conn.execute(sql, params).fetchall()
         elapsed = time.perf_counter() - started

@@ -30,15 +30,17 @@ _UNAVAILABLE_PREFIXES = ("08", "57P")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 
+# A restock reaching 100,000 waiting lines sorts their orders a few times (5-10 MB each);
+# PostgreSQL's 4 MB default would spill those sorts to disk.
+WORK_MEM = "32MB"
+
 
 def make_engine(settings: Settings) -> AsyncEngine:
     options = (
         f"-c lock_timeout={settings.lock_timeout_ms} "
         f"-c statement_timeout={settings.statement_timeout_ms} "
         "-c idle_in_transaction_session_timeout=60000 -c timezone=UTC "
-        # A restock reaching 100,000 waiting lines sorts their orders a few times (5-10 MB
-        # each); PostgreSQL's 4 MB default would spill those sorts to disk.
-        "-c work_mem=32MB"
+        f"-c work_mem={WORK_MEM}"
     )
     return create_async_engine(
         settings.require_database_url(),

@@ -88,58 +88,73 @@ async def _insert(conn: AsyncConnection, sku: str, strategy: str, lines: list[Wa
         )
 
 
+@st.composite
+def skus_to_fill(draw: st.DrawFn) -> list[tuple[list[WaitingLine], int, AllocationStrategy]]:
+    """One SKU (a restock's statement) or several (a cancellation's), each with its queue,
+    the units it gives and its strategy."""
+    return draw(
+        st.lists(
+            st.tuples(queues(), st.integers(0, 60), st.sampled_from(list(AllocationStrategy))),
+            min_size=1,
+            max_size=3,
+        )
+    )
+
+
 @settings(
-    max_examples=25,
+    max_examples=40,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(
-    lines=queues(),
-    units=st.integers(0, 60),
-    strategy=st.sampled_from(list(AllocationStrategy)),
-)
+@given(wanted=skus_to_fill())
 async def test_the_sql_fill_equals_the_python_fill(
-    engine: AsyncEngine, lines: list[WaitingLine], units: int, strategy: AllocationStrategy
+    engine: AsyncEngine, wanted: list[tuple[list[WaitingLine], int, AllocationStrategy]]
 ) -> None:
-    sku = f"FILL-{uuid4().hex[:8]}"
-    waiting = sum(x.backordered for x in lines)
     async with rolled_back(engine) as conn:
-        await _insert(conn, sku, strategy.value, lines)
-        product = LockedProduct(
-            sku=sku,
-            backorders_allowed=True,
-            backorder_limit=None,
-            allocation_strategy=strategy,
-            discontinued=False,
-            expected_restock_date=None,
-            reorder_point=None,
-            on_hand=units,
-            allocated=0,
-            backordered=waiting,
-            stock_state=StockState.OUT,
-        )
-        got = (await settle(conn, [product])).allocation_list(sku)
-        expected = fill(lines, units, strategy)
-        assert got == expected
-        filled = sum(a.quantity for a in expected)
-        assert (product.allocated, product.backordered) == (filled, waiting - filled)
-        rows = (
-            await conn.execute(
-                text("SELECT id, allocated, backordered FROM order_line WHERE sku = :sku"),
-                {"sku": sku},
+        products = []
+        for lines, units, strategy in wanted:
+            sku = f"FILL-{uuid4().hex[:8]}"
+            await _insert(conn, sku, strategy.value, lines)
+            products.append(
+                LockedProduct(
+                    sku=sku,
+                    backorders_allowed=True,
+                    backorder_limit=None,
+                    allocation_strategy=strategy,
+                    discontinued=False,
+                    expected_restock_date=None,
+                    reorder_point=None,
+                    on_hand=units,
+                    allocated=0,
+                    backordered=sum(x.backordered for x in lines),
+                    stock_state=StockState.OUT,
+                )
             )
-        ).all()
-        took = {a.line_id: a.quantity for a in expected}
-        by_id = {x.line_id: x for x in lines}
-        for r in rows:
-            assert r.allocated == took.get(r.id, 0)
-            assert r.backordered == by_id[r.id].backordered - took.get(r.id, 0)
-        queued = (
-            await conn.execute(
-                text("SELECT line_id FROM backorder_queue WHERE sku = :sku"), {"sku": sku}
-            )
-        ).scalars()
-        assert set(queued) == {r.id for r in rows if r.backordered > 0}
+        settled = await settle(conn, products)
+        for product, (lines, units, strategy) in zip(products, wanted, strict=True):
+            sku = product.sku
+            waiting = sum(x.backordered for x in lines)
+            expected = fill(lines, units, strategy)
+            assert settled.allocation_list(sku) == expected
+            filled = sum(a.quantity for a in expected)
+            assert (product.allocated, product.backordered) == (filled, waiting - filled)
+            rows = (
+                await conn.execute(
+                    text("SELECT id, allocated, backordered FROM order_line WHERE sku = :sku"),
+                    {"sku": sku},
+                )
+            ).all()
+            took = {a.line_id: a.quantity for a in expected}
+            by_id = {x.line_id: x for x in lines}
+            for r in rows:
+                assert r.allocated == took.get(r.id, 0)
+                assert r.backordered == by_id[r.id].backordered - took.get(r.id, 0)
+            queued = (
+                await conn.execute(
+                    text("SELECT line_id FROM backorder_queue WHERE sku = :sku"), {"sku": sku}
+                )
+            ).scalars()
+            assert set(queued) == {r.id for r in rows if r.backordered > 0}
 
 
 async def test_the_order_status_sql_equals_the_python_rule(engine: AsyncEngine) -> None:

@@ -119,7 +119,11 @@ async def record_movement(
 
 # Each SKU in `want` gives its `units` to the head of its queue. Each waiting line holds at
 # least one unit, so a SKU's first `units` queue rows are all that can be reached: the LIMIT
-# bounds the scan (one branch per strategy, so each walks its own index). `running -
+# bounds the scan (one branch per strategy, so each walks its own index). The units stay
+# parameters the planner cannot read, on purpose: it then reaches lines, queue rows and orders
+# by index, at a cost that grows with the fill, never with the tables. (Told a fill's size,
+# it hashes whole tables for large fills: slower here with 400,000 lines, and worse as they
+# grow.) `running -
 # backordered` is what the lines ahead took; the last line reached may be filled partly. A line
 # whose last unit is allocated leaves the queue in the same statement.
 _FILL_CTES = (

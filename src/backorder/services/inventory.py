@@ -10,7 +10,7 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from backorder.db import promises, stock
-from backorder.db.stock import LockedProduct, Settled
+from backorder.db.stock import NOTHING_SETTLED, LockedProduct, Settled
 from backorder.domain.errors import NotFound, WouldStrandAllocations
 
 
@@ -49,7 +49,7 @@ async def add_units(
 
 
 def stock_answer(
-    movement: Any, product: LockedProduct, quantity: int, settled: Settled | None
+    movement: Any, product: LockedProduct, quantity: int, settled: Settled = NOTHING_SETTLED
 ) -> dict[str, Any]:
     sku = product.sku
     return {
@@ -57,8 +57,8 @@ def stock_answer(
         "sku": sku,
         "quantity": quantity,
         # Already JSON (built by PostgreSQL); the response embeds it as it is.
-        "allocations": orjson.Fragment(settled.json(sku) if settled else "[]"),
-        "allocated_units": settled.units.get(sku, 0) if settled else 0,
+        "allocations": orjson.Fragment(settled.json(sku)),
+        "allocated_units": settled.units.get(sku, 0),
         "on_hand": product.on_hand,
         "allocated": product.allocated,
         "available": product.available,
@@ -98,7 +98,7 @@ async def adjust(
             conn, product, "adjustment", delta, reference=reference, reason=reason
         )
         await stock.save_counters(conn, [product])
-        answer = stock_answer(movement, product, delta, None)
+        answer = stock_answer(movement, product, delta)
     answer["delta"] = delta
     answer["reason"] = reason
     return answer

@@ -1,5 +1,5 @@
 """Migrations carry existing data forward: a database made by an older release keeps its
-queue through the upgrade, and a downgrade gives the old layout back."""
+queue and its /metrics totals through the upgrade, and a downgrade gives the old layout back."""
 
 from __future__ import annotations
 
@@ -57,8 +57,18 @@ def test_the_queue_table_takes_over_the_waiting_lines_of_a_0001_database(
                 (line_id, order_id, 3 - backordered, backordered, priority, at, backordered),
             )
 
+        conn.execute(
+            "INSERT INTO event (type, data) VALUES ('order.line_allocated', "
+            "jsonb_build_object('order_id', gen_random_uuid(), 'line_id', %s::text, "
+            "'sku', 'M-1', 'quantity', 2))",
+            (str(ids[1]),),
+        )
+
     command.upgrade(config, "head")
     with psycopg.connect(scratch_url) as conn:
+        totals = conn.execute(
+            "SELECT units_backordered_at_placement, units_filled_from_queue FROM product"
+        ).fetchall()
         queued = conn.execute(
             "SELECT line_id, sku, priority, created_at FROM backorder_queue ORDER BY created_at"
         ).fetchall()
@@ -70,6 +80,7 @@ def test_the_queue_table_takes_over_the_waiting_lines_of_a_0001_database(
         (ids[2], "M-1", 7, t0 + timedelta(minutes=2)),
     ]
     assert fillfactor == (["fillfactor=50"],)
+    assert totals == [(4, 2)]  # the lines' initial_backordered; the event's quantity
 
     command.downgrade(config, "0001")
     with psycopg.connect(scratch_url) as conn:

@@ -99,6 +99,18 @@ _CHECKS: dict[str, str] = {
         FULL JOIN backorder_queue q ON q.line_id = l.id
         WHERE (l.backordered > 0) IS DISTINCT FROM (q.line_id IS NOT NULL)
     """,
+    # the products' totals for /metrics agree with the lines and the events they sum
+    "metric_totals_not_history": """
+        SELECT p.sku, p.units_backordered_at_placement, p.units_filled_from_queue
+        FROM product p
+        LEFT JOIN (SELECT sku, SUM(initial_backordered) AS units FROM order_line GROUP BY sku) l
+          ON l.sku = p.sku
+        LEFT JOIN (SELECT data->>'sku' AS sku, SUM(CAST(data->>'quantity' AS bigint)) AS units
+                   FROM event WHERE type = 'order.line_allocated' GROUP BY 1) e
+          ON e.sku = p.sku
+        WHERE p.units_backordered_at_placement <> COALESCE(l.units, 0)
+           OR p.units_filled_from_queue <> COALESCE(e.units, 0)
+    """,
     "order_without_lines": """
         SELECT o.id FROM sales_order o
         WHERE NOT EXISTS (SELECT 1 FROM order_line l WHERE l.order_id = o.id)

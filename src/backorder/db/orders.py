@@ -63,10 +63,15 @@ WITH o AS (
     ORDER BY n
 ), p AS (
     UPDATE product SET allocated = x.allocated, backordered = x.backordered,
-                       stock_state = x.stock_state, updated_at = clock_timestamp()
+                       stock_state = x.stock_state, updated_at = clock_timestamp(),
+                       units_backordered_at_placement =
+                           product.units_backordered_at_placement + w.waiting
     FROM unnest(CAST(:product_skus AS text[]), CAST(:product_allocated AS bigint[]),
                 CAST(:product_backordered AS bigint[]), CAST(:product_states AS text[]))
-         AS x(sku, allocated, backordered, stock_state)
+         AS x(sku, allocated, backordered, stock_state),
+         LATERAL (SELECT COALESCE(sum(b), 0) AS waiting
+                  FROM unnest(CAST(:skus AS text[]), CAST(:bs AS bigint[])) AS n(sku, b)
+                  WHERE n.sku = x.sku) w
     WHERE product.sku = x.sku
 )
 SELECT created_at FROM o

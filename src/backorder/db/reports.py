@@ -201,16 +201,15 @@ class MetricFigures:
     webhook_deliveries: dict[str, int]
 
 
-# Business counters are derived from the rows that record the events, so every worker process
-# reports the same, exact figures (no per-process counters to add up, none lost on restart).
-# Queue fills are the `order.line_allocated` events: `stock.settle` writes one per line it fills.
+# Business counters are read from the database, so every worker process reports the same,
+# exact figures (no per-process counters to add up, none lost on restart). The unit totals are
+# kept per product by the statements that place orders and fill the queue.
 _METRICS = text("""
 SELECT
     (SELECT count(*) FROM sales_order) AS orders_placed,
-    (SELECT COALESCE(sum(initial_backordered), 0) FROM order_line)
+    (SELECT COALESCE(sum(units_backordered_at_placement), 0) FROM product)
         AS units_backordered_at_placement,
-    (SELECT COALESCE(sum(CAST(data->>'quantity' AS bigint)), 0) FROM event
-     WHERE type = 'order.line_allocated') AS units_filled_from_queue,
+    (SELECT COALESCE(sum(units_filled_from_queue), 0) FROM product) AS units_filled_from_queue,
     (SELECT COALESCE(sum(backordered), 0) FROM product) AS open_backorder_units,
     (SELECT count(*) FROM backorder_queue) AS open_backorder_lines,
     (SELECT COALESCE(json_object_agg(status, n), '{}')

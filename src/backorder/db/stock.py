@@ -193,6 +193,11 @@ _SETTLE = text(
     FROM sums JOIN before ON before.id = sums.order_id
     WHERE so.id = sums.order_id
     RETURNING so.id, so.ready_to_ship, before.ready_to_ship AS was_ready
+), counted AS (
+    -- The products' running total for /metrics (their rows are locked by the caller).
+    UPDATE product p SET units_filled_from_queue = p.units_filled_from_queue + f.units
+    FROM (SELECT sku, sum(take) AS units FROM filled GROUP BY sku) f
+    WHERE p.sku = f.sku
 ), announced AS (
     -- One allocation event per filled line in queue order, then readiness by order id.
     INSERT INTO event (type, data)

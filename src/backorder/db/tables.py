@@ -82,6 +82,10 @@ product = Table(
     # The availability state last announced by an event, so that `product.low_stock` and
     # `product.back_in_stock` are written on entering a state, not again while in it.
     Column("stock_state", Text, nullable=False, server_default=text("'out'")),
+    # Totals for /metrics, kept by the statements that place orders and fill the queue (they
+    # hold this row's lock anyway), so a scrape sums one row per product, not the history.
+    Column("units_backordered_at_placement", BigInteger, nullable=False, server_default=text("0")),
+    Column("units_filled_from_queue", BigInteger, nullable=False, server_default=text("0")),
     _created_at(),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
     CheckConstraint("allocation_strategy IN ('fifo', 'priority')", name="allocation_strategy"),

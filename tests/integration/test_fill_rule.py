@@ -127,6 +127,7 @@ async def test_the_sql_fill_equals_the_python_fill(
                     on_hand=units,
                     allocated=0,
                     backordered=sum(x.backordered for x in lines),
+                    incoming=0,
                     stock_state=StockState.OUT,
                 )
             )

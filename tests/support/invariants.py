@@ -111,6 +111,14 @@ _CHECKS: dict[str, str] = {
         WHERE p.units_backordered_at_placement <> COALESCE(l.units, 0)
            OR p.units_filled_from_queue <> COALESCE(e.units, 0)
     """,
+    # with no open purchase order, a waiting line is promised the product's own date (what
+    # lets a fill skip re-dating the queue: see `promises.refresh_after_fill`)
+    "unsupplied_line_not_product_date": """
+        SELECT l.id, l.expected_date, p.expected_restock_date
+        FROM backorder_queue q JOIN order_line l ON l.id = q.line_id
+        JOIN product p ON p.sku = q.sku
+        WHERE p.incoming = 0 AND l.expected_date IS DISTINCT FROM p.expected_restock_date
+    """,
     "order_without_lines": """
         SELECT o.id FROM sales_order o
         WHERE NOT EXISTS (SELECT 1 FROM order_line l WHERE l.order_id = o.id)

@@ -93,6 +93,17 @@ WHERE p.sku = :sku AND l.order_id = :new_order AND l.sku = :sku AND l.backordere
 )
 
 
+async def refresh_after_fill(
+    conn: AsyncConnection, sku: str, strategy: AllocationStrategy, *, incoming: int
+) -> None:
+    """Bring the dates up to date after a fill or a cancellation. With no open purchase order
+    (`incoming` 0 when the SKU was locked) every waiting line carries the product's own
+    `expected_restock_date`, which neither changes: nothing can move, and a long queue is not
+    walked for nothing."""
+    if incoming:
+        await refresh(conn, sku, strategy)
+
+
 async def refresh(
     conn: AsyncConnection,
     sku: str,

@@ -43,6 +43,7 @@ class LockedProduct:
     on_hand: int
     allocated: int
     backordered: int
+    incoming: int
     stock_state: StockState
 
     @property
@@ -52,8 +53,8 @@ class LockedProduct:
 
 _LOCK = text(
     "SELECT sku, backorders_allowed, backorder_limit, allocation_strategy, discontinued, "
-    "expected_restock_date, reorder_point, on_hand, allocated, backordered, stock_state "
-    "FROM product WHERE sku = ANY(:skus) ORDER BY sku FOR UPDATE"
+    "expected_restock_date, reorder_point, on_hand, allocated, backordered, incoming, "
+    "stock_state FROM product WHERE sku = ANY(:skus) ORDER BY sku FOR UPDATE"
 )
 
 
@@ -72,6 +73,7 @@ async def lock_products(conn: AsyncConnection, skus: list[str]) -> dict[str, Loc
             on_hand=r.on_hand,
             allocated=r.allocated,
             backordered=r.backordered,
+            incoming=r.incoming,
             stock_state=StockState(r.stock_state),
         )
         for r in rows

@@ -44,7 +44,9 @@ async def add_units(
     settled = await stock.settle(conn, [product])
     await stock.save_counters(conn, [product])
     if settled.units:
-        await promises.refresh(conn, product.sku, product.allocation_strategy)
+        await promises.refresh_after_fill(
+            conn, product.sku, product.allocation_strategy, incoming=product.incoming
+        )
     return movement, settled
 
 

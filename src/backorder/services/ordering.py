@@ -294,7 +294,9 @@ async def _release(
     # two cancellations refilling the same waiting orders lock them in one order, not a cycle.
     await stock.settle(conn, products, [order.id])
     for product in products:
-        await promises.refresh(conn, product.sku, product.allocation_strategy)
+        await promises.refresh_after_fill(
+            conn, product.sku, product.allocation_strategy, incoming=product.incoming
+        )
     await stock.save_counters(conn, products)
 
 

@@ -175,18 +175,18 @@ want AS (
 # orders are locked in id order before they are written, once per transaction (callers
 # settle once), so transactions reaching overlapping orders queue instead of deadlocking.
 _SETTLE = text(
-    f"""WITH {_FILL_CTES.strip()}, touched AS (
+    f"""WITH {_FILL_CTES.strip()}, touched AS MATERIALIZED (
+    -- Distinct by the UNION, so the steps below join it rather than test membership.
     SELECT order_id AS id FROM filled
     UNION
     SELECT unnest(CAST(:changed AS uuid[]))
 ), before AS MATERIALIZED (
-    SELECT id, ready_to_ship FROM sales_order WHERE id IN (SELECT id FROM touched)
-    ORDER BY id FOR NO KEY UPDATE
+    SELECT so.id, so.ready_to_ship FROM touched t JOIN sales_order so ON so.id = t.id
+    ORDER BY so.id FOR NO KEY UPDATE OF so
 ), sums AS (
     SELECT l.order_id, sum(l.allocated + COALESCE(f.take, 0)) AS a,
            sum(l.backordered - COALESCE(f.take, 0)) AS o, sum(l.shipped) AS s
-    FROM order_line l LEFT JOIN filled f ON f.id = l.id
-    WHERE l.order_id IN (SELECT id FROM touched)
+    FROM touched t JOIN order_line l ON l.order_id = t.id LEFT JOIN filled f ON f.id = l.id
     GROUP BY l.order_id
 ), changed AS (
     UPDATE sales_order so

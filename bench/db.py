@@ -263,11 +263,11 @@ def fill_sql() -> str:
 
 
 def settle_sql() -> str:
-    """The whole statement a restock runs (db/stock.py `_SETTLE`: the fill, the reached
-    orders' statuses and the events), with psycopg parameters."""
-    from backorder.db.stock import _SETTLE
+    """The whole statement a restock runs (db/stock.py: the fill, the reached orders'
+    statuses and the events), with psycopg parameters."""
+    from backorder.db.stock import settle_statement
 
-    return _psycopg(_SETTLE.text)
+    return _psycopg(settle_statement())
 
 
 def time_bare_fill(

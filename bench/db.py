@@ -251,23 +251,25 @@ def analyze(conn: psycopg.Connection[Any]) -> None:
 
 
 def _psycopg(sql: str) -> str:
-    return re.sub(r"(?<!:):(skus|units|strategies|changed)\b", r"%(\1)s", sql)
+    return re.sub(r"(?<!:):(sku_0|units_0|changed)\b", r"%(\1)s", sql)
 
 
 def fill_sql() -> str:
     """The service's own set-based fill (db/stock.py: lines and queue, without the statuses
     and events it settles in the same statement), with psycopg parameters."""
     from backorder.db.stock import fill_statement
+    from backorder.domain.allocation import AllocationStrategy
 
-    return _psycopg(fill_statement())
+    return _psycopg(fill_statement(AllocationStrategy.FIFO))
 
 
 def settle_sql() -> str:
     """The whole statement a restock runs (db/stock.py: the fill, the reached orders'
     statuses and the events), with psycopg parameters."""
     from backorder.db.stock import settle_statement
+    from backorder.domain.allocation import AllocationStrategy
 
-    return _psycopg(settle_statement())
+    return _psycopg(settle_statement(AllocationStrategy.FIFO))
 
 
 def time_bare_fill(
@@ -276,7 +278,7 @@ def time_bare_fill(
     """Seconds for the fill statement (rows fetched) in a transaction that is rolled back;
     with `settle`, for the service's whole restock statement instead."""
     sql = settle_sql() if settle else fill_sql()
-    params = {"skus": [sku], "units": [units], "strategies": ["fifo"], "changed": []}
+    params = {"sku_0": sku, "units_0": units, "changed": []}
     with conn.transaction(force_rollback=True):
         conn.execute(f"SET LOCAL work_mem = '{WORK_MEM}'")  # as the service runs it
         started = time.perf_counter()

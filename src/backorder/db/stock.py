@@ -6,6 +6,7 @@ Every writer of a SKU's stock or queue calls `lock_products` first; that row loc
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from datetime import date
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from backorder.db import events
@@ -119,34 +120,24 @@ async def record_movement(
     return row
 
 
-# Each SKU in `want` gives its `units` to the head of its queue. Each waiting line holds at
-# least one unit, so a SKU's first `units` queue rows are all that can be reached: the LIMIT
-# bounds the scan (one branch per strategy, so each walks its own index). `running -
-# backordered` is what the lines ahead took; the last line reached may be filled partly. A
-# line whose last unit is allocated leaves the queue in the same statement.
-#
-# The units stay parameters the planner cannot read, on purpose: it then guesses a tenth of
-# the SKU's queue and, while that is a small part of the tables, reaches lines, queue rows
-# and orders by index. Told a fill's size, it hashed whole tables for large fills (2.8 ->
-# 3.7 s for a 100,000-line restock with 400,000 lines in the tables). A SKU whose own queue
-# holds 1,000,000 lines still gets hash plans: 100,000 of them fill in 6.5 s here.
-_FILL_CTES = (
-    """
-want AS (
-    SELECT * FROM unnest(CAST(:skus AS text[]), CAST(:units AS bigint[]),
-                         CAST(:strategies AS text[])) AS w(sku, units, strategy)
-), head AS (
-    SELECT w.sku, w.units, h.line_id, h.n
-    FROM want w CROSS JOIN LATERAL ("""
-    + "\n        UNION ALL".join(
-        f"""
-        (SELECT line_id, row_number() OVER (ORDER BY {order}) AS n
-         FROM backorder_queue WHERE sku = w.sku AND w.strategy = '{strategy.value}'
-         ORDER BY {order} LIMIT w.units)"""
-        for strategy, order in QUEUE_ORDER.items()
-    )
-    + """
-    ) h
+# Each SKU gives its `units` to the head of its queue: one branch per SKU, walking the index of
+# its strategy. Each waiting line holds at least one unit, so a SKU's first `units` queue rows
+# are all that can be reached: the LIMIT bounds the scan. Each SKU and its units are plain
+# parameters, so the planner knows how many lines a fill reaches: ten units on a SKU with
+# 1,000,000 waiting lines take milliseconds (with the units hidden in an array it guessed a
+# tenth of the queue and hashed whole tables: 2 s). `running - backordered` is what the lines
+# ahead took; the last line reached may be filled partly. A line whose last unit is allocated
+# leaves the queue in the same statement.
+_HEAD_BRANCH = """
+    (SELECT CAST(:sku_{i} AS text) AS sku, CAST(:units_{i} AS bigint) AS units, line_id,
+            row_number() OVER (ORDER BY {order}) AS n
+     FROM backorder_queue WHERE sku = :sku_{i}
+     ORDER BY {order} LIMIT :units_{i})"""
+_NO_HEAD = """
+    SELECT CAST(NULL AS text) AS sku, CAST(NULL AS bigint) AS units,
+           CAST(NULL AS uuid) AS line_id, CAST(NULL AS bigint) AS n
+    WHERE false"""
+_FILL_CTES = """head AS ({head}
 ), queue AS (
     SELECT h.sku, h.units, h.n, l.id, l.order_id, l.backordered,
            CAST(sum(l.backordered) OVER (PARTITION BY h.sku ORDER BY h.n
@@ -167,15 +158,22 @@ want AS (
 ), dequeued AS (
     DELETE FROM backorder_queue q USING filled f WHERE q.line_id = f.id AND f.backordered = 0
 )"""
-)
+
+
+def _fill_ctes(strategies: tuple[AllocationStrategy, ...]) -> str:
+    """The fill's CTEs for SKUs of these strategies (parameters `sku_<i>`, `units_<i>`)."""
+    head = "\n    UNION ALL".join(
+        _HEAD_BRANCH.format(i=i, order=QUEUE_ORDER[s]) for i, s in enumerate(strategies)
+    )
+    return _FILL_CTES.format(head=head or _NO_HEAD)
+
 
 # The fill, then the status and readiness of every order it reached or the transaction
 # changed before (`:changed`, e.g. a cancelled order), then the events, in one statement.
 # The statement sees the lines as they were before it: `sums` adds what it allocated. The
 # orders are locked in id order before they are written, once per transaction (callers
 # settle once), so transactions reaching overlapping orders queue instead of deadlocking.
-_SETTLE = text(
-    f"""WITH {_FILL_CTES.strip()}, touched AS MATERIALIZED (
+_SETTLE = """WITH {fill}, touched AS MATERIALIZED (
     -- Distinct by the UNION, so the steps below join it rather than test membership.
     SELECT order_id AS id FROM filled
     UNION
@@ -190,7 +188,7 @@ _SETTLE = text(
     GROUP BY l.order_id
 ), changed AS (
     UPDATE sales_order so
-    SET status = {STATUS_SQL.format(o="sums.o", a="sums.a", s="sums.s")},
+    SET status = {status},
         ready_to_ship = (sums.a > 0 AND (so.ship_policy = 'partial' OR sums.o = 0)),
         updated_at = clock_timestamp()
     FROM sums JOIN before ON before.id = sums.order_id
@@ -220,17 +218,28 @@ SELECT sku, CAST(sum(take) AS bigint) AS units,
                      ORDER BY n) AS text) AS allocations
 FROM filled GROUP BY sku
 """
-)
 
 
-def fill_statement() -> str:
-    """The bare fill (lines and queue only, no statuses or events): the benchmark's ceiling."""
-    return f"WITH {_FILL_CTES.strip()}\nSELECT sku, n, order_id, id, take FROM filled"
+@functools.cache
+def _settle_sql(strategies: tuple[AllocationStrategy, ...]) -> TextClause:
+    """The settle statement for SKUs of these strategies, in this order (built once each)."""
+    return text(
+        _SETTLE.format(
+            fill=_fill_ctes(strategies).strip(),
+            status=STATUS_SQL.format(o="sums.o", a="sums.a", s="sums.s"),
+        )
+    )
 
 
-def settle_statement() -> str:
-    """The whole statement `settle` runs (the benchmark also times it bare)."""
-    return _SETTLE.text
+def fill_statement(strategy: AllocationStrategy) -> str:
+    """The bare fill of one SKU (lines and queue only, no statuses or events; parameters
+    `sku_0`, `units_0`): the benchmark's ceiling."""
+    return f"WITH {_fill_ctes((strategy,)).strip()}\nSELECT sku, n, order_id, id, take FROM filled"
+
+
+def settle_statement(strategy: AllocationStrategy) -> str:
+    """The whole statement `settle` runs for one SKU (the benchmark also times it bare)."""
+    return _settle_sql((strategy,)).text
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,17 +279,12 @@ async def settle(
     order_ids = list(set(changed))
     if not wanted and not order_ids:
         return NOTHING_SETTLED
-    rows = (
-        await conn.execute(
-            _SETTLE,
-            {
-                "skus": [p.sku for p in wanted],
-                "units": [p.available for p in wanted],
-                "strategies": [p.allocation_strategy.value for p in wanted],
-                "changed": order_ids,
-            },
-        )
-    ).all()
+    params: dict[str, Any] = {"changed": order_ids}
+    for i, product in enumerate(wanted):
+        params[f"sku_{i}"] = product.sku
+        params[f"units_{i}"] = product.available
+    statement = _settle_sql(tuple(p.allocation_strategy for p in wanted))
+    rows = (await conn.execute(statement, params)).all()
     settled = Settled({r.sku: r.units for r in rows}, {r.sku: r.allocations for r in rows})
     for product in wanted:
         units = settled.units.get(product.sku, 0)

@@ -220,9 +220,10 @@ FROM filled GROUP BY sku
 """
 
 
-@functools.cache
+@functools.lru_cache(maxsize=256)
 def _settle_sql(strategies: tuple[AllocationStrategy, ...]) -> TextClause:
-    """The settle statement for SKUs of these strategies, in this order (built once each)."""
+    """The settle statement for SKUs of these strategies, in this order. Restocks use two
+    (one SKU, either strategy); cancellations of many-line orders make more, hence the bound."""
     return text(
         _SETTLE.format(
             fill=_fill_ctes(strategies).strip(),

@@ -10,14 +10,14 @@ import pytest
 from httpx import AsyncClient
 
 from tests.support.api import OPS, make_key, make_product
-from tests.support.checks import violations
+from tests.support.invariants import assert_invariants
 from tests.support.orders import restock
 
 
 @pytest.fixture(autouse=True)
 def _invariants_hold_after_each_test(client: AsyncClient, database_url: str) -> Iterator[None]:
     yield
-    assert violations(database_url) == {}
+    assert_invariants(database_url)
 
 
 ORDER = {"customer_id": "c-1", "lines": [{"sku": "P", "quantity": 3}]}

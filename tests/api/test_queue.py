@@ -8,14 +8,14 @@ import pytest
 from httpx import AsyncClient
 
 from tests.support.api import OPS, make_key, make_product, place
-from tests.support.checks import violations
+from tests.support.invariants import assert_invariants
 from tests.support.orders import queue, restock
 
 
 @pytest.fixture(autouse=True)
 def _invariants_hold_after_each_test(client: AsyncClient, database_url: str) -> Iterator[None]:
     yield
-    assert violations(database_url) == {}
+    assert_invariants(database_url)
 
 
 async def test_the_queue_lists_fifo_and_priority_skus_in_fill_order_with_positions(

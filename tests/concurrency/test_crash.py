@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from tests.concurrency.test_hot_sku import client, setup_product
 from tests.support.figures import SoakFigures
 from tests.support.invariants import check_invariants
 from tests.support.live import ServerProcess, killable_server
+from tests.support.pg import wait_until
 
 # sku: (allocation strategy, backorders allowed)
 SKUS: dict[str, tuple[str, bool]] = {
@@ -457,22 +457,16 @@ def audit(database_url: str, ops: list[Op], initial: dict[str, int]) -> Audit:
     return out
 
 
-def wait_for_quiet_database(database_url: str, timeout_s: float = 15.0) -> None:
+def wait_for_quiet_database(database_url: str) -> None:
     """Until no transaction is open on the database (a backend that a kill orphaned ends
     its statement, notices its client is gone and rolls back)."""
-    deadline = time.monotonic() + timeout_s
-    with connect(database_url) as conn:
-        conn.autocommit = True
-        while True:
-            busy = conn.execute(
-                "SELECT pid, state, query FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-                "AND backend_type = 'client backend' AND state IS DISTINCT FROM 'idle'"
-            ).fetchall()
-            if not busy:
-                return
-            assert time.monotonic() < deadline, busy
-            time.sleep(0.1)  # polling the database's own view, not a synchronisation guess
+    wait_until(
+        database_url,
+        "SELECT pid, state, query FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+        "AND backend_type = 'client backend' AND state IS DISTINCT FROM 'idle'",
+        done=lambda rows: not rows,
+    )
 
 
 async def crash_storm(

@@ -27,6 +27,7 @@ from tests.concurrency.test_hot_sku import CLIENTS, client, no_5xx, setup_produc
 from tests.support.figures import SoakFigures
 from tests.support.invariants import assert_invariants, check_invariants
 from tests.support.live import killable_server
+from tests.support.pg import wait_until
 
 # sku: product settings; the last two refuse some orders (no backorders; a backorder limit).
 SKUS: dict[str, dict[str, Any]] = {
@@ -86,22 +87,16 @@ def clock(database_url: str) -> Any:
         return row["now"]
 
 
-def wait_for_backends_to_exit(database_url: str, since: Any, timeout_s: float = 15.0) -> None:
+def wait_for_backends_to_exit(database_url: str, since: Any) -> None:
     """Until the server's connections (opened after `since`) are closed: a backend reports
     its statistics, deadlocks included, when it exits."""
-    deadline = time.monotonic() + timeout_s
-    with connect(database_url) as conn:
-        conn.autocommit = True
-        while True:
-            row = conn.execute(
-                "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() "
-                "AND application_name = 'backorder' AND backend_start >= %s",
-                (since,),
-            ).fetchone()
-            if row is None or row["n"] == 0:
-                return
-            assert time.monotonic() < deadline, row
-            time.sleep(0.1)  # polling the database's own view, not a synchronisation guess
+    wait_until(
+        database_url,
+        "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() "
+        "AND application_name = 'backorder' AND backend_start >= %s",
+        (since,),
+        done=lambda rows: rows[0]["n"] == 0,
+    )
 
 
 async def deadlock_storm(
@@ -202,20 +197,16 @@ async def test_orders_over_random_sku_sets_with_restocks_and_cancels_never_fail_
     )
 
 
-async def wait_for_lock_waiters(database_url: str, count: int, timeout_s: float = 15.0) -> None:
-    """Until `count` of the service's backends wait for a lock (polling pg_stat_activity)."""
-    deadline = time.monotonic() + timeout_s
-    with connect(database_url) as conn:
-        conn.autocommit = True
-        while True:
-            row = conn.execute(
-                "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() "
-                "AND application_name = 'backorder' AND wait_event_type = 'Lock'"
-            ).fetchone()
-            if row is not None and row["n"] >= count:
-                return
-            assert time.monotonic() < deadline, f"{row} backends wait, not {count}"
-            await asyncio.sleep(0.02)  # polling the database's own view
+async def wait_for_lock_waiters(database_url: str, count: int) -> None:
+    """Until `count` of the service's backends wait for a lock."""
+    await asyncio.to_thread(
+        wait_until,
+        database_url,
+        "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() "
+        "AND application_name = 'backorder' AND wait_event_type = 'Lock'",
+        done=lambda rows: rows[0]["n"] >= count,
+        interval_s=0.02,
+    )
 
 
 async def test_two_cancels_refilling_the_same_orders_in_opposite_order_do_not_deadlock(

@@ -161,8 +161,8 @@ WITH src AS MATERIALIZED (
     FROM generate_series(%(g0)s, %(g0)s + %(orders)s - 1) AS g
 ), o AS (
     INSERT INTO sales_order (id, channel, customer_id, status, ready_to_ship,
-                             backordered_at_placement, created_at, updated_at)
-    SELECT id, 'bench', 'c-' || g, 'backordered', false, true, at, at FROM src
+                             backordered_at_placement, backordered, created_at, updated_at)
+    SELECT id, 'bench', 'c-' || g, 'backordered', false, true, %(per_order)s, at, at FROM src
 ), l AS (
     INSERT INTO order_line (id, order_id, line_no, sku, quantity, allocated, backordered,
                             created_at, initial_backordered)

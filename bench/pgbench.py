@@ -27,8 +27,8 @@ SPREAD_PREFIX = "PG-"
 
 _INSERT_ORDER = (
     "WITH o AS (INSERT INTO sales_order (id, channel, customer_id, status, ready_to_ship, "
-    "created_at) VALUES (gen_random_uuid(), 'pgbench', 'c-1', 'allocated', true, "
-    "clock_timestamp()) RETURNING id, created_at) INSERT INTO order_line (id, order_id, "
+    "allocated, created_at) VALUES (gen_random_uuid(), 'pgbench', 'c-1', 'allocated', true, "
+    "1, clock_timestamp()) RETURNING id, created_at) INSERT INTO order_line (id, order_id, "
     "line_no, sku, quantity, allocated, backordered, created_at, initial_backordered) "
     "SELECT gen_random_uuid(), o.id, 1, {sku}, 1, 1, 0, o.created_at, 0 FROM o;"
 )
@@ -50,9 +50,10 @@ FROM product WHERE sku = {sku} FOR UPDATE), \
 u AS (UPDATE product SET allocated = product.allocated + p.take, \
 backordered = product.backordered + 1 - p.take, updated_at = clock_timestamp() FROM p \
 WHERE product.sku = p.sku RETURNING p.sku, p.take), \
-o AS (INSERT INTO sales_order (id, channel, customer_id, status, ready_to_ship, created_at) \
-SELECT gen_random_uuid(), 'pgbench', 'c-1', CASE WHEN u.take = 1 THEN 'allocated' \
-ELSE 'backordered' END, u.take = 1, clock_timestamp() FROM u RETURNING id, created_at) \
+o AS (INSERT INTO sales_order (id, channel, customer_id, status, ready_to_ship, allocated, \
+backordered, created_at) SELECT gen_random_uuid(), 'pgbench', 'c-1', CASE WHEN u.take = 1 \
+THEN 'allocated' ELSE 'backordered' END, u.take = 1, u.take, 1 - u.take, clock_timestamp() \
+FROM u RETURNING id, created_at) \
 INSERT INTO order_line (id, order_id, line_no, sku, quantity, allocated, backordered, \
 created_at, initial_backordered) SELECT gen_random_uuid(), o.id, 1, u.sku, 1, u.take, \
 1 - u.take, o.created_at, 1 - u.take FROM o, u;

@@ -64,10 +64,10 @@ async def _insert(conn: AsyncConnection, sku: str, strategy: str, lines: list[Wa
     for x in lines:
         await conn.execute(
             text(
-                "INSERT INTO sales_order (id, channel, customer_id, priority, status, created_at) "
-                "VALUES (:id, 'test', 'c', :p, 'backordered', :at)"
+                "INSERT INTO sales_order (id, channel, customer_id, priority, status, "
+                "backordered, created_at) VALUES (:id, 'test', 'c', :p, 'backordered', :q, :at)"
             ),
-            {"id": x.order_id, "p": x.priority, "at": x.created_at},
+            {"id": x.order_id, "p": x.priority, "q": x.backordered, "at": x.created_at},
         )
         await conn.execute(
             text(

@@ -69,7 +69,8 @@ async def test_product_status_sql_equals_the_python_rule(engine: AsyncEngine) ->
 async def test_refreshed_order_status_and_readiness_equal_the_python_rules(
     engine: AsyncEngine,
 ) -> None:
-    """`stock.settle` derives both in one statement over two-line orders."""
+    """`stock.settle` derives both in one statement from the unit counters of two-line
+    orders."""
     skus = ("S1", "S2")
     line_grid = [
         (a, o, s, c) for a, o, s, c in itertools.product(range(2), repeat=4) if a + o + s + c > 0
@@ -86,9 +87,19 @@ async def test_refreshed_order_status_and_readiness_equal_the_python_rules(
         await conn.execute(
             text(
                 "INSERT INTO sales_order (id, channel, customer_id, ship_policy, status, "
-                "created_at) VALUES (:id, 't', 'c', :policy, 'backordered', now())"
+                "allocated, backordered, shipped, created_at) "
+                "VALUES (:id, 't', 'c', :policy, 'backordered', :a, :o, :s, now())"
             ),
-            [{"id": i, "policy": policy.value} for i, (policy, _, _) in zip(ids, cases)],
+            [
+                {
+                    "id": i,
+                    "policy": policy.value,
+                    "a": first[0] + second[0],
+                    "o": first[1] + second[1],
+                    "s": first[2] + second[2],
+                }
+                for i, (policy, first, second) in zip(ids, cases)
+            ],
         )
         await conn.execute(
             text(

@@ -11,6 +11,8 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from backorder.db.orders import STATUS_SQL
+
 
 def _plain(url: str) -> str:
     return url.replace("postgresql+psycopg://", "postgresql://", 1)
@@ -118,6 +120,16 @@ _CHECKS: dict[str, str] = {
         FROM backorder_queue q JOIN order_line l ON l.id = q.line_id
         JOIN product p ON p.sku = q.sku
         WHERE p.incoming = 0 AND l.expected_date IS DISTINCT FROM p.expected_restock_date
+    """,
+    # an order's unit counters, status and readiness are what its lines say (a fill of one
+    # SKU must not compute them from another SKU's lines as they were before a concurrent fill)
+    "order_status_not_lines": f"""
+        SELECT o.id, o.status, o.ready_to_ship, s.a, s.o, s.s FROM sales_order o
+        JOIN (SELECT order_id, SUM(allocated) AS a, SUM(backordered) AS o, SUM(shipped) AS s
+              FROM order_line GROUP BY order_id) s ON s.order_id = o.id
+        WHERE o.status <> ({STATUS_SQL.format(o="s.o", a="s.a", s="s.s")})
+           OR o.ready_to_ship <> (s.a > 0 AND (o.ship_policy = 'partial' OR s.o = 0))
+           OR (o.allocated, o.backordered, o.shipped) <> (s.a, s.o, s.s)
     """,
     "order_without_lines": """
         SELECT o.id FROM sales_order o

@@ -38,10 +38,10 @@ _PLACE_ORDER = text(
 WITH o AS (
     -- One reading of the clock for both times: the answer shows the order as stored.
     INSERT INTO sales_order (id, channel, customer_id, priority, ship_policy, external_ref,
-                             status, ready_to_ship, backordered_at_placement, created_at,
-                             updated_at)
+                             status, ready_to_ship, backordered_at_placement, allocated,
+                             backordered, created_at, updated_at)
     SELECT :id, :channel, :customer_id, :priority, :ship_policy, :external_ref,
-           :status, :ready, :backordered_at_placement, t.now, t.now
+           :status, :ready, :backordered_at_placement, :allocated, :backordered, t.now, t.now
     FROM (SELECT clock_timestamp() AS now) t
     RETURNING created_at
 ), l AS (
@@ -120,6 +120,8 @@ async def place_order(
                 "status": status,
                 "ready": ready,
                 "backordered_at_placement": any(line.backordered for line in lines),
+                "allocated": sum(line.allocated for line in lines),
+                "backordered": sum(line.backordered for line in lines),
                 "line_ids": [line.id for line in lines],
                 "skus": [line.sku for line in lines],
                 "qs": [line.quantity for line in lines],
@@ -292,6 +294,8 @@ async def order_skus(conn: AsyncConnection, order_id: UUID) -> list[str]:
 
 # A line whose wait ends here (its last backordered unit cancelled) leaves the queue in the
 # same statement. Units never move back to `backordered`, so no line joins the queue here.
+# The orders' unit counters move with their lines (`stock.settle` then writes the statuses);
+# callers hold the locks of every SKU of these orders, so no fill reaches them meanwhile.
 _APPLY_LINE_CHANGES = text(
     """
 WITH changed AS (
@@ -302,10 +306,17 @@ WITH changed AS (
     FROM unnest(CAST(:ids AS uuid[]), CAST(:da AS bigint[]), CAST(:db AS bigint[]),
                 CAST(:ds AS bigint[]), CAST(:dc AS bigint[])) AS d(id, da, db, ds, dc)
     WHERE l.id = d.id
-    RETURNING l.id, l.backordered, d.db
+    RETURNING l.id, l.order_id, l.backordered, d.da, d.db, d.ds
+), dequeued AS (
+    DELETE FROM backorder_queue q USING changed c
+    WHERE q.line_id = c.id AND c.backordered = 0 AND c.db < 0
 )
-DELETE FROM backorder_queue q USING changed c
-WHERE q.line_id = c.id AND c.backordered = 0 AND c.db < 0
+UPDATE sales_order so
+SET allocated = so.allocated + c.da, backordered = so.backordered + c.db,
+    shipped = so.shipped + c.ds
+FROM (SELECT order_id, sum(da) AS da, sum(db) AS db, sum(ds) AS ds
+      FROM changed GROUP BY order_id) c
+WHERE so.id = c.order_id
 """
 )
 

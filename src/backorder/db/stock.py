@@ -170,30 +170,33 @@ def _fill_ctes(strategies: tuple[AllocationStrategy, ...]) -> str:
 
 # The fill, then the status and readiness of every order it reached or the transaction
 # changed before (`:changed`, e.g. a cancelled order), then the events, in one statement.
-# The statement sees the lines as they were before it: `sums` adds what it allocated. The
-# orders are locked in id order before they are written, once per transaction (callers
+# The orders are locked in id order before they are written, once per transaction (callers
 # settle once), so transactions reaching overlapping orders queue instead of deadlocking.
-_SETTLE = """WITH {fill}, touched AS MATERIALIZED (
-    -- Distinct by the UNION, so the steps below join it rather than test membership.
-    SELECT order_id AS id FROM filled
-    UNION
-    SELECT unnest(CAST(:changed AS uuid[]))
+# Statuses come from the order's unit counters as read by that lock: the newest committed
+# row, even when a fill of another SKU changed the order after this statement began. (Its
+# lines, read through the statement's snapshot, could be older than that: a status summed
+# from them was written stale when two fills reached one order at once.)
+_SETTLE = """WITH {fill}, reached AS MATERIALIZED (
+    -- What this statement gave each order (0 for the orders changed before it).
+    SELECT id, CAST(sum(take) AS bigint) AS take FROM (
+        SELECT order_id AS id, take FROM filled
+        UNION ALL
+        SELECT unnest(CAST(:changed AS uuid[])), 0
+    ) t GROUP BY id
 ), before AS MATERIALIZED (
-    SELECT so.id, so.ready_to_ship FROM touched t JOIN sales_order so ON so.id = t.id
+    SELECT so.id, so.ready_to_ship, r.take FROM reached r JOIN sales_order so ON so.id = r.id
     ORDER BY so.id FOR NO KEY UPDATE OF so
-), sums AS (
-    SELECT l.order_id, sum(l.allocated + COALESCE(f.take, 0)) AS a,
-           sum(l.backordered - COALESCE(f.take, 0)) AS o, sum(l.shipped) AS s
-    FROM touched t JOIN order_line l ON l.order_id = t.id LEFT JOIN filled f ON f.id = l.id
-    GROUP BY l.order_id
 ), changed AS (
     UPDATE sales_order so
-    SET status = {status},
-        ready_to_ship = (sums.a > 0 AND (so.ship_policy = 'partial' OR sums.o = 0)),
+    SET allocated = so.allocated + b.take,
+        backordered = so.backordered - b.take,
+        status = {status},
+        ready_to_ship = (so.allocated + b.take > 0
+                         AND (so.ship_policy = 'partial' OR so.backordered = b.take)),
         updated_at = clock_timestamp()
-    FROM sums JOIN before ON before.id = sums.order_id
-    WHERE so.id = sums.order_id
-    RETURNING so.id, so.ready_to_ship, before.ready_to_ship AS was_ready
+    FROM before b
+    WHERE so.id = b.id
+    RETURNING so.id, so.ready_to_ship, b.ready_to_ship AS was_ready
 ), counted AS (
     -- The products' running total for /metrics (their rows are locked by the caller).
     UPDATE product p SET units_filled_from_queue = p.units_filled_from_queue + f.units
@@ -227,7 +230,9 @@ def _settle_sql(strategies: tuple[AllocationStrategy, ...]) -> TextClause:
     return text(
         _SETTLE.format(
             fill=_fill_ctes(strategies).strip(),
-            status=STATUS_SQL.format(o="sums.o", a="sums.a", s="sums.s"),
+            status=STATUS_SQL.format(
+                o="(so.backordered - b.take)", a="(so.allocated + b.take)", s="so.shipped"
+            ),
         )
     )
 

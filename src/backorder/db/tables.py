@@ -153,9 +153,17 @@ sales_order = Table(
     Column("ready_to_ship", Boolean, nullable=False, server_default=text("false")),
     # Reports: whether any unit waited at placement.
     Column("backordered_at_placement", Boolean, nullable=False, server_default=text("false")),
+    # The sums of its lines' units, which the status is made of: kept on the row that a fill
+    # locks, so a status is never computed from lines an older snapshot saw (db/stock.py).
+    Column("allocated", BigInteger, nullable=False, server_default=text("0")),
+    Column("backordered", BigInteger, nullable=False, server_default=text("0")),
+    Column("shipped", BigInteger, nullable=False, server_default=text("0")),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
     CheckConstraint("priority BETWEEN 0 AND 9", name="priority_range"),
+    CheckConstraint(
+        "allocated >= 0 AND backordered >= 0 AND shipped >= 0", name="units_nonnegative"
+    ),
     CheckConstraint("ship_policy IN ('partial', 'complete')", name="ship_policy"),
     CheckConstraint(
         "status IN ('cancelled', 'shipped', 'partially_shipped', 'allocated', "

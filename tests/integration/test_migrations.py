@@ -78,7 +78,11 @@ def test_the_queue_table_takes_over_the_waiting_lines_of_a_0001_database(
         order_units = conn.execute(
             "SELECT allocated, backordered, shipped FROM sales_order ORDER BY created_at"
         ).fetchall()
+        event_indexes = conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'event'"
+        ).fetchall()
     assert order_units == [(0, 3, 0), (3, 0, 0), (2, 1, 0)]  # the sums of their lines
+    assert event_indexes == [("pk_event",)]
     assert queued == [
         (ids[0], "M-1", 2, t0),
         (ids[2], "M-1", 7, t0 + timedelta(minutes=2)),

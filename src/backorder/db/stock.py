@@ -130,21 +130,21 @@ async def record_movement(
 # leaves the queue in the same statement.
 _HEAD_BRANCH = """
     (SELECT CAST(:sku_{i} AS text) AS sku, CAST(:units_{i} AS bigint) AS units, line_id,
-            row_number() OVER (ORDER BY {order}) AS n
+            ctid AS queue_tid, row_number() OVER (ORDER BY {order}) AS n
      FROM backorder_queue WHERE sku = :sku_{i}
      ORDER BY {order} LIMIT :units_{i})"""
 _NO_HEAD = """
     SELECT CAST(NULL AS text) AS sku, CAST(NULL AS bigint) AS units,
-           CAST(NULL AS uuid) AS line_id, CAST(NULL AS bigint) AS n
+           CAST(NULL AS uuid) AS line_id, CAST(NULL AS tid) AS queue_tid, CAST(NULL AS bigint) AS n
     WHERE false"""
 _FILL_CTES = """head AS ({head}
 ), queue AS (
-    SELECT h.sku, h.units, h.n, l.id, l.order_id, l.backordered,
+    SELECT h.sku, h.units, h.n, h.queue_tid, l.id, l.order_id, l.backordered,
            CAST(sum(l.backordered) OVER (PARTITION BY h.sku ORDER BY h.n
                                          ROWS UNBOUNDED PRECEDING) AS bigint) AS running
     FROM head h JOIN order_line l ON l.id = h.line_id
 ), picked AS (
-    SELECT sku, n, id, LEAST(backordered, units - (running - backordered)) AS take
+    SELECT sku, n, queue_tid, id, LEAST(backordered, units - (running - backordered)) AS take
     FROM queue WHERE running - backordered < units
 ), filled AS (
     UPDATE order_line l
@@ -154,9 +154,10 @@ _FILL_CTES = """head AS ({head}
         expected_date = CASE WHEN l.backordered = p.take THEN NULL ELSE l.expected_date END
     FROM picked p
     WHERE l.id = p.id
-    RETURNING p.sku, p.n, l.order_id, l.id, p.take, l.backordered
+    RETURNING p.sku, p.n, p.queue_tid, l.order_id, l.id, p.take, l.backordered
 ), dequeued AS (
-    DELETE FROM backorder_queue q USING filled f WHERE q.line_id = f.id AND f.backordered = 0
+    DELETE FROM backorder_queue q USING filled f
+    WHERE q.ctid = f.queue_tid AND q.line_id = f.id AND f.backordered = 0
 )"""
 
 

@@ -243,7 +243,6 @@ event = Table(
     Column("type", Text, nullable=False),
     Column("data", JSONB, nullable=False),
     _created_at(),
-    Index("ix_event_type_id", "type", "id"),
 )
 
 webhook_endpoint = Table(

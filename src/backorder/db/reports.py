@@ -30,46 +30,55 @@ class BackorderFigures:
 
 
 # The window selects orders; everything else is about those orders' lines. A line carries its
-# order's `created_at`, so the window applies to the lines directly: one scan of `order_line`
-# for the totals and one of its open lines for `top_skus`, with no join to `sales_order` and
-# nothing materialised (1,000,000 lines: about a quarter of a second, not seconds). Ties in
-# `top_skus` go by SKU in byte order (COLLATE "C"), the same on every database whatever its
-# locale.
+# order's `created_at`, so the window applies to the lines directly, with no join to
+# `sales_order`: one scan of `order_line` sums each SKU's lines, and both the totals and
+# `top_skus` are read from those per-SKU sums (two scans, one for each, took a third longer:
+# 1,600,000 lines, 0.99 -> 0.74 s). Averages are sums over counts. Ties in `top_skus` go by
+# SKU in byte order (COLLATE "C"), the same on every database whatever its locale.
 _REPORT = """
+WITH per_sku AS MATERIALIZED (
+    SELECT sku,
+           sum(quantity) AS units_ordered,
+           sum(quantity - initial_backordered) AS units_allocated_at_placement,
+           count(*) FILTER (WHERE backordered > 0) AS open_lines,
+           sum(backordered) AS open_units,
+           min(created_at) FILTER (WHERE backordered > 0) AS oldest_open_at,
+           sum(extract(epoch FROM now() - created_at)) FILTER (WHERE backordered > 0)
+               AS open_age_s,
+           sum(extract(epoch FROM filled_at - created_at))
+               FILTER (WHERE initial_backordered > 0 AND filled_at IS NOT NULL) AS fill_s,
+           count(*) FILTER (WHERE initial_backordered > 0 AND filled_at IS NOT NULL) AS fills
+    FROM order_line WHERE {window}
+    GROUP BY sku
+)
 SELECT
     now() AS as_of,
     o.orders,
     o.backordered_orders,
-    l.units_ordered,
-    l.units_allocated_at_placement,
-    l.open_lines,
-    l.open_units,
+    COALESCE(l.units_ordered, 0) AS units_ordered,
+    COALESCE(l.units_allocated_at_placement, 0) AS units_allocated_at_placement,
+    COALESCE(l.open_lines, 0) AS open_lines,
+    COALESCE(l.open_units, 0) AS open_units,
     l.oldest_open_at,
-    l.avg_open_age_s,
-    l.avg_fill_s,
+    l.open_age_s / NULLIF(l.open_lines, 0) AS avg_open_age_s,
+    l.fill_s / NULLIF(l.fills, 0) AS avg_fill_s,
     (SELECT COALESCE(
-        json_agg(json_build_object('sku', sku, 'open_units', open_units, 'lines', lines)
+        json_agg(json_build_object('sku', sku, 'open_units', open_units, 'lines', open_lines)
                  ORDER BY open_units DESC, sku COLLATE "C"),
         '[]')
-     FROM (SELECT sku, sum(backordered) AS open_units, count(*) AS lines
-           FROM order_line WHERE backordered > 0 AND {window}
-           GROUP BY sku ORDER BY open_units DESC, sku COLLATE "C" LIMIT 10) top) AS top_skus
+     FROM (SELECT sku, open_units, open_lines FROM per_sku WHERE open_lines > 0
+           ORDER BY open_units DESC, sku COLLATE "C" LIMIT 10) top) AS top_skus
 FROM (
     SELECT count(*) AS orders, count(*) FILTER (WHERE backordered_at_placement)
                AS backordered_orders
     FROM sales_order WHERE {window}
 ) o, (
-    SELECT
-        COALESCE(sum(quantity), 0) AS units_ordered,
-        COALESCE(sum(quantity - initial_backordered), 0) AS units_allocated_at_placement,
-        count(*) FILTER (WHERE backordered > 0) AS open_lines,
-        COALESCE(sum(backordered), 0) AS open_units,
-        min(created_at) FILTER (WHERE backordered > 0) AS oldest_open_at,
-        avg(extract(epoch FROM now() - created_at)) FILTER (WHERE backordered > 0)
-            AS avg_open_age_s,
-        avg(extract(epoch FROM filled_at - created_at))
-            FILTER (WHERE initial_backordered > 0 AND filled_at IS NOT NULL) AS avg_fill_s
-    FROM order_line WHERE {window}
+    SELECT sum(units_ordered) AS units_ordered,
+           sum(units_allocated_at_placement) AS units_allocated_at_placement,
+           sum(open_lines) AS open_lines, sum(open_units) AS open_units,
+           min(oldest_open_at) AS oldest_open_at, sum(open_age_s) AS open_age_s,
+           sum(fill_s) AS fill_s, sum(fills) AS fills
+    FROM per_sku
 ) l
 """
 

@@ -127,7 +127,8 @@ async def record_movement(
 # 1,000,000 waiting lines take milliseconds (with the units hidden in an array it guessed a
 # tenth of the queue and hashed whole tables: 2 s). `running - backordered` is what the lines
 # ahead took; the last line reached may be filled partly. A line whose last unit is allocated
-# leaves the queue in the same statement.
+# leaves the queue in the same statement, found at the address (ctid) the head read it from:
+# every writer of a SKU's queue rows holds the product lock the fill holds, so none moves.
 _HEAD_BRANCH = """
     (SELECT CAST(:sku_{i} AS text) AS sku, CAST(:units_{i} AS bigint) AS units, line_id,
             ctid AS queue_tid, row_number() OVER (ORDER BY {order}) AS n

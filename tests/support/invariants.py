@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from backorder.db.orders import STATUS_SQL
+from backorder.db.orders import READY_SQL, STATUS_SQL
 
 
 def _plain(url: str) -> str:
@@ -128,7 +128,7 @@ _CHECKS: dict[str, str] = {
         JOIN (SELECT order_id, SUM(allocated) AS a, SUM(backordered) AS o, SUM(shipped) AS s
               FROM order_line GROUP BY order_id) s ON s.order_id = o.id
         WHERE o.status <> ({STATUS_SQL.format(o="s.o", a="s.a", s="s.s")})
-           OR o.ready_to_ship <> (s.a > 0 AND (o.ship_policy = 'partial' OR s.o = 0))
+           OR o.ready_to_ship <> {READY_SQL.format(o="s.o", a="s.a", policy="o.ship_policy")}
            OR (o.allocated, o.backordered, o.shipped) <> (s.a, s.o, s.s)
     """,
     "order_without_lines": """

@@ -22,6 +22,8 @@ STATUS_SQL = """CASE
     WHEN {o} = 0 THEN 'allocated'
     WHEN {a} > 0 THEN 'partially_backordered'
     ELSE 'backordered' END"""
+# The readiness rule of `domain/orders.py` (`ready_to_ship`), in SQL over the same sums.
+READY_SQL = "({a} > 0 AND ({policy} = 'partial' OR {o} = 0))"
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from backorder.db import events
-from backorder.db.orders import STATUS_SQL, CounterUpdate
+from backorder.db.orders import READY_SQL, STATUS_SQL, CounterUpdate
 from backorder.db.queue import QUEUE_ORDER
 from backorder.domain.allocation import Allocation, AllocationStrategy
 from backorder.domain.products import StockState, stock_state, transition_events
@@ -193,8 +193,7 @@ _SETTLE = """WITH {fill}, reached AS MATERIALIZED (
     SET allocated = so.allocated + b.take,
         backordered = so.backordered - b.take,
         status = {status},
-        ready_to_ship = (so.allocated + b.take > 0
-                         AND (so.ship_policy = 'partial' OR so.backordered = b.take)),
+        ready_to_ship = {ready},
         updated_at = clock_timestamp()
     FROM before b
     WHERE so.id = b.id
@@ -225,6 +224,10 @@ FROM filled GROUP BY sku
 """
 
 
+# An order's units after the fill: its counters (as the lock read them) and what it took.
+_O, _A = "(so.backordered - b.take)", "(so.allocated + b.take)"
+
+
 @functools.lru_cache(maxsize=256)
 def _settle_sql(strategies: tuple[AllocationStrategy, ...]) -> TextClause:
     """The settle statement for SKUs of these strategies, in this order. Restocks use two
@@ -232,9 +235,8 @@ def _settle_sql(strategies: tuple[AllocationStrategy, ...]) -> TextClause:
     return text(
         _SETTLE.format(
             fill=_fill_ctes(strategies).strip(),
-            status=STATUS_SQL.format(
-                o="(so.backordered - b.take)", a="(so.allocated + b.take)", s="so.shipped"
-            ),
+            status=STATUS_SQL.format(o=_O, a=_A, s="so.shipped"),
+            ready=READY_SQL.format(o=_O, a=_A, policy="so.ship_policy"),
         )
     )
 

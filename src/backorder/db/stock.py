@@ -7,7 +7,6 @@ Every writer of a SKU's stock or queue calls `lock_products` first; that row loc
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
@@ -20,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from backorder.db import events
 from backorder.db.orders import READY_SQL, STATUS_SQL, CounterUpdate
 from backorder.db.queue import QUEUE_ORDER
-from backorder.domain.allocation import Allocation, AllocationStrategy
+from backorder.domain.allocation import AllocationStrategy
 from backorder.domain.products import StockState, stock_state, transition_events
 
 PRODUCT_COLUMNS = (
@@ -263,12 +262,6 @@ class Settled:
 
     def json(self, sku: str) -> str:
         return self.allocations.get(sku, "[]")
-
-    def allocation_list(self, sku: str) -> list[Allocation]:
-        return [
-            Allocation(UUID(a["order_id"]), UUID(a["line_id"]), a["quantity"])
-            for a in json.loads(self.json(sku))
-        ]
 
 
 NOTHING_SETTLED = Settled({}, {})

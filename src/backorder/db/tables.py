@@ -236,6 +236,8 @@ shipment = Table(
     Index("ix_shipment_order_id", "order_id"),
 )
 
+# Read by id only (the feed, the fan-out): no index by type, whose inserts land mid-tree and
+# cost more than the row (migration 0005); a `type=` filter walks the primary key.
 event = Table(
     "event",
     metadata,

@@ -134,10 +134,12 @@ def seed(http: asgi.ASGIClient) -> Seeded:
         body: dict[str, Any] = {"url": url, "event_types": ["*"]}
         endpoints.append(_ok(http.post("/v1/webhook-endpoints", json=body, headers=OPS))["id"])
     for sku, stock in zip(SKUS, (5, 100, 0, 0), strict=True):
-        body = {"name": f"Trail {sku}", "alternatives": ["TRAIL-41", "TRAIL-42"]}
-        _ok(http.put(f"/v1/products/{sku}", json=body, headers=OPS))
+        _ok(http.put(f"/v1/products/{sku}", json={"name": f"Trail {sku}"}, headers=OPS))
         if stock:
             _ok(http.post(f"/v1/products/{sku}/restocks", json={"quantity": stock}, headers=OPS))
+    for sku in SKUS:  # alternatives name other existing products only
+        body = {"alternatives": [a for a in ("TRAIL-41", "TRAIL-42") if a != sku]}
+        _ok(http.put(f"/v1/products/{sku}", json=body, headers=OPS), 200)
     _ok(http.post("/v1/products/TRAIL-42/adjustments", json={"delta": -1}, headers=OPS))
     pos = []
     for day in ("2026-12-01", "2026-12-15"):
@@ -246,6 +248,7 @@ def as_a_client_would(case: Case[Any], real: Seeded, role: str) -> None:
     * SKUs named in a body must exist (else 422 `unknown_sku`), one order line per SKU (else
       422): the lines name distinct seeded SKUs (as many lines as there are). A shipment's
       lines name distinct lines of the order (else 422).
+    * `alternatives` name other existing products (else 422): other seeded SKUs.
     * A storefront may send `priority` 0-4 only (else 422).
     * A report window does not end before it starts (`since` <= `until`, else 422).
     """
@@ -258,8 +261,12 @@ def as_a_client_would(case: Case[Any], real: Seeded, role: str) -> None:
     for name in list(case.path_parameters or {}):
         if name in values and (method, name) != ("PUT", "sku"):
             case.path_parameters[name] = values[name]
-    if (method, path) == ("PUT", "/v1/products/{sku}") and "name" not in body:
-        case.path_parameters["sku"] = SKUS[-1]
+    if (method, path) == ("PUT", "/v1/products/{sku}"):
+        if "name" not in body:
+            case.path_parameters["sku"] = SKUS[-1]
+        if isinstance(body.get("alternatives"), list):
+            others = [s for s in SKUS if s != case.path_parameters["sku"]]
+            body["alternatives"] = others[: len(body["alternatives"])]
     query = case.query or {}
     if "cursor" in query:
         query["cursor"] = real.cursors[path]

@@ -62,6 +62,14 @@ class Settings(BaseSettings):
     webhook_timeout_s: float = Field(default=5.0, gt=0)
     webhook_max_attempts: int = Field(default=8, ge=1, le=50)
     webhook_poll_interval_s: float = Field(default=0.5, gt=0)
+    overdue_worker: bool = Field(
+        default=True, description="Watch for overdue purchase orders in `serve`."
+    )
+    overdue_interval_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds between looks for purchase orders past their date.",
+    )
 
     @field_validator("database_url")
     @classmethod

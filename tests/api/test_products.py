@@ -57,6 +57,13 @@ async def put(client: AsyncClient, sku: str, body: dict[str, Any], status: int) 
     return product
 
 
+async def put_full(client: AsyncClient) -> dict[str, Any]:
+    """TRAIL-42 created with every setting (its alternatives created first: they must exist)."""
+    for sku in ("TRAIL-43", "TRAIL-41"):
+        await put(client, sku, {"name": f"Trail {sku}"}, 201)
+    return await put(client, "TRAIL-42", FULL, 201)
+
+
 async def restock(client: AsyncClient, sku: str, quantity: int, **extra: Any) -> dict[str, Any]:
     r = await client.post(
         f"/v1/products/{sku}/restocks", json={"quantity": quantity, **extra}, headers=OPS
@@ -89,12 +96,12 @@ async def test_put_creates_with_defaults_then_updates(client: AsyncClient) -> No
 
 
 async def test_put_takes_every_setting(client: AsyncClient) -> None:
-    created = await put(client, "TRAIL-42", FULL, 201)
+    created = await put_full(client)
     assert {k: created[k] for k in FULL} == FULL
 
 
 async def test_fields_left_out_keep_their_values(client: AsyncClient) -> None:
-    await put(client, "TRAIL-42", FULL, 201)
+    await put_full(client)
     await restock(client, "TRAIL-42", 7)
     updated = await put(client, "TRAIL-42", {"lead_time_days": 21}, 200)
     assert {k: updated[k] for k in FULL} == {**FULL, "lead_time_days": 21}
@@ -104,7 +111,7 @@ async def test_fields_left_out_keep_their_values(client: AsyncClient) -> None:
 
 
 async def test_null_clears_a_nullable_field(client: AsyncClient) -> None:
-    await put(client, "TRAIL-42", FULL, 201)
+    await put_full(client)
     updated = await put(
         client,
         "TRAIL-42",
@@ -135,7 +142,7 @@ async def test_a_lifted_backorder_limit_lets_orders_wait_again(client: AsyncClie
     "field", ["name", "backorders_allowed", "allocation_strategy", "discontinued", "alternatives"]
 )
 async def test_a_required_setting_cannot_be_null(client: AsyncClient, field: str) -> None:
-    await put(client, "TRAIL-42", FULL, 201)
+    await put_full(client)
     r = await client.put("/v1/products/TRAIL-42", json={field: None}, headers=OPS)
     assert_problem(r, 422, "validation_error")
     assert (await get(client, "TRAIL-42"))[field] == FULL[field]
@@ -314,7 +321,7 @@ async def test_alternatives_with_stock_most_available_first(client: AsyncClient)
     await make_product(
         client,
         "MAIN",
-        alternatives=["ALT-NONE", "ALT-SOME", "MISSING", "ALT-TAKEN", "ALT-MANY"],
+        alternatives=["ALT-NONE", "ALT-SOME", "ALT-TAKEN", "ALT-MANY"],
     )
 
     r = await client.get("/v1/products/MAIN/alternatives", headers=OPS)

@@ -292,15 +292,18 @@ async def catalog(client: AsyncClient, engine: AsyncEngine) -> None:
     cancelled = await place(client, [("P6", 4)])
     r = await client.post(f"/v1/orders/{cancelled['id']}/cancel", headers=OPS)
     assert r.status_code == 200, r.text
-    # P7: discontinued, never ordered: listed, nothing to order.
-    await make_product(client, "P7", discontinued=True)
+    # P7: 3 waiting, then discontinued: never to be bought again, so not listed at all.
+    await make_product(client, "P7")
+    await place(client, [("P7", 3)])
+    r = await client.put("/v1/products/P7", json={"discontinued": True}, headers=OPS)
+    assert r.status_code == 200, r.text
 
 
 async def test_replenishment_rows_follow_the_rule(client: AsyncClient, catalog: None) -> None:
     body = await replenishment(client)
     assert body["next_cursor"] is None
     rows = by_sku(body["data"])
-    assert list(rows) == ["P1", "P2", "P3", "P4", "P5", "P6", "P7"]
+    assert list(rows) == ["P1", "P2", "P3", "P4", "P5", "P6"]
     assert rows["P1"] == {
         "sku": "P1",
         "available": 0,
@@ -329,8 +332,21 @@ async def test_replenishment_rows_follow_the_rule(client: AsyncClient, catalog: 
     p6 = rows["P6"]
     assert (p6["backordered"], p6["daily_demand"], p6["reorder_point"]) == (0, 4 / 30, 4)
     assert p6["suggested_order_quantity"] == 4
-    assert rows["P7"]["discontinued"] is True
-    assert rows["P7"]["suggested_order_quantity"] == 0
+    assert not any(row["discontinued"] for row in rows.values())
+
+
+async def test_replenishment_leaves_discontinued_products_out(
+    client: AsyncClient, catalog: None
+) -> None:
+    """P7 has 3 units waiting, which would suggest buying 3, but it is discontinued."""
+    for params in ({}, {"needs_order": "true"}, {"limit": "1"}):
+        skus, cursor = [], None
+        while True:
+            page = await replenishment(client, **params, **({"cursor": cursor} if cursor else {}))
+            skus += [row["sku"] for row in page["data"]]
+            if not (cursor := page["next_cursor"]):
+                break
+        assert "P7" not in skus, params
 
 
 async def test_the_demand_window_is_the_trailing_days(client: AsyncClient, catalog: None) -> None:

@@ -18,7 +18,7 @@ import copy
 import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -117,6 +117,10 @@ class Seeded:
     cursors: dict[str, str] = field(default_factory=dict)  # list path -> a `next_cursor`
 
 
+def days_ahead(days: int) -> str:
+    return (datetime.now(UTC).date() + timedelta(days=days)).isoformat()
+
+
 def _ok(response: Any, status: int = 201) -> dict[str, Any]:
     assert response.status_code == status, response.text
     body: dict[str, Any] = response.json()
@@ -134,13 +138,15 @@ def seed(http: asgi.ASGIClient) -> Seeded:
         body: dict[str, Any] = {"url": url, "event_types": ["*"]}
         endpoints.append(_ok(http.post("/v1/webhook-endpoints", json=body, headers=OPS))["id"])
     for sku, stock in zip(SKUS, (5, 100, 0, 0), strict=True):
-        body = {"name": f"Trail {sku}", "alternatives": ["TRAIL-41", "TRAIL-42"]}
-        _ok(http.put(f"/v1/products/{sku}", json=body, headers=OPS))
+        _ok(http.put(f"/v1/products/{sku}", json={"name": f"Trail {sku}"}, headers=OPS))
         if stock:
             _ok(http.post(f"/v1/products/{sku}/restocks", json={"quantity": stock}, headers=OPS))
+    for sku in SKUS:  # alternatives name other existing products only
+        body = {"alternatives": [a for a in ("TRAIL-41", "TRAIL-42") if a != sku]}
+        _ok(http.put(f"/v1/products/{sku}", json=body, headers=OPS), 200)
     _ok(http.post("/v1/products/TRAIL-42/adjustments", json={"delta": -1}, headers=OPS))
     pos = []
-    for day in ("2026-12-01", "2026-12-15"):
+    for day in (days_ahead(30), days_ahead(45)):
         body = {"sku": "TRAIL-43", "quantity": 5, "expected_date": day}
         pos.append(_ok(http.post("/v1/purchase-orders", json=body, headers=OPS))["id"])
     spare = _ok(http.post("/v1/api-keys", json={"name": "back-office", "role": "ops"}, headers=OPS))
@@ -246,6 +252,8 @@ def as_a_client_would(case: Case[Any], real: Seeded, role: str) -> None:
     * SKUs named in a body must exist (else 422 `unknown_sku`), one order line per SKU (else
       422): the lines name distinct seeded SKUs (as many lines as there are). A shipment's
       lines name distinct lines of the order (else 422).
+    * `alternatives` name other existing products (else 422): other seeded SKUs.
+    * A purchase order's `expected_date` runs from today to five years on (else 422).
     * A storefront may send `priority` 0-4 only (else 422).
     * A report window does not end before it starts (`since` <= `until`, else 422).
     """
@@ -258,8 +266,12 @@ def as_a_client_would(case: Case[Any], real: Seeded, role: str) -> None:
     for name in list(case.path_parameters or {}):
         if name in values and (method, name) != ("PUT", "sku"):
             case.path_parameters[name] = values[name]
-    if (method, path) == ("PUT", "/v1/products/{sku}") and "name" not in body:
-        case.path_parameters["sku"] = SKUS[-1]
+    if (method, path) == ("PUT", "/v1/products/{sku}"):
+        if "name" not in body:
+            case.path_parameters["sku"] = SKUS[-1]
+        if isinstance(body.get("alternatives"), list):
+            others = [s for s in SKUS if s != case.path_parameters["sku"]]
+            body["alternatives"] = others[: len(body["alternatives"])]
     query = case.query or {}
     if "cursor" in query:
         query["cursor"] = real.cursors[path]
@@ -280,6 +292,8 @@ def as_a_client_would(case: Case[Any], real: Seeded, role: str) -> None:
         body["lines"] = [{**line, "line_id": i} for line, i in zip(lines, ids, strict=False)]
     elif (method, path) == ("POST", "/v1/purchase-orders") and "sku" in body:
         body["sku"] = SKUS[0]
+    if path.startswith("/v1/purchase-orders") and isinstance(body.get("expected_date"), str):
+        body["expected_date"] = days_ahead(30)
 
 
 def with_fractions(value: Any) -> Any:
@@ -300,7 +314,7 @@ WHOLE_NUMBERS = [
     (
         "POST",
         "/v1/purchase-orders",
-        {"sku": "TRAIL-41", "quantity": 5.0, "expected_date": "2027-01-04"},
+        {"sku": "TRAIL-41", "quantity": 5.0, "expected_date": days_ahead(30)},
         201,
     ),
     (

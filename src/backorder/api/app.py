@@ -31,6 +31,7 @@ from backorder.config import Settings
 from backorder.db.engine import head_revision, make_engine
 from backorder.logging import configure as configure_logging
 from backorder.metrics import MetricsMiddleware
+from backorder.workers import purchase_orders as overdue_watch
 from backorder.workers import webhooks as webhook_worker
 
 DESCRIPTION = """
@@ -67,15 +68,20 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.engine = make_engine(settings)
         stop = asyncio.Event()
-        worker = None
+        worker = watch = None
         if settings.webhook_worker:
             worker = asyncio.create_task(webhook_worker.run(app.state.engine, settings, stop))
+        if settings.overdue_worker:
+            watch = asyncio.create_task(overdue_watch.run(app.state.engine, settings, stop))
         try:
             yield
         finally:
             stop.set()
             if worker is not None:
                 await asyncio.wait_for(worker, timeout=settings.webhook_timeout_s + 5)
+            if watch is not None:
+                # A pass stops after the SKU at hand, in its own short transaction.
+                await asyncio.wait_for(watch, timeout=30)
             await app.state.engine.dispose()
 
     app = FastAPI(

@@ -109,6 +109,15 @@ async def list_products(
     return list((await conn.execute(text(sql), params)).all())
 
 
+_EXISTING = text("SELECT sku FROM product WHERE sku = ANY(:skus)")
+
+
+async def existing_skus(conn: AsyncConnection, skus: list[str]) -> set[str]:
+    """Which of `skus` are products."""
+    rows = await conn.execute(_EXISTING, {"skus": skus})
+    return set(rows.scalars())
+
+
 async def available_alternatives(conn: AsyncConnection, skus: list[str]) -> list[Any]:
     sql = (
         f"SELECT {_COLUMNS} FROM product WHERE sku = ANY(:skus) AND on_hand - allocated > 0 "

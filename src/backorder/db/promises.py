@@ -2,8 +2,9 @@
 
 The SKU's open purchase orders cover its queue in (expected_date, created_at) order: a line's
 date is that of the first PO whose running supply reaches the line's running demand (its
-last unit). Lines no PO covers take the product's `expected_restock_date`, else null; lines
-with nothing backordered have no date (the fill and the cancel clear it).
+last unit). Overdue POs (past their date unreceived) cover nothing. Lines no PO covers take
+the product's `expected_restock_date`, else null; lines with nothing backordered have no date
+(the fill and the cancel clear it).
 
 Two ways to keep the dates, both under the SKU lock:
 
@@ -14,6 +15,9 @@ Two ways to keep the dates, both under the SKU lock:
 - a placement in a FIFO queue only adds lines at the tail: nobody else's running demand
   changes, so only the new line is dated, from the product's `backordered` counter (its
   running demand) and the POs: one cheap statement, whatever the queue's length.
+
+The promise before ordering (`GET /v1/products/{sku}/promise`) dates a would-be tail line
+with the same expression (`tail_date`), without writing anything.
 """
 
 from __future__ import annotations
@@ -26,15 +30,28 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from backorder.db.queue import QUEUE_ORDER
 from backorder.domain.allocation import AllocationStrategy
 
-# Supply in cover order, with its running total.
+# Supply in cover order, with its running total. An overdue PO (past its date, units still to
+# come) is left out: its date is no longer a promise anyone can keep.
 _OPEN_SUPPLY = """
     SELECT expected_date,
            row_number() OVER w AS n,
            CAST(sum(quantity - received) OVER w AS bigint) AS cum
     FROM purchase_order
-    WHERE sku = :sku AND status = 'open' AND quantity > received
+    WHERE sku = :sku AND status = 'open' AND quantity > received AND overdue_at IS NULL
     WINDOW w AS (ORDER BY expected_date, created_at, id ROWS UNBOUNDED PRECEDING)
 """
+
+
+def tail_date(demand: str) -> str:
+    """The date of a line at the queue's tail whose running demand (its last unit's place in
+    the queue) is the SQL expression `demand`, over a product row `p` of SKU `:sku`: the first
+    PO whose running supply reaches it, else the product's own date. Placement (FIFO) and the
+    promise before ordering both date a new line with it, so the two cannot disagree."""
+    return f"""COALESCE(
+    (SELECT po.expected_date FROM ({_OPEN_SUPPLY}) po
+     WHERE po.cum >= {demand} ORDER BY po.n LIMIT 1),
+    p.expected_restock_date)"""
+
 
 # The queue is walked once, in fill order, with its running demand `cum`. A line is covered by
 # the first PO whose running supply reaches `cum`, i.e. PO number 1 + (how many POs' running
@@ -83,10 +100,7 @@ _REFRESH_SQL = {
 _DATE_TAIL = text(
     f"""
 UPDATE order_line l
-SET expected_date = COALESCE(
-    (SELECT po.expected_date FROM ({_OPEN_SUPPLY}) po
-     WHERE po.cum >= p.backordered ORDER BY po.n LIMIT 1),
-    p.expected_restock_date)
+SET expected_date = {tail_date("p.backordered")}
 FROM product p
 WHERE p.sku = :sku AND l.order_id = :new_order AND l.sku = :sku AND l.backordered > 0
 """

@@ -9,7 +9,10 @@ from uuid import UUID
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-COLUMNS = "id, sku, quantity, received, expected_date, reference, status, created_at, updated_at"
+COLUMNS = (
+    "id, sku, quantity, received, expected_date, reference, status, overdue_at, created_at, "
+    "updated_at"
+)
 
 _INSERT = text(
     "INSERT INTO purchase_order (id, sku, quantity, expected_date, reference) "
@@ -26,9 +29,11 @@ _LIST = text(
     "     OR (created_at, id) > (CAST(:after_at AS timestamptz), CAST(:after_id AS uuid))) "
     "ORDER BY created_at, id LIMIT :limit"
 )
+# A new date (never in the past: the API refuses one) makes an overdue PO drive dates again;
+# should it pass unreceived again, it is announced again.
 _SET_EXPECTED_DATE = text(
-    "UPDATE purchase_order SET expected_date = :expected_date, updated_at = clock_timestamp() "
-    f"WHERE id = :id RETURNING {COLUMNS}"
+    "UPDATE purchase_order SET expected_date = :expected_date, overdue_at = NULL, "
+    f"updated_at = clock_timestamp() WHERE id = :id RETURNING {COLUMNS}"
 )
 _CANCEL = text(
     "UPDATE purchase_order SET status = 'cancelled', updated_at = clock_timestamp() "
@@ -38,6 +43,20 @@ _RECEIVE = text(
     "UPDATE purchase_order SET received = received + :quantity, "
     "status = CASE WHEN received + :quantity = quantity THEN 'closed' ELSE status END, "
     f"updated_at = clock_timestamp() WHERE id = :id RETURNING {COLUMNS}"
+)
+# "Past its date" is by the UTC calendar, as the API's dates are.
+_PAST_DUE = (
+    "status = 'open' AND overdue_at IS NULL "
+    "AND expected_date < CAST(now() AT TIME ZONE 'UTC' AS date)"
+)
+_SKUS_PAST_DUE = text(
+    f"SELECT DISTINCT sku FROM purchase_order WHERE {_PAST_DUE} ORDER BY sku LIMIT :limit"
+)
+# The claim: the row lock and the re-check of `overdue_at IS NULL` let one transaction only
+# mark a PO, so its event is written once however many workers race for it.
+_MARK_OVERDUE = text(
+    "UPDATE purchase_order SET overdue_at = clock_timestamp(), updated_at = clock_timestamp() "
+    f"WHERE sku = :sku AND {_PAST_DUE} RETURNING {COLUMNS}"
 )
 # Recomputed rather than incremented: `incoming` is by definition what open POs still bring,
 # and a SKU has few open POs (read through the partial index of open ones).
@@ -115,6 +134,17 @@ async def cancel(conn: AsyncConnection, po_id: UUID) -> Any:
 async def add_received(conn: AsyncConnection, po_id: UUID, quantity: int) -> Any:
     """Count received units; the PO closes when all have come."""
     return (await conn.execute(_RECEIVE, {"id": po_id, "quantity": quantity})).one()
+
+
+async def skus_past_due(conn: AsyncConnection, limit: int) -> list[str]:
+    """SKUs with an open PO past its date and not yet marked overdue (read through the partial
+    index of exactly those)."""
+    return list((await conn.execute(_SKUS_PAST_DUE, {"limit": limit})).scalars())
+
+
+async def mark_overdue(conn: AsyncConnection, sku: str) -> list[Any]:
+    """Mark the SKU's POs that are past their date; only the ones this call marked return."""
+    return list(await conn.execute(_MARK_OVERDUE, {"sku": sku}))
 
 
 async def sync_incoming(conn: AsyncConnection, sku: str) -> None:

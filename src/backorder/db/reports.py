@@ -138,8 +138,9 @@ class ReplenishmentFigures:
 
 # Demand is read per product through `ix_order_line_sku_created_at`, so a page walks the
 # product key in order and stops at `limit`, whatever the size of the catalog (and stays
-# SKU-local). `ceil(units / days * lead)` is done in integers: `(units * lead + days - 1) / days`,
-# so 20 units over 30 days with a 15-day lead time is exactly 10, not 11 from rounding.
+# SKU-local). Discontinued products are left out: nobody should buy more of them.
+# `ceil(units / days * lead)` is done in integers: `(units * lead + days - 1) / days`, so 20 units
+# over 30 days with a 15-day lead time is exactly 10, not 11 from rounding.
 _REPLENISHMENT = """
 WITH page AS (
     SELECT p.sku, p.on_hand - p.allocated AS available, p.backordered, p.incoming,
@@ -152,7 +153,7 @@ WITH page AS (
     FROM product p,
          (SELECT (date_trunc('day', now() AT TIME ZONE 'UTC')
                   - make_interval(days => :days - 1)) AT TIME ZONE 'UTC' AS start) w
-    WHERE {after}
+    WHERE NOT p.discontinued AND {after}
 ), computed AS (
     SELECT *,
            COALESCE(product_reorder_point,

@@ -107,6 +107,9 @@ purchase_order = Table(
     Column("expected_date", Date, nullable=False),
     Column("reference", Text),
     Column("status", Text, nullable=False, server_default=text("'open'")),
+    # When the PO was found past its date with units unreceived; set once, by the claim that
+    # writes `purchase_order.overdue` (workers/purchase_orders.py); a new date clears it.
+    Column("overdue_at", DateTime(timezone=True)),
     _created_at(),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
     CheckConstraint("quantity > 0", name="quantity_positive"),
@@ -118,6 +121,11 @@ purchase_order = Table(
         "expected_date",
         "created_at",
         postgresql_where=text("status = 'open'"),
+    ),
+    Index(
+        "ix_purchase_order_due",
+        "expected_date",
+        postgresql_where=text("status = 'open' AND overdue_at IS NULL"),
     ),
 )
 

@@ -8,13 +8,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from backorder.db import products, promises, stock
 from backorder.domain.allocation import AllocationStrategy
-from backorder.domain.errors import NotFound, ValidationFailed
+from backorder.domain.errors import NotFound, UnknownSku, ValidationFailed
 
 
 async def put_product(
     conn: AsyncConnection, sku: str, values: dict[str, Any]
 ) -> tuple[bool, dict[str, Any]]:
     """Create the product (True) or update the fields given (False)."""
+    if values.get("alternatives"):
+        await _check_alternatives(conn, sku, values["alternatives"])
     existing = await products.get(conn, sku, lock=True)
     if existing is None:
         if not values.get("name"):
@@ -34,6 +36,26 @@ async def put_product(
         await stock.save_counters(conn, list(locked.values()))
         row = await products.get(conn, sku)
     return False, products.view(row)
+
+
+async def _check_alternatives(conn: AsyncConnection, sku: str, alternatives: list[str]) -> None:
+    """An alternative is offered to a customer instead of this product: it must be another
+    product, and one that exists (products are never deleted, so it stays valid)."""
+    if sku in alternatives:
+        i = alternatives.index(sku)
+        raise ValidationFailed(
+            f"a product cannot be its own alternative: {sku}",
+            [
+                {
+                    "loc": ["body", "alternatives", i],
+                    "field": f"alternatives.{i}",
+                    "msg": "is the product itself",
+                }
+            ],
+        )
+    unknown = sorted(set(alternatives) - await products.existing_skus(conn, alternatives))
+    if unknown:
+        raise UnknownSku(f"unknown SKU in alternatives: {', '.join(unknown)}", skus=unknown)
 
 
 async def get_product(conn: AsyncConnection, sku: str) -> dict[str, Any]:

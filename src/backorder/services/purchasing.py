@@ -14,7 +14,7 @@ from uuid import UUID, uuid4
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from backorder.db import promises, purchasing
+from backorder.db import events, promises, purchasing
 from backorder.db.stock import LockedProduct
 from backorder.domain.errors import Conflict, NotFound, UnknownSku
 from backorder.services import inventory
@@ -23,6 +23,7 @@ from backorder.services import inventory
 def view(row: Any) -> dict[str, Any]:
     out = dict(row._mapping)
     out["remaining"] = row.quantity - row.received if row.status == "open" else 0
+    out["overdue"] = row.status == "open" and out.pop("overdue_at") is not None
     return out
 
 
@@ -96,6 +97,33 @@ async def cancel(conn: AsyncConnection, po_id: UUID) -> dict[str, Any]:
     await purchasing.sync_incoming(conn, product.sku)
     await promises.refresh(conn, product.sku, product.allocation_strategy)
     return view(row)
+
+
+async def mark_overdue(conn: AsyncConnection, sku: str) -> int:
+    """Mark the SKU's open POs whose date has passed as overdue, each with one
+    `purchase_order.overdue` event, and date the waiting lines as if those POs were not there
+    (each line whose date moves writes `backorder.expected_date_changed`). Under the SKU lock,
+    like every other PO write. Returns how many POs this call marked (0 if another did)."""
+    product = await inventory.lock_one(conn, sku)
+    marked = await purchasing.mark_overdue(conn, sku)
+    if not marked:
+        return 0
+    marked.sort(key=lambda r: (r.expected_date, r.created_at, r.id))  # in cover order
+    await events.emit_many(conn, [("purchase_order.overdue", _overdue_data(r)) for r in marked])
+    await promises.refresh(conn, sku, product.allocation_strategy)
+    return len(marked)
+
+
+def _overdue_data(row: Any) -> dict[str, Any]:
+    return {
+        "purchase_order_id": row.id,
+        "sku": row.sku,
+        "expected_date": row.expected_date,
+        "quantity": row.quantity,
+        "received": row.received,
+        "remaining": row.quantity - row.received,
+        "reference": row.reference,
+    }
 
 
 async def receive(conn: AsyncConnection, po_id: UUID, quantity: int) -> dict[str, Any]:

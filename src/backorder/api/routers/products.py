@@ -44,7 +44,9 @@ SkuPath = Annotated[
     description="Creates the product (201) or updates it (200). On update, fields left out keep "
     "their values and a field sent as `null` is cleared (`backorder_limit: null` lifts the "
     "limit). `name` is required to create.\n\n`allocation_strategy` sets the queue order: "
-    "`fifo` fills waiting lines by placement time, `priority` by order priority first.",
+    "`fifo` fills waiting lines by placement time, `priority` by order priority first.\n\n"
+    "`alternatives` must name other existing products: an unknown SKU is 422 `unknown_sku` "
+    "(listed in `skus`), the product itself 422 `validation_error`.",
 )
 async def put_product(
     request: Request, principal: OpsKey, sku: SkuPath, body: Annotated[ProductIn, Body()]

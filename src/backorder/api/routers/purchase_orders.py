@@ -39,8 +39,14 @@ router = APIRouter(prefix="/v1/purchase-orders", tags=["Purchase orders"])
     "and set the `expected_date` of its waiting lines: the queue, in fill order, is covered "
     "by the open POs in `expected_date` order (then creation); a line no PO covers takes the "
     "product's `expected_restock_date`. Lines whose date moves are announced with "
-    "`backorder.expected_date_changed` events. Unknown SKU: 422 `unknown_sku`. Honours "
-    "`Idempotency-Key`.",
+    "`backorder.expected_date_changed` events. Unknown SKU: 422 `unknown_sku`. "
+    "`expected_date` runs from today (UTC) to today's date five years on; outside that, 422 "
+    "`validation_error`.\n\n"
+    "**Overdue.** When an open PO's date passes with units unreceived, the service marks it "
+    "`overdue: true` on its own (within `BACKORDER_OVERDUE_INTERVAL_S`), writes one "
+    "`purchase_order.overdue` event, and dates the lines it covered as if it were not there "
+    "(with `backorder.expected_date_changed` for each line that moves). It still counts in "
+    "`incoming`. Honours `Idempotency-Key`.",
 )
 async def create(
     request: Request, principal: OpsKey, body: Annotated[PurchaseOrderIn, Body()]
@@ -109,7 +115,9 @@ async def get_po(request: Request, principal: OpsKey, po_id: UUID) -> Response:
     description="The waiting lines the PO covers take the new date, and since POs cover the "
     "queue in date order, others may move too; each line whose date moves is announced "
     "with `backorder.expected_date_changed` `{order_id, line_id, sku, from, to}`. Only an "
-    "open PO can change: a closed or cancelled one is 409 `conflict`.",
+    "open PO can change: a closed or cancelled one is 409 `conflict`. The new date runs from "
+    "today (UTC) to today's date five years on (else 422 `validation_error`); an overdue PO "
+    "given one is no longer overdue and drives dates again.",
 )
 async def patch_po(
     request: Request,

@@ -89,6 +89,8 @@ async def backorder_report(
     "* `suggested_order_quantity`: `max(0, backordered + reorder_point - available - "
     "incoming)`: enough to serve everyone waiting and get back to the reorder point, after "
     "what is on the shelf and on open purchase orders.\n\n"
+    "Discontinued products are left out: they are not to be bought again (their waiting "
+    "lines, if any, are still in the backorder report).\n\n"
     "`needs_order=true` keeps only the SKUs with a suggestion above zero.",
 )
 async def replenishment(

@@ -14,13 +14,13 @@ from backorder.api.schemas.common import OutModel, StrictModel, Text
 EVENT_TYPES = (
     "order.created", "order.backordered", "order.line_allocated", "order.ready_to_ship",
     "order.shipped", "order.cancelled", "backorder.expected_date_changed",
-    "product.low_stock", "product.back_in_stock",
+    "product.low_stock", "product.back_in_stock", "purchase_order.overdue",
 )  # fmt: skip
 
 EventType = Literal[
     "order.created", "order.backordered", "order.line_allocated", "order.ready_to_ship",
     "order.shipped", "order.cancelled", "backorder.expected_date_changed",
-    "product.low_stock", "product.back_in_stock",
+    "product.low_stock", "product.back_in_stock", "purchase_order.overdue",
 ]  # fmt: skip
 EventTypeOrAll = EventType | Literal["*"]
 

@@ -264,6 +264,7 @@ PURCHASE_ORDER: dict[str, Any] = {
     "expected_date": EXPECTED,
     "reference": "PO-1234",
     "status": "open",
+    "overdue": False,
     "created_at": PO_CREATED,
     "updated_at": PO_RECEIVED_40,
 }

@@ -48,7 +48,11 @@ class ProductIn(StrictModel):
     reorder_point: NonNegative | None = None
     safety_stock: NonNegative | None = None
     lead_time_days: Annotated[int, Strict(), Field(ge=0, le=3650), WHOLE] | None = None
-    alternatives: Annotated[list[Sku], Field(max_length=50)] = Field(default_factory=list)
+    alternatives: Annotated[list[Sku], Field(max_length=50)] = Field(
+        default_factory=list,
+        description="Other existing products to offer instead (not this one): an unknown SKU "
+        "is 422 `unknown_sku`, the product itself 422 `validation_error`.",
+    )
 
     model_config = StrictModel.model_config | {
         "json_schema_extra": {

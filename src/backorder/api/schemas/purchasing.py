@@ -2,23 +2,43 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
-from typing import Literal
+from datetime import UTC, date, datetime
+from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
+from pydantic_core import PydanticCustomError
 
 from backorder.api.schemas import examples
 from backorder.api.schemas.common import Day, OutModel, Quantity, Sku, StrictModel, Text
 from backorder.api.schemas.products import StockChangeOut
+from backorder.domain.purchasing import expected_date_refusal
 
 PoStatus = Literal["open", "closed", "cancelled"]
+
+
+def _in_range(value: date) -> date:
+    refusal = expected_date_refusal(value, datetime.now(UTC).date())
+    if refusal is not None:
+        raise PydanticCustomError("expected_date_out_of_range", refusal)
+    return value
+
+
+ExpectedDate = Annotated[
+    Day,
+    AfterValidator(_in_range),
+    Field(
+        description="When the units are expected (YYYY-MM-DD): from today (UTC) to today's "
+        "date five years on, else 422 `validation_error`. It becomes the promise date of the "
+        "waiting lines the PO covers."
+    ),
+]
 
 
 class PurchaseOrderIn(StrictModel):
     sku: Sku
     quantity: Quantity
-    expected_date: Day = Field(description="When the units are expected (YYYY-MM-DD).")
+    expected_date: ExpectedDate
     reference: Text | None = Field(default=None, description="Your PO number, e.g. PO-1234.")
 
     model_config = StrictModel.model_config | {
@@ -27,7 +47,7 @@ class PurchaseOrderIn(StrictModel):
                 {
                     "sku": "TRAIL-42",
                     "quantity": 100,
-                    "expected_date": "2026-12-01",
+                    "expected_date": "2027-03-01",
                     "reference": "PO-1234",
                 }
             ]
@@ -36,10 +56,10 @@ class PurchaseOrderIn(StrictModel):
 
 
 class PurchaseOrderPatch(StrictModel):
-    expected_date: Day
+    expected_date: ExpectedDate
 
     model_config = StrictModel.model_config | {
-        "json_schema_extra": {"examples": [{"expected_date": "2026-12-15"}]}
+        "json_schema_extra": {"examples": [{"expected_date": "2027-03-15"}]}
     }
 
 
@@ -62,6 +82,12 @@ class PurchaseOrderOut(OutModel):
     status: PoStatus = Field(
         description="`open`, `closed` (fully received) or `cancelled`. Only open POs count "
         "in `incoming` and promise dates."
+    )
+    overdue: bool = Field(
+        description="True once an open PO's `expected_date` has passed (UTC) with units still "
+        "to come: it no longer drives promise dates (the lines it covered are dated as if it "
+        "were not there) but still counts in `incoming` (the units are still expected). "
+        "Giving it a new `expected_date` makes it drive dates again."
     )
     created_at: datetime
     updated_at: datetime

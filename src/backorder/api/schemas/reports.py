@@ -110,7 +110,10 @@ class ReplenishmentRowOut(OutModel):
     suggested_order_quantity: int = Field(
         description="`max(0, backordered + reorder_point - available - incoming)`."
     )
-    discontinued: bool
+    discontinued: bool = Field(
+        description="Always false: discontinued products are left out of replenishment (kept "
+        "so that existing clients keep their field)."
+    )
 
     model_config = OutModel.model_config | {
         "json_schema_extra": {

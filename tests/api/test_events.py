@@ -125,6 +125,16 @@ async def test_a_cancel_is_announced_with_what_it_cancelled(client: AsyncClient)
     mark = await last_id(client)
     await post(client, f"/v1/orders/{order['id']}/cancel", {"reason": "changed mind"}, expect=200)
     events = await since(client, mark)
+    assert types(events)[:2] == ["order.line_cancelled", "order.cancelled"]
+    assert events[0]["data"] == {
+        "order_id": order["id"],
+        "line_id": order["lines"][0]["id"],
+        "sku": "A",
+        "quantity": 3,
+        "reason": "request",
+        "note": "changed mind",
+        "channel": "master",
+    }
     cancelled = [e["data"] for e in events if e["type"] == "order.cancelled"]
     assert cancelled == [
         {

@@ -301,10 +301,57 @@ async def _release(
     await stock.save_counters(conn, products)
 
 
-def _cancel_refusal(shipped: int, detail: str) -> Exception:
+def _cancel_refusal(shipped: int, detail: str, reason: str, **extra: Any) -> Exception:
+    """409 for a cancel that cannot be done; `reason` tells the cases apart for machines
+    (the contract keeps `code`: `already_shipped` when shipped units stand in the way)."""
     if shipped:
-        return AlreadyShipped(detail + "; shipped units cannot be cancelled")
-    return Conflict(detail)
+        return AlreadyShipped(
+            detail + "; shipped units cannot be cancelled", reason=reason, **extra
+        )
+    return Conflict(detail, reason=reason, **extra)
+
+
+def cancellation_events(
+    order: OrderRow,
+    cancelled: list[dict[str, Any]],
+    *,
+    reason: str,
+    note: str | None,
+    order_cancelled: bool,
+) -> list[tuple[str, dict[str, Any]]]:
+    """One `order.line_cancelled` per line touched (`cancelled`: `{line_id, sku, quantity}`,
+    one entry per line), then `order.cancelled` if the order thereby became `cancelled`.
+
+    `reason` says why units went (`request`: a cancel call; `short_stock`: an order placed
+    with `backorder: cancel_rest`); `note` is the caller's own words, if any."""
+    announced: list[tuple[str, dict[str, Any]]] = [
+        (
+            "order.line_cancelled",
+            {
+                "order_id": order.id,
+                "line_id": x["line_id"],
+                "sku": x["sku"],
+                "quantity": x["quantity"],
+                "reason": reason,
+                "note": note,
+                "channel": order.channel,
+            },
+        )
+        for x in cancelled
+    ]
+    if order_cancelled:
+        announced.append(
+            (
+                "order.cancelled",
+                {
+                    "order_id": order.id,
+                    "channel": order.channel,
+                    "reason": note,
+                    "lines": cancelled,
+                },
+            )
+        )
+    return announced
 
 
 async def cancel_order(
@@ -321,19 +368,14 @@ async def cancel_order(
         locked[line.sku].allocated -= a
         locked[line.sku].backordered -= b
         cancelled_lines.append({"line_id": line.id, "sku": line.sku, "quantity": a + b})
+    shipped = sum(line.shipped for line in order.lines)
     if not changes:
-        raise _cancel_refusal(
-            sum(line.shipped for line in order.lines), "nothing left to cancel on this order"
-        )
-    await events.emit(
+        raise _cancel_refusal(shipped, "nothing left to cancel on this order", "nothing_to_cancel")
+    await events.emit_many(
         conn,
-        "order.cancelled",
-        {
-            "order_id": order.id,
-            "channel": order.channel,
-            "reason": reason,
-            "lines": cancelled_lines,
-        },
+        cancellation_events(
+            order, cancelled_lines, reason="request", note=reason, order_cancelled=not shipped
+        ),
     )
     await _release(conn, order, locked, changes, {line["sku"] for line in cancelled_lines})
     return await get_order(conn, order_id, channel)
@@ -355,7 +397,10 @@ async def cancel_line(
     wanted = remaining if quantity is None else quantity
     if wanted == 0 or wanted > remaining:
         raise _cancel_refusal(
-            line.shipped, f"the line has {remaining} unshipped, uncancelled units"
+            line.shipped,
+            f"the line has {remaining} unshipped, uncancelled units",
+            "nothing_to_cancel" if remaining == 0 else "exceeds_remaining",
+            cancellable=remaining,
         )
     from_backordered = min(wanted, line.backordered)
     from_allocated = wanted - from_backordered
@@ -365,15 +410,18 @@ async def cancel_line(
     change = LineChange(
         line.id, allocated=-from_allocated, backordered=-from_backordered, cancelled=wanted
     )
-    await events.emit(
+    # The order becomes cancelled when this takes its last open unit and none ever shipped.
+    left = sum(x.allocated + x.backordered for x in order.lines) - wanted
+    shipped = sum(x.shipped for x in order.lines)
+    await events.emit_many(
         conn,
-        "order.cancelled",
-        {
-            "order_id": order.id,
-            "channel": order.channel,
-            "reason": reason,
-            "lines": [{"line_id": line.id, "sku": line.sku, "quantity": wanted}],
-        },
+        cancellation_events(
+            order,
+            [{"line_id": line.id, "sku": line.sku, "quantity": wanted}],
+            reason="request",
+            note=reason,
+            order_cancelled=left == 0 and shipped == 0,
+        ),
     )
     await _release(conn, order, locked, [change], {line.sku})
     return await get_order(conn, order_id, channel)

@@ -153,7 +153,10 @@ async def get_order(request: Request, principal: AnyKey, order_id: UUID) -> Resp
     summary="Cancel an order",
     description="Cancels every unshipped unit. Freed allocated units go to the head of each "
     "SKU's queue in the same transaction. Nothing left to cancel: 409 (`already_shipped` if "
-    "shipped units stand in the way, else `conflict`). Honours `Idempotency-Key`.",
+    'shipped units stand in the way, else `conflict`), with `"reason": '
+    '"nothing_to_cancel"` in the problem body. Writes one `order.line_cancelled` per line '
+    "with open units (`reason: request`, your `reason` as `note`), then `order.cancelled` if "
+    "the order is now `cancelled` (not when some of it shipped). Honours `Idempotency-Key`.",
 )
 async def cancel_order(
     request: Request,
@@ -186,7 +189,10 @@ async def cancel_order(
     summary="Cancel units of a line",
     description="Cancels `quantity` units (all unshipped ones if left out), **backordered "
     "units first**, then allocated ones, whose units go to the SKU's queue at once. More "
-    "than the line still has: 409. Honours `Idempotency-Key`.",
+    "than the line still has: 409 (`already_shipped` if shipped units stand in the way, else "
+    "`conflict`) with `reason` `nothing_to_cancel` (none left) or `exceeds_remaining`, and "
+    "`cancellable` (how many could be). Writes `order.line_cancelled`, and `order.cancelled` "
+    "after it when this empties an order of which nothing shipped. Honours `Idempotency-Key`.",
 )
 async def cancel_line(
     request: Request,

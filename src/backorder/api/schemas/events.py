@@ -13,13 +13,15 @@ from backorder.api.schemas.common import OutModel, StrictModel, Text
 
 EVENT_TYPES = (
     "order.created", "order.backordered", "order.line_allocated", "order.ready_to_ship",
-    "order.shipped", "order.cancelled", "backorder.expected_date_changed",
+    "order.shipped", "order.line_cancelled", "order.cancelled",
+    "backorder.expected_date_changed",
     "product.low_stock", "product.back_in_stock",
 )  # fmt: skip
 
 EventType = Literal[
     "order.created", "order.backordered", "order.line_allocated", "order.ready_to_ship",
-    "order.shipped", "order.cancelled", "backorder.expected_date_changed",
+    "order.shipped", "order.line_cancelled", "order.cancelled",
+    "backorder.expected_date_changed",
     "product.low_stock", "product.back_in_stock",
 ]  # fmt: skip
 EventTypeOrAll = EventType | Literal["*"]

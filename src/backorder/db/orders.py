@@ -254,8 +254,13 @@ async def list_orders(
     status: str | None,
     customer_id: str | None,
     sku: str | None,
+    external_ref: str | None = None,
+    ready_to_ship: bool | None = None,
+    created_since: datetime | None = None,
+    created_until: datetime | None = None,
 ) -> list[OrderRow]:
-    """Newest first, keyset-paginated on (created_at, id): stable under concurrent inserts."""
+    """Newest first, keyset-paginated on (created_at, id): stable under concurrent inserts,
+    and under any filter (each only narrows the rows the key walks)."""
     where = ["TRUE"]
     params: dict[str, Any] = {"limit": limit}
     if after is not None:
@@ -270,6 +275,18 @@ async def list_orders(
     if customer_id is not None:
         where.append("customer_id = :customer_id")
         params["customer_id"] = customer_id
+    if external_ref is not None:
+        where.append("external_ref = :external_ref")
+        params["external_ref"] = external_ref
+    if ready_to_ship is not None:
+        where.append("ready_to_ship = :ready_to_ship")
+        params["ready_to_ship"] = ready_to_ship
+    if created_since is not None:
+        where.append("created_at >= :created_since")
+        params["created_since"] = created_since
+    if created_until is not None:
+        where.append("created_at < :created_until")
+        params["created_until"] = created_until
     if sku is not None:
         where.append(
             "EXISTS (SELECT 1 FROM order_line l WHERE l.order_id = sales_order.id AND l.sku = :sku)"

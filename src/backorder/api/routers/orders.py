@@ -26,8 +26,9 @@ from backorder.api.schemas.orders import (
     ShipmentIn,
     ShipmentOut,
 )
+from backorder.api.schemas.reports import Instant
 from backorder.db import orders
-from backorder.domain.errors import ValidationFailed
+from backorder.domain.errors import Forbidden, ValidationFailed
 from backorder.domain.orders import ShipPolicy
 from backorder.services import ordering
 
@@ -94,19 +95,67 @@ async def place_order(
 @router.get(
     "",
     response_model=Page[OrderOut],
-    responses=problems(),
+    responses=problems(403),
     summary="List orders",
-    description="Newest first. Storefront keys see their own channel's orders only.",
+    description="Newest first, paged by `cursor` (a keyset: stable while orders arrive, and "
+    "with any filters; pass the same filters with each page). Filters combine with AND:\n\n"
+    "* `status`, `customer_id`, `sku` (orders with a line of it), `external_ref` (your "
+    "reference, unique per channel), `ready_to_ship` (`true` or `false`).\n"
+    "* `created_since` (inclusive) and `created_until` (exclusive): RFC 3339 date-times with "
+    "an offset, e.g. `2026-12-01T00:00:00Z`.\n"
+    "* `channel` (ops keys): one channel's orders. Storefront keys see their own channel's "
+    "orders only; a storefront naming another channel is refused with 403 `forbidden` (its "
+    "own is accepted and changes nothing).\n\n"
+    "A query parameter not listed here is 422 `validation_error` naming it.",
 )
 async def list_orders(
     request: Request,
     principal: AnyKey,
     status: Annotated[OrderStatusName | None, Query()] = None,
-    customer_id: Annotated[str | None, Query(max_length=255)] = None,
-    sku: Annotated[str | None, Query(pattern=SKU_PATTERN)] = None,
+    customer_id: Annotated[str | None, Query(max_length=255, examples=["c-1001"])] = None,
+    sku: Annotated[str | None, Query(pattern=SKU_PATTERN, examples=["TRAIL-42"])] = None,
+    external_ref: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=255,
+            description="The `external_ref` the order was placed with.",
+            examples=["web-88812"],
+        ),
+    ] = None,
+    ready_to_ship: Annotated[
+        bool | None,
+        Query(description="Only orders that can (`true`) or cannot (`false`) ship now."),
+    ] = None,
+    created_since: Annotated[
+        Instant | None,
+        Query(
+            description="Placed at or after this RFC 3339 date-time (with offset).",
+            examples=["2026-12-01T00:00:00Z"],
+        ),
+    ] = None,
+    created_until: Annotated[
+        Instant | None,
+        Query(
+            description="Placed before this RFC 3339 date-time (with offset), exclusive.",
+            examples=["2026-12-02T00:00:00Z"],
+        ),
+    ] = None,
+    channel: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=255,
+            description="Ops keys: only this channel's orders (a key's name; `master` for the "
+            "master key). Storefront keys: their own channel only, else 403.",
+            examples=["web-shop"],
+        ),
+    ] = None,
     limit: cursors.LimitQuery = 50,
     cursor: cursors.CursorQuery = None,
 ) -> Response:
+    if not principal.is_ops and channel is not None and channel != principal.channel:
+        raise Forbidden("storefront keys see their own channel's orders only")
     after = cursors.decode(cursor, datetime.fromisoformat, UUID)
 
     async def work(conn: AsyncConnection) -> dict[str, Any]:
@@ -114,10 +163,14 @@ async def list_orders(
             conn,
             limit=limit + 1,
             after=(after[0], after[1]) if after else None,
-            channel=principal.channel_filter,
+            channel=principal.channel_filter or channel,
             status=status,
             customer_id=customer_id,
             sku=sku,
+            external_ref=external_ref,
+            ready_to_ship=ready_to_ship,
+            created_since=created_since,
+            created_until=created_until,
         )
         more = len(rows) > limit
         rows = rows[:limit]

@@ -45,6 +45,10 @@ WITH o AS (
     SELECT :id, :channel, :customer_id, :priority, :ship_policy, :external_ref,
            :status, :ready, :backordered_at_placement, :allocated, :backordered, t.now, t.now
     FROM (SELECT clock_timestamp() AS now) t
+    -- A reference the channel already used: nothing of this statement is written (every
+    -- other part hangs on `o`), and the caller answers 409. Concurrent twins wait here for
+    -- the first to commit or roll back, so exactly one of them is written.
+    ON CONFLICT (external_ref, channel) WHERE external_ref IS NOT NULL DO NOTHING
     RETURNING created_at
 ), l AS (
     INSERT INTO order_line (id, order_id, line_no, sku, quantity, allocated, backordered,
@@ -62,6 +66,7 @@ WITH o AS (
     SELECT t, CAST(d AS jsonb)
     FROM unnest(CAST(:event_types AS text[]), CAST(:event_datas AS text[]))
          WITH ORDINALITY AS x(t, d, n)
+    WHERE EXISTS (SELECT FROM o)
     ORDER BY n
 ), p AS (
     UPDATE product SET allocated = x.allocated, backordered = x.backordered,
@@ -74,7 +79,7 @@ WITH o AS (
          LATERAL (SELECT COALESCE(sum(b), 0) AS waiting
                   FROM unnest(CAST(:skus AS text[]), CAST(:bs AS bigint[])) AS n(sku, b)
                   WHERE n.sku = x.sku) w
-    WHERE product.sku = x.sku
+    WHERE product.sku = x.sku AND EXISTS (SELECT FROM o)
 )
 SELECT created_at FROM o
 """
@@ -105,10 +110,11 @@ async def place_order(
     lines: list[NewLine],
     events: list[tuple[str, dict[str, Any]]],
     counters: list[CounterUpdate],
-) -> datetime:
+) -> datetime | None:
     """Write the order, its lines, its events and its products' counters in one statement
     (one round trip on the hot path). `created_at` is taken now, after the SKU locks are
-    held, so queue order is the order in which orders reached the stock."""
+    held, so queue order is the order in which orders reached the stock. None, and nothing
+    written, when the channel already has an order with this `external_ref`."""
     row = (
         await conn.execute(
             _PLACE_ORDER,
@@ -137,9 +143,22 @@ async def place_order(
                 "product_states": [c.stock_state for c in counters],
             },
         )
-    ).one()
+    ).one_or_none()
+    if row is None:
+        return None
     created_at: datetime = row.created_at
     return created_at
+
+
+async def order_with_ref(conn: AsyncConnection, channel: str, external_ref: str) -> UUID | None:
+    """The id of the channel's order placed with this `external_ref`, if any."""
+    row = (
+        await conn.execute(
+            text("SELECT id FROM sales_order WHERE external_ref = :ref AND channel = :channel"),
+            {"ref": external_ref, "channel": channel},
+        )
+    ).one_or_none()
+    return None if row is None else row.id
 
 
 @dataclass(slots=True)

@@ -22,6 +22,7 @@ from backorder.domain.errors import (
     BackorderLimitExceeded,
     Conflict,
     Discontinued,
+    DomainError,
     InsufficientStock,
     NotAllocated,
     NotFound,
@@ -157,9 +158,28 @@ def _check(cmd: PlaceOrder, locked: dict[str, LockedProduct]) -> list[NewLine]:
     return new_lines
 
 
+async def _refuse_reused_ref(conn: AsyncConnection, cmd: PlaceOrder) -> None:
+    """409 naming the channel's order already placed with this `external_ref`, if any."""
+    if cmd.external_ref is None:
+        return
+    existing = await orders.order_with_ref(conn, cmd.channel, cmd.external_ref)
+    if existing is not None:
+        raise Conflict(
+            f"this channel already has an order with external_ref {cmd.external_ref!r}",
+            order_id=str(existing),
+            reason="external_ref_taken",
+        )
+
+
 async def place_order(conn: AsyncConnection, cmd: PlaceOrder) -> dict[str, Any]:
     locked = await stock.lock_products(conn, [line.sku for line in cmd.lines])
-    new_lines = _check(cmd, locked)
+    try:
+        new_lines = _check(cmd, locked)
+    except DomainError:
+        # A retry of an order that was placed should learn that, not that stock ran out
+        # since: looked up on the refusal path only, the happy path pays nothing for it.
+        await _refuse_reused_ref(conn, cmd)
+        raise
     for line in new_lines:
         product = locked[line.sku]
         product.allocated += line.allocated
@@ -222,6 +242,9 @@ async def place_order(conn: AsyncConnection, cmd: PlaceOrder) -> dict[str, Any]:
         events=announced + transitions,
         counters=counters,
     )
+    if created_at is None:
+        await _refuse_reused_ref(conn, cmd)
+        raise Conflict(f"external_ref {cmd.external_ref!r} was just used by another order")
     dates: dict[UUID, Any] = {}
     if waiting:
         for sku in sorted({x.sku for x in waiting}):

@@ -62,6 +62,11 @@ def check_line_count(request: Request, count: int, what: str) -> None:
     "the product does not allow (409 `insufficient_stock`) or would push its open backorders "
     "over `backorder_limit` (409 `backorder_limit_exceeded`). 409 bodies list "
     "`lines: [{sku, requested, available}]` so a storefront can offer what there is.\n\n"
+    "`external_ref` is unique per channel: an order with a reference the channel already "
+    "used is 409 `conflict` with the first order's id as `order_id` at the top of the problem "
+    "body (and `reason: external_ref_taken`), reserving nothing; even when stock would now "
+    "refuse it. Two orders racing with one reference: exactly one is placed. A retry with the "
+    "first request's `Idempotency-Key` is still answered as a replay.\n\n"
     "`ship_policy: partial` lets allocated units ship now (a partial backorder); `complete` "
     "holds the whole order until every unit is allocated (a full backorder). Storefront keys "
     "may send `priority` 0-4, ops 0-9. Honours `Idempotency-Key`.",

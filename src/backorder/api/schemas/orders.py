@@ -36,7 +36,11 @@ class OrderIn(StrictModel):
         default="partial",
         description="partial: ship what is allocated now; complete: ship when all is.",
     )
-    external_ref: Text | None = None
+    external_ref: Text | None = Field(
+        default=None,
+        description="Your reference (e.g. the web shop's order number), unique per channel: "
+        "a second order with it is 409 `conflict` naming the first as `order_id`.",
+    )
     # The cap is the deployment's `max_order_lines`, checked by the route (a model cannot read
     # settings); the app's OpenAPI shows the configured value as `maxItems`.
     lines: Annotated[

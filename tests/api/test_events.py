@@ -53,7 +53,14 @@ async def test_placing_a_partly_backordered_order_announces_it(client: AsyncClie
     assert created["customer_id"] == "c-7"
     line = order["lines"][0]
     assert created["lines"] == [
-        {"line_id": line["id"], "sku": "A", "quantity": 5, "allocated": 3, "backordered": 2}
+        {
+            "line_id": line["id"],
+            "sku": "A",
+            "quantity": 5,
+            "allocated": 3,
+            "backordered": 2,
+            "cancelled": 0,
+        }
     ]
     assert backordered["lines"] == [{"line_id": line["id"], "sku": "A", "backordered": 2}]
     assert ready == {"order_id": order["id"], "channel": "master"}

@@ -33,6 +33,8 @@ class NewLine:
     quantity: int
     allocated: int
     backordered: int
+    # Units cancelled at placement (`backorder: cancel_rest`): what stock could not cover.
+    cancelled: int = 0
 
 
 _PLACE_ORDER = text(
@@ -52,11 +54,11 @@ WITH o AS (
     RETURNING created_at
 ), l AS (
     INSERT INTO order_line (id, order_id, line_no, sku, quantity, allocated, backordered,
-                            created_at, initial_backordered)
-    SELECT x.id, :id, x.n, x.sku, x.q, x.a, x.b, o.created_at, x.b
+                            cancelled, created_at, initial_backordered)
+    SELECT x.id, :id, x.n, x.sku, x.q, x.a, x.b, x.c, o.created_at, x.b
     FROM o, unnest(CAST(:line_ids AS uuid[]), CAST(:skus AS text[]), CAST(:qs AS bigint[]),
-                   CAST(:as_ AS bigint[]), CAST(:bs AS bigint[]))
-         WITH ORDINALITY AS x(id, sku, q, a, b, n)
+                   CAST(:as_ AS bigint[]), CAST(:bs AS bigint[]), CAST(:cs AS bigint[]))
+         WITH ORDINALITY AS x(id, sku, q, a, b, c, n)
     RETURNING id, sku, backordered, created_at
 ), q AS (
     INSERT INTO backorder_queue (line_id, sku, priority, created_at)
@@ -135,6 +137,7 @@ async def place_order(
                 "qs": [line.quantity for line in lines],
                 "as_": [line.allocated for line in lines],
                 "bs": [line.backordered for line in lines],
+                "cs": [line.cancelled for line in lines],
                 "event_types": [t for t, _ in events],
                 "event_datas": [to_json(d) for _, d in events],
                 "product_skus": [c.sku for c in counters],

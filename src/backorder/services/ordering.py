@@ -54,6 +54,9 @@ class PlaceOrder:
     ship_policy: ShipPolicy
     external_ref: str | None
     lines: list[LineRequest]
+    # "allow": what stock cannot cover now waits (a backorder); "cancel_rest": it is
+    # cancelled at once and the order never waits.
+    backorder: str = "allow"
 
 
 def line_view(line: orders.LineRow) -> dict[str, Any]:
@@ -132,6 +135,12 @@ def _check(cmd: PlaceOrder, locked: dict[str, LockedProduct]) -> list[NewLine]:
     for line in cmd.lines:
         product = locked[line.sku]
         allocated, backordered = take_now(line.quantity, product.available)
+        if cmd.backorder == "cancel_rest":
+            # Nothing waits, so no backorder rule can refuse it.
+            new_lines.append(
+                NewLine(uuid4(), line.sku, line.quantity, allocated, 0, cancelled=backordered)
+            )
+            continue
         if backordered and not product.backorders_allowed:
             short.add(line.sku)
         elif (
@@ -184,7 +193,9 @@ async def place_order(conn: AsyncConnection, cmd: PlaceOrder) -> dict[str, Any]:
         product = locked[line.sku]
         product.allocated += line.allocated
         product.backordered += line.backordered
-    units = total([Units(x.quantity, x.allocated, x.backordered, 0, 0) for x in new_lines])
+    units = total(
+        [Units(x.quantity, x.allocated, x.backordered, 0, x.cancelled) for x in new_lines]
+    )
     status = status_of(units).value
     ready = ready_to_ship(units, cmd.ship_policy)
     order_id = uuid4()
@@ -203,6 +214,7 @@ async def place_order(conn: AsyncConnection, cmd: PlaceOrder) -> dict[str, Any]:
                         "quantity": x.quantity,
                         "allocated": x.allocated,
                         "backordered": x.backordered,
+                        "cancelled": x.cancelled,
                     }
                     for x in new_lines
                 ],
@@ -224,6 +236,18 @@ async def place_order(conn: AsyncConnection, cmd: PlaceOrder) -> dict[str, Any]:
                     ],
                 },
             )
+        )
+    short = [x for x in new_lines if x.cancelled]
+    if short:
+        # `cancel_rest`: what stock could not cover is cancelled now. With nothing in stock
+        # at all the order is placed cancelled whole (the answer says what happened).
+        announced += cancellation_events(
+            order_id,
+            cmd.channel,
+            [{"line_id": x.id, "sku": x.sku, "quantity": x.cancelled} for x in short],
+            reason="short_stock",
+            note=None,
+            order_cancelled=status == "cancelled",
         )
     if ready:
         announced.append(("order.ready_to_ship", {"order_id": order_id, "channel": cmd.channel}))
@@ -276,7 +300,7 @@ async def place_order(conn: AsyncConnection, cmd: PlaceOrder) -> dict[str, Any]:
                 x.allocated,
                 x.backordered,
                 0,
-                0,
+                x.cancelled,
                 dates.get(x.id),
             )
             for n, x in enumerate(new_lines, start=1)
@@ -335,7 +359,8 @@ def _cancel_refusal(shipped: int, detail: str, reason: str, **extra: Any) -> Exc
 
 
 def cancellation_events(
-    order: OrderRow,
+    order_id: UUID,
+    channel: str,
     cancelled: list[dict[str, Any]],
     *,
     reason: str,
@@ -351,13 +376,13 @@ def cancellation_events(
         (
             "order.line_cancelled",
             {
-                "order_id": order.id,
+                "order_id": order_id,
                 "line_id": x["line_id"],
                 "sku": x["sku"],
                 "quantity": x["quantity"],
                 "reason": reason,
                 "note": note,
-                "channel": order.channel,
+                "channel": channel,
             },
         )
         for x in cancelled
@@ -367,8 +392,8 @@ def cancellation_events(
             (
                 "order.cancelled",
                 {
-                    "order_id": order.id,
-                    "channel": order.channel,
+                    "order_id": order_id,
+                    "channel": channel,
                     "reason": note,
                     "lines": cancelled,
                 },
@@ -397,7 +422,12 @@ async def cancel_order(
     await events.emit_many(
         conn,
         cancellation_events(
-            order, cancelled_lines, reason="request", note=reason, order_cancelled=not shipped
+            order.id,
+            order.channel,
+            cancelled_lines,
+            reason="request",
+            note=reason,
+            order_cancelled=not shipped,
         ),
     )
     await _release(conn, order, locked, changes, {line["sku"] for line in cancelled_lines})
@@ -439,7 +469,8 @@ async def cancel_line(
     await events.emit_many(
         conn,
         cancellation_events(
-            order,
+            order.id,
+            order.channel,
             [{"line_id": line.id, "sku": line.sku, "quantity": wanted}],
             reason="request",
             note=reason,

@@ -62,6 +62,10 @@ def check_line_count(request: Request, count: int, what: str) -> None:
     "the product does not allow (409 `insufficient_stock`) or would push its open backorders "
     "over `backorder_limit` (409 `backorder_limit_exceeded`). 409 bodies list "
     "`lines: [{sku, requested, available}]` so a storefront can offer what there is.\n\n"
+    "`backorder: cancel_rest` (a storefront's \"don't backorder\"): each line takes what is "
+    "available now and the rest is cancelled at once: nothing waits, no backorder refusal "
+    "applies, each such line writes `order.line_cancelled` with `reason: short_stock`, and "
+    "with nothing in stock at all the order is placed `cancelled` (then `order.cancelled`).\n\n"
     "`external_ref` is unique per channel: an order with a reference the channel already "
     "used is 409 `conflict` with the first order's id as `order_id` at the top of the problem "
     "body (and `reason: external_ref_taken`), reserving nothing; even when stock would now "
@@ -93,6 +97,7 @@ async def place_order(
         ship_policy=ShipPolicy(body.ship_policy),
         external_ref=body.external_ref,
         lines=[ordering.LineRequest(line.sku, line.quantity) for line in body.lines],
+        backorder=body.backorder,
     )
     return await write(request, principal, lambda conn: ordering.place_order(conn, cmd))
 

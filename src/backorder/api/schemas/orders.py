@@ -36,6 +36,13 @@ class OrderIn(StrictModel):
         default="partial",
         description="partial: ship what is allocated now; complete: ship when all is.",
     )
+    backorder: Literal["allow", "cancel_rest"] = Field(
+        default="allow",
+        description="What to do with units stock cannot cover now. `allow`: they wait "
+        "(backordered). `cancel_rest`: they are cancelled at once (the line shows them as "
+        "`cancelled`), so the order never waits, and no `backorders_allowed` or "
+        "`backorder_limit` refusal applies.",
+    )
     external_ref: Text | None = Field(
         default=None,
         description="Your reference (e.g. the web shop's order number), unique per channel: "
@@ -67,6 +74,7 @@ class OrderIn(StrictModel):
                     "customer_id": "c-1001",
                     "priority": 0,
                     "ship_policy": "partial",
+                    "backorder": "allow",
                     "external_ref": "web-88812",
                     "lines": [{"sku": "TRAIL-42", "quantity": 100}],
                 }

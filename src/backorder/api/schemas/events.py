@@ -64,7 +64,10 @@ class EventOut(OutModel):
     created_at: datetime
     data: dict[str, Any] = Field(
         description="What happened; ids, SKU and quantities. Events about an order "
-        "(`order.*`, `backorder.*`) carry its `channel`."
+        "(`order.*`, `backorder.*`) carry its `channel`. `order.line_cancelled` (one per line "
+        "a cancellation touches: `order_id`, `line_id`, `sku`, `quantity`, `reason` = "
+        "`request` or `short_stock`, `note`) precedes `order.cancelled`, which is written "
+        "only when the order becomes `cancelled`."
     )
 
     model_config = OutModel.model_config | {

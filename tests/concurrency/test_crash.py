@@ -338,7 +338,8 @@ def audit(database_url: str, ops: list[Op], initial: dict[str, int]) -> Audit:
         ).fetchall()
         events = conn.execute(
             "SELECT type, data, CAST(xmin AS text) AS tx FROM event "
-            "WHERE type IN ('order.created', 'order.cancelled', 'order.line_allocated') "
+            "WHERE type IN ('order.created', 'order.cancelled', 'order.line_cancelled', "
+            "'order.line_allocated') "
             "ORDER BY id"
         ).fetchall()
         on_hand = {r["sku"]: r["on_hand"] for r in conn.execute("SELECT sku, on_hand FROM product")}
@@ -430,7 +431,7 @@ def audit(database_url: str, ops: list[Op], initial: dict[str, int]) -> Audit:
             fills[e["tx"]][(e["data"]["line_id"], int(e["data"]["quantity"]))] += 1
             filled[e["data"]["line_id"]] += int(e["data"]["quantity"])
     causes = {m["tx"] for m in restocks} | {
-        e["tx"] for e in events if e["type"] == "order.cancelled"
+        e["tx"] for e in events if e["type"] in ("order.cancelled", "order.line_cancelled")
     }
     for tx in set(fills) - causes:
         out.problem(f"allocations without their restock or cancel (tx {tx}): {fills[tx]}")

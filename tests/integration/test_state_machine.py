@@ -346,7 +346,13 @@ class BackorderMachine(RuleBasedStateMachine):
             self.expect_refusal(r, 409, code)
             return
         assert r.status_code == 200, r.text
-        self.events["order.cancelled"] += 1
+        # One `order.line_cancelled` per line with open units; `order.cancelled` only when
+        # the order becomes cancelled (nothing of it ever shipped).
+        self.events["order.line_cancelled"] += sum(
+            1 for line in order.lines if line.allocated + line.backordered
+        )
+        if not order.units.shipped:
+            self.events["order.cancelled"] += 1
         for line in order.lines:
             line.cancelled += line.allocated + line.backordered
             line.allocated = line.backordered = 0
@@ -370,11 +376,14 @@ class BackorderMachine(RuleBasedStateMachine):
             self.expect_refusal(r, 409, "already_shipped" if line.shipped else "conflict")
             return
         assert r.status_code == 200, r.text
-        self.events["order.cancelled"] += 1
+        self.events["order.line_cancelled"] += 1
         from_backordered = min(wanted, line.backordered)
         line.backordered -= from_backordered
         line.allocated -= wanted - from_backordered
         line.cancelled += wanted
+        order = self.orders[line.order_id]
+        if order.units.open_units == 0 and not order.units.shipped:
+            self.events["order.cancelled"] += 1
         self.fill(line.sku)
         self.expect_order(r.json())
 

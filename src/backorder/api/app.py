@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from backorder import __version__
 from backorder.api import problems
@@ -27,6 +27,7 @@ from backorder.api.routers import (
     subscriptions,
     webhooks,
 )
+from backorder.api.strict_query import refuse_unknown_query_parameters
 from backorder.config import Settings
 from backorder.db.engine import head_revision, make_engine
 from backorder.logging import configure as configure_logging
@@ -90,6 +91,7 @@ def create_app(settings: Settings) -> FastAPI:
         description=DESCRIPTION,
         openapi_tags=TAGS,
         lifespan=lifespan,
+        dependencies=[Depends(refuse_unknown_query_parameters)],
         swagger_ui_parameters={"persistAuthorization": True, "displayRequestDuration": True},
     )
     app.state.settings = settings

@@ -33,6 +33,8 @@ class NewLine:
     quantity: int
     allocated: int
     backordered: int
+    # Units cancelled at placement (`backorder: cancel_rest`): what stock could not cover.
+    cancelled: int = 0
 
 
 _PLACE_ORDER = text(
@@ -45,14 +47,18 @@ WITH o AS (
     SELECT :id, :channel, :customer_id, :priority, :ship_policy, :external_ref,
            :status, :ready, :backordered_at_placement, :allocated, :backordered, t.now, t.now
     FROM (SELECT clock_timestamp() AS now) t
+    -- A reference the channel already used: nothing of this statement is written (every
+    -- other part hangs on `o`), and the caller answers 409. Concurrent twins wait here for
+    -- the first to commit or roll back, so exactly one of them is written.
+    ON CONFLICT (external_ref, channel) WHERE external_ref IS NOT NULL DO NOTHING
     RETURNING created_at
 ), l AS (
     INSERT INTO order_line (id, order_id, line_no, sku, quantity, allocated, backordered,
-                            created_at, initial_backordered)
-    SELECT x.id, :id, x.n, x.sku, x.q, x.a, x.b, o.created_at, x.b
+                            cancelled, created_at, initial_backordered)
+    SELECT x.id, :id, x.n, x.sku, x.q, x.a, x.b, x.c, o.created_at, x.b
     FROM o, unnest(CAST(:line_ids AS uuid[]), CAST(:skus AS text[]), CAST(:qs AS bigint[]),
-                   CAST(:as_ AS bigint[]), CAST(:bs AS bigint[]))
-         WITH ORDINALITY AS x(id, sku, q, a, b, n)
+                   CAST(:as_ AS bigint[]), CAST(:bs AS bigint[]), CAST(:cs AS bigint[]))
+         WITH ORDINALITY AS x(id, sku, q, a, b, c, n)
     RETURNING id, sku, backordered, created_at
 ), q AS (
     INSERT INTO backorder_queue (line_id, sku, priority, created_at)
@@ -62,6 +68,7 @@ WITH o AS (
     SELECT t, CAST(d AS jsonb)
     FROM unnest(CAST(:event_types AS text[]), CAST(:event_datas AS text[]))
          WITH ORDINALITY AS x(t, d, n)
+    WHERE EXISTS (SELECT FROM o)
     ORDER BY n
 ), p AS (
     UPDATE product SET allocated = x.allocated, backordered = x.backordered,
@@ -74,7 +81,7 @@ WITH o AS (
          LATERAL (SELECT COALESCE(sum(b), 0) AS waiting
                   FROM unnest(CAST(:skus AS text[]), CAST(:bs AS bigint[])) AS n(sku, b)
                   WHERE n.sku = x.sku) w
-    WHERE product.sku = x.sku
+    WHERE product.sku = x.sku AND EXISTS (SELECT FROM o)
 )
 SELECT created_at FROM o
 """
@@ -105,10 +112,11 @@ async def place_order(
     lines: list[NewLine],
     events: list[tuple[str, dict[str, Any]]],
     counters: list[CounterUpdate],
-) -> datetime:
+) -> datetime | None:
     """Write the order, its lines, its events and its products' counters in one statement
     (one round trip on the hot path). `created_at` is taken now, after the SKU locks are
-    held, so queue order is the order in which orders reached the stock."""
+    held, so queue order is the order in which orders reached the stock. None, and nothing
+    written, when the channel already has an order with this `external_ref`."""
     row = (
         await conn.execute(
             _PLACE_ORDER,
@@ -129,6 +137,7 @@ async def place_order(
                 "qs": [line.quantity for line in lines],
                 "as_": [line.allocated for line in lines],
                 "bs": [line.backordered for line in lines],
+                "cs": [line.cancelled for line in lines],
                 "event_types": [t for t, _ in events],
                 "event_datas": [to_json(d) for _, d in events],
                 "product_skus": [c.sku for c in counters],
@@ -137,9 +146,22 @@ async def place_order(
                 "product_states": [c.stock_state for c in counters],
             },
         )
-    ).one()
+    ).one_or_none()
+    if row is None:
+        return None
     created_at: datetime = row.created_at
     return created_at
+
+
+async def order_with_ref(conn: AsyncConnection, channel: str, external_ref: str) -> UUID | None:
+    """The id of the channel's order placed with this `external_ref`, if any."""
+    row = (
+        await conn.execute(
+            text("SELECT id FROM sales_order WHERE external_ref = :ref AND channel = :channel"),
+            {"ref": external_ref, "channel": channel},
+        )
+    ).one_or_none()
+    return None if row is None else row.id
 
 
 @dataclass(slots=True)
@@ -254,8 +276,13 @@ async def list_orders(
     status: str | None,
     customer_id: str | None,
     sku: str | None,
+    external_ref: str | None = None,
+    ready_to_ship: bool | None = None,
+    created_since: datetime | None = None,
+    created_until: datetime | None = None,
 ) -> list[OrderRow]:
-    """Newest first, keyset-paginated on (created_at, id): stable under concurrent inserts."""
+    """Newest first, keyset-paginated on (created_at, id): stable under concurrent inserts,
+    and under any filter (each only narrows the rows the key walks)."""
     where = ["TRUE"]
     params: dict[str, Any] = {"limit": limit}
     if after is not None:
@@ -270,6 +297,18 @@ async def list_orders(
     if customer_id is not None:
         where.append("customer_id = :customer_id")
         params["customer_id"] = customer_id
+    if external_ref is not None:
+        where.append("external_ref = :external_ref")
+        params["external_ref"] = external_ref
+    if ready_to_ship is not None:
+        where.append("ready_to_ship = :ready_to_ship")
+        params["ready_to_ship"] = ready_to_ship
+    if created_since is not None:
+        where.append("created_at >= :created_since")
+        params["created_since"] = created_since
+    if created_until is not None:
+        where.append("created_at < :created_until")
+        params["created_until"] = created_until
     if sku is not None:
         where.append(
             "EXISTS (SELECT 1 FROM order_line l WHERE l.order_id = sales_order.id AND l.sku = :sku)"

@@ -21,9 +21,15 @@ _RANK = "CASE WHEN p.allocation_strategy = 'priority' THEN -b.priority ELSE 0 EN
 
 
 async def list_queue(
-    conn: AsyncConnection, *, sku: str | None, limit: int, after: tuple[Any, ...] | None
+    conn: AsyncConnection,
+    *,
+    sku: str | None,
+    limit: int,
+    after: tuple[Any, ...] | None,
+    customer_id: str | None = None,
 ) -> list[Any]:
-    """A page of the queue; `after` is the (sku, rank, created_at, line_id) of the last row."""
+    """A page of the queue; `after` is the (sku, rank, created_at, line_id) of the last row.
+    `customer_id` keeps that customer's lines, each still with its place in the whole queue."""
     params: dict[str, Any] = {"limit": limit}
     sku_filter = ""
     if sku is not None:
@@ -33,6 +39,9 @@ async def list_queue(
     if after is not None:
         keyset = "(q.sku, q.rank, q.created_at, q.line_id) > (:c_sku, :c_rank, :c_at, :c_id)"
         params.update(c_sku=after[0], c_rank=after[1], c_at=after[2], c_id=after[3])
+    if customer_id is not None:
+        keyset += " AND o.customer_id = :customer_id"
+        params["customer_id"] = customer_id
     sql = f"""
 SELECT q.*, l.order_id, l.backordered AS quantity, l.expected_date, o.customer_id
 FROM (

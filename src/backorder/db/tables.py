@@ -181,6 +181,15 @@ sales_order = Table(
     Index("ix_sales_order_created_at_id", "created_at", "id"),
     Index("ix_sales_order_channel_created_at_id", "channel", "created_at", "id"),
     Index("ix_sales_order_customer_id", "customer_id"),
+    # external_ref is unique per channel (an integrator's guard against placing twice); led by
+    # the reference so that an ops lookup by reference alone uses it too.
+    Index(
+        "uq_sales_order_external_ref_channel",
+        "external_ref",
+        "channel",
+        unique=True,
+        postgresql_where=text("external_ref IS NOT NULL"),
+    ),
     # No index on `status`: a fill changes the status of every order it reaches, and an
     # indexed column would make each of those updates non-HOT.
     postgresql_with={"fillfactor": 50},

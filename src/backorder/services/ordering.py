@@ -22,6 +22,7 @@ from backorder.domain.errors import (
     BackorderLimitExceeded,
     Conflict,
     Discontinued,
+    DomainError,
     InsufficientStock,
     NotAllocated,
     NotFound,
@@ -53,6 +54,9 @@ class PlaceOrder:
     ship_policy: ShipPolicy
     external_ref: str | None
     lines: list[LineRequest]
+    # "allow": what stock cannot cover now waits (a backorder); "cancel_rest": it is
+    # cancelled at once and the order never waits.
+    backorder: str = "allow"
 
 
 def line_view(line: orders.LineRow) -> dict[str, Any]:
@@ -131,6 +135,12 @@ def _check(cmd: PlaceOrder, locked: dict[str, LockedProduct]) -> list[NewLine]:
     for line in cmd.lines:
         product = locked[line.sku]
         allocated, backordered = take_now(line.quantity, product.available)
+        if cmd.backorder == "cancel_rest":
+            # Nothing waits, so no backorder rule can refuse it.
+            new_lines.append(
+                NewLine(uuid4(), line.sku, line.quantity, allocated, 0, cancelled=backordered)
+            )
+            continue
         if backordered and not product.backorders_allowed:
             short.add(line.sku)
         elif (
@@ -157,14 +167,35 @@ def _check(cmd: PlaceOrder, locked: dict[str, LockedProduct]) -> list[NewLine]:
     return new_lines
 
 
+async def _refuse_reused_ref(conn: AsyncConnection, cmd: PlaceOrder) -> None:
+    """409 naming the channel's order already placed with this `external_ref`, if any."""
+    if cmd.external_ref is None:
+        return
+    existing = await orders.order_with_ref(conn, cmd.channel, cmd.external_ref)
+    if existing is not None:
+        raise Conflict(
+            f"this channel already has an order with external_ref {cmd.external_ref!r}",
+            order_id=str(existing),
+            reason="external_ref_taken",
+        )
+
+
 async def place_order(conn: AsyncConnection, cmd: PlaceOrder) -> dict[str, Any]:
     locked = await stock.lock_products(conn, [line.sku for line in cmd.lines])
-    new_lines = _check(cmd, locked)
+    try:
+        new_lines = _check(cmd, locked)
+    except DomainError:
+        # A retry of an order that was placed should learn that, not that stock ran out
+        # since: looked up on the refusal path only, the happy path pays nothing for it.
+        await _refuse_reused_ref(conn, cmd)
+        raise
     for line in new_lines:
         product = locked[line.sku]
         product.allocated += line.allocated
         product.backordered += line.backordered
-    units = total([Units(x.quantity, x.allocated, x.backordered, 0, 0) for x in new_lines])
+    units = total(
+        [Units(x.quantity, x.allocated, x.backordered, 0, x.cancelled) for x in new_lines]
+    )
     status = status_of(units).value
     ready = ready_to_ship(units, cmd.ship_policy)
     order_id = uuid4()
@@ -183,6 +214,7 @@ async def place_order(conn: AsyncConnection, cmd: PlaceOrder) -> dict[str, Any]:
                         "quantity": x.quantity,
                         "allocated": x.allocated,
                         "backordered": x.backordered,
+                        "cancelled": x.cancelled,
                     }
                     for x in new_lines
                 ],
@@ -197,6 +229,7 @@ async def place_order(conn: AsyncConnection, cmd: PlaceOrder) -> dict[str, Any]:
                 {
                     "order_id": order_id,
                     "customer_id": cmd.customer_id,
+                    "channel": cmd.channel,
                     "lines": [
                         {"line_id": x.id, "sku": x.sku, "backordered": x.backordered}
                         for x in waiting
@@ -204,8 +237,20 @@ async def place_order(conn: AsyncConnection, cmd: PlaceOrder) -> dict[str, Any]:
                 },
             )
         )
+    short = [x for x in new_lines if x.cancelled]
+    if short:
+        # `cancel_rest`: what stock could not cover is cancelled now. With nothing in stock
+        # at all the order is placed cancelled whole (the answer says what happened).
+        announced += cancellation_events(
+            order_id,
+            cmd.channel,
+            [{"line_id": x.id, "sku": x.sku, "quantity": x.cancelled} for x in short],
+            reason="short_stock",
+            note=None,
+            order_cancelled=status == "cancelled",
+        )
     if ready:
-        announced.append(("order.ready_to_ship", {"order_id": order_id}))
+        announced.append(("order.ready_to_ship", {"order_id": order_id, "channel": cmd.channel}))
     counters, transitions = stock.counters_after_placement([locked[s] for s in sorted(locked)])
     created_at = await orders.place_order(
         conn,
@@ -221,6 +266,9 @@ async def place_order(conn: AsyncConnection, cmd: PlaceOrder) -> dict[str, Any]:
         events=announced + transitions,
         counters=counters,
     )
+    if created_at is None:
+        await _refuse_reused_ref(conn, cmd)
+        raise Conflict(f"external_ref {cmd.external_ref!r} was just used by another order")
     dates: dict[UUID, Any] = {}
     if waiting:
         for sku in sorted({x.sku for x in waiting}):
@@ -252,7 +300,7 @@ async def place_order(conn: AsyncConnection, cmd: PlaceOrder) -> dict[str, Any]:
                 x.allocated,
                 x.backordered,
                 0,
-                0,
+                x.cancelled,
                 dates.get(x.id),
             )
             for n, x in enumerate(new_lines, start=1)
@@ -300,10 +348,58 @@ async def _release(
     await stock.save_counters(conn, products)
 
 
-def _cancel_refusal(shipped: int, detail: str) -> Exception:
+def _cancel_refusal(shipped: int, detail: str, reason: str, **extra: Any) -> Exception:
+    """409 for a cancel that cannot be done; `reason` tells the cases apart for machines
+    (the contract keeps `code`: `already_shipped` when shipped units stand in the way)."""
     if shipped:
-        return AlreadyShipped(detail + "; shipped units cannot be cancelled")
-    return Conflict(detail)
+        return AlreadyShipped(
+            detail + "; shipped units cannot be cancelled", reason=reason, **extra
+        )
+    return Conflict(detail, reason=reason, **extra)
+
+
+def cancellation_events(
+    order_id: UUID,
+    channel: str,
+    cancelled: list[dict[str, Any]],
+    *,
+    reason: str,
+    note: str | None,
+    order_cancelled: bool,
+) -> list[tuple[str, dict[str, Any]]]:
+    """One `order.line_cancelled` per line touched (`cancelled`: `{line_id, sku, quantity}`,
+    one entry per line), then `order.cancelled` if the order thereby became `cancelled`.
+
+    `reason` says why units went (`request`: a cancel call; `short_stock`: an order placed
+    with `backorder: cancel_rest`); `note` is the caller's own words, if any."""
+    announced: list[tuple[str, dict[str, Any]]] = [
+        (
+            "order.line_cancelled",
+            {
+                "order_id": order_id,
+                "line_id": x["line_id"],
+                "sku": x["sku"],
+                "quantity": x["quantity"],
+                "reason": reason,
+                "note": note,
+                "channel": channel,
+            },
+        )
+        for x in cancelled
+    ]
+    if order_cancelled:
+        announced.append(
+            (
+                "order.cancelled",
+                {
+                    "order_id": order_id,
+                    "channel": channel,
+                    "reason": note,
+                    "lines": cancelled,
+                },
+            )
+        )
+    return announced
 
 
 async def cancel_order(
@@ -320,12 +416,19 @@ async def cancel_order(
         locked[line.sku].allocated -= a
         locked[line.sku].backordered -= b
         cancelled_lines.append({"line_id": line.id, "sku": line.sku, "quantity": a + b})
+    shipped = sum(line.shipped for line in order.lines)
     if not changes:
-        raise _cancel_refusal(
-            sum(line.shipped for line in order.lines), "nothing left to cancel on this order"
-        )
-    await events.emit(
-        conn, "order.cancelled", {"order_id": order.id, "reason": reason, "lines": cancelled_lines}
+        raise _cancel_refusal(shipped, "nothing left to cancel on this order", "nothing_to_cancel")
+    await events.emit_many(
+        conn,
+        cancellation_events(
+            order.id,
+            order.channel,
+            cancelled_lines,
+            reason="request",
+            note=reason,
+            order_cancelled=not shipped,
+        ),
     )
     await _release(conn, order, locked, changes, {line["sku"] for line in cancelled_lines})
     return await get_order(conn, order_id, channel)
@@ -347,7 +450,10 @@ async def cancel_line(
     wanted = remaining if quantity is None else quantity
     if wanted == 0 or wanted > remaining:
         raise _cancel_refusal(
-            line.shipped, f"the line has {remaining} unshipped, uncancelled units"
+            line.shipped,
+            f"the line has {remaining} unshipped, uncancelled units",
+            "nothing_to_cancel" if remaining == 0 else "exceeds_remaining",
+            cancellable=remaining,
         )
     from_backordered = min(wanted, line.backordered)
     from_allocated = wanted - from_backordered
@@ -357,14 +463,19 @@ async def cancel_line(
     change = LineChange(
         line.id, allocated=-from_allocated, backordered=-from_backordered, cancelled=wanted
     )
-    await events.emit(
+    # The order becomes cancelled when this takes its last open unit and none ever shipped.
+    left = sum(x.allocated + x.backordered for x in order.lines) - wanted
+    shipped = sum(x.shipped for x in order.lines)
+    await events.emit_many(
         conn,
-        "order.cancelled",
-        {
-            "order_id": order.id,
-            "reason": reason,
-            "lines": [{"line_id": line.id, "sku": line.sku, "quantity": wanted}],
-        },
+        cancellation_events(
+            order.id,
+            order.channel,
+            [{"line_id": line.id, "sku": line.sku, "quantity": wanted}],
+            reason="request",
+            note=reason,
+            order_cancelled=left == 0 and shipped == 0,
+        ),
     )
     await _release(conn, order, locked, [change], {line.sku})
     return await get_order(conn, order_id, channel)
@@ -438,7 +549,12 @@ async def ship(
     await events.emit(
         conn,
         "order.shipped",
-        {"order_id": order.id, "shipment_id": shipment_id, "lines": shipped_lines},
+        {
+            "order_id": order.id,
+            "channel": order.channel,
+            "shipment_id": shipment_id,
+            "lines": shipped_lines,
+        },
     )
     return {
         "id": shipment_id,

@@ -29,19 +29,32 @@ router = APIRouter(prefix="/v1/backorders", tags=["Backorder queue"])
     description="Open backordered lines **in the order they will be filled**, SKU by SKU. "
     "`position` is 1 for the next line to be filled within its SKU. `fifo` products fill by "
     "placement time, then line id; `priority` products by priority (higher first), then "
-    "placement time, then line id.",
+    "placement time, then line id. Filter by `sku` and/or `customer_id`; an unknown query "
+    "parameter is 422.",
 )
 async def list_backorders(
     request: Request,
     principal: OpsKey,
     sku: Annotated[str | None, Query(pattern=SKU_PATTERN)] = None,
+    customer_id: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=255,
+            description="Only this customer's waiting lines (`position` stays the line's place "
+            "in the whole SKU queue).",
+            examples=["c-1001"],
+        ),
+    ] = None,
     limit: cursors.LimitQuery = 50,
     cursor: cursors.CursorQuery = None,
 ) -> Response:
     after = cursors.decode(cursor, str, int, datetime.fromisoformat, UUID)
 
     async def work(conn: AsyncConnection) -> dict[str, Any]:
-        rows = await queue.list_queue(conn, sku=sku, limit=limit + 1, after=after)
+        rows = await queue.list_queue(
+            conn, sku=sku, limit=limit + 1, after=after, customer_id=customer_id
+        )
         more = len(rows) > limit
         rows = rows[:limit]
         data = [

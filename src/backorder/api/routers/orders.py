@@ -26,8 +26,9 @@ from backorder.api.schemas.orders import (
     ShipmentIn,
     ShipmentOut,
 )
+from backorder.api.schemas.reports import Instant
 from backorder.db import orders
-from backorder.domain.errors import ValidationFailed
+from backorder.domain.errors import Forbidden, ValidationFailed
 from backorder.domain.orders import ShipPolicy
 from backorder.services import ordering
 
@@ -61,6 +62,15 @@ def check_line_count(request: Request, count: int, what: str) -> None:
     "the product does not allow (409 `insufficient_stock`) or would push its open backorders "
     "over `backorder_limit` (409 `backorder_limit_exceeded`). 409 bodies list "
     "`lines: [{sku, requested, available}]` so a storefront can offer what there is.\n\n"
+    "`backorder: cancel_rest` (a storefront's \"don't backorder\"): each line takes what is "
+    "available now and the rest is cancelled at once: nothing waits, no backorder refusal "
+    "applies, each such line writes `order.line_cancelled` with `reason: short_stock`, and "
+    "with nothing in stock at all the order is placed `cancelled` (then `order.cancelled`).\n\n"
+    "`external_ref` is unique per channel: an order with a reference the channel already "
+    "used is 409 `conflict` with the first order's id as `order_id` at the top of the problem "
+    "body (and `reason: external_ref_taken`), reserving nothing; even when stock would now "
+    "refuse it. Two orders racing with one reference: exactly one is placed. A retry with the "
+    "first request's `Idempotency-Key` is still answered as a replay.\n\n"
     "`ship_policy: partial` lets allocated units ship now (a partial backorder); `complete` "
     "holds the whole order until every unit is allocated (a full backorder). Storefront keys "
     "may send `priority` 0-4, ops 0-9. Honours `Idempotency-Key`.",
@@ -87,6 +97,7 @@ async def place_order(
         ship_policy=ShipPolicy(body.ship_policy),
         external_ref=body.external_ref,
         lines=[ordering.LineRequest(line.sku, line.quantity) for line in body.lines],
+        backorder=body.backorder,
     )
     return await write(request, principal, lambda conn: ordering.place_order(conn, cmd))
 
@@ -94,19 +105,67 @@ async def place_order(
 @router.get(
     "",
     response_model=Page[OrderOut],
-    responses=problems(),
+    responses=problems(403),
     summary="List orders",
-    description="Newest first. Storefront keys see their own channel's orders only.",
+    description="Newest first, paged by `cursor` (a keyset: stable while orders arrive, and "
+    "with any filters; pass the same filters with each page). Filters combine with AND:\n\n"
+    "* `status`, `customer_id`, `sku` (orders with a line of it), `external_ref` (your "
+    "reference, unique per channel), `ready_to_ship` (`true` or `false`).\n"
+    "* `created_since` (inclusive) and `created_until` (exclusive): RFC 3339 date-times with "
+    "an offset, e.g. `2026-12-01T00:00:00Z`.\n"
+    "* `channel` (ops keys): one channel's orders. Storefront keys see their own channel's "
+    "orders only; a storefront naming another channel is refused with 403 `forbidden` (its "
+    "own is accepted and changes nothing).\n\n"
+    "A query parameter not listed here is 422 `validation_error` naming it.",
 )
 async def list_orders(
     request: Request,
     principal: AnyKey,
     status: Annotated[OrderStatusName | None, Query()] = None,
-    customer_id: Annotated[str | None, Query(max_length=255)] = None,
-    sku: Annotated[str | None, Query(pattern=SKU_PATTERN)] = None,
+    customer_id: Annotated[str | None, Query(max_length=255, examples=["c-1001"])] = None,
+    sku: Annotated[str | None, Query(pattern=SKU_PATTERN, examples=["TRAIL-42"])] = None,
+    external_ref: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=255,
+            description="The `external_ref` the order was placed with.",
+            examples=["web-88812"],
+        ),
+    ] = None,
+    ready_to_ship: Annotated[
+        bool | None,
+        Query(description="Only orders that can (`true`) or cannot (`false`) ship now."),
+    ] = None,
+    created_since: Annotated[
+        Instant | None,
+        Query(
+            description="Placed at or after this RFC 3339 date-time (with offset).",
+            examples=["2026-12-01T00:00:00Z"],
+        ),
+    ] = None,
+    created_until: Annotated[
+        Instant | None,
+        Query(
+            description="Placed before this RFC 3339 date-time (with offset), exclusive.",
+            examples=["2026-12-02T00:00:00Z"],
+        ),
+    ] = None,
+    channel: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=255,
+            description="Ops keys: only this channel's orders (a key's name; `master` for the "
+            "master key). Storefront keys: their own channel only, else 403.",
+            examples=["web-shop"],
+        ),
+    ] = None,
     limit: cursors.LimitQuery = 50,
     cursor: cursors.CursorQuery = None,
 ) -> Response:
+    if not principal.is_ops and channel is not None and channel != principal.channel:
+        raise Forbidden("storefront keys see their own channel's orders only")
     after = cursors.decode(cursor, datetime.fromisoformat, UUID)
 
     async def work(conn: AsyncConnection) -> dict[str, Any]:
@@ -114,10 +173,14 @@ async def list_orders(
             conn,
             limit=limit + 1,
             after=(after[0], after[1]) if after else None,
-            channel=principal.channel_filter,
+            channel=principal.channel_filter or channel,
             status=status,
             customer_id=customer_id,
             sku=sku,
+            external_ref=external_ref,
+            ready_to_ship=ready_to_ship,
+            created_since=created_since,
+            created_until=created_until,
         )
         more = len(rows) > limit
         rows = rows[:limit]
@@ -153,7 +216,10 @@ async def get_order(request: Request, principal: AnyKey, order_id: UUID) -> Resp
     summary="Cancel an order",
     description="Cancels every unshipped unit. Freed allocated units go to the head of each "
     "SKU's queue in the same transaction. Nothing left to cancel: 409 (`already_shipped` if "
-    "shipped units stand in the way, else `conflict`). Honours `Idempotency-Key`.",
+    'shipped units stand in the way, else `conflict`), with `"reason": '
+    '"nothing_to_cancel"` in the problem body. Writes one `order.line_cancelled` per line '
+    "with open units (`reason: request`, your `reason` as `note`), then `order.cancelled` if "
+    "the order is now `cancelled` (not when some of it shipped). Honours `Idempotency-Key`.",
 )
 async def cancel_order(
     request: Request,
@@ -186,7 +252,10 @@ async def cancel_order(
     summary="Cancel units of a line",
     description="Cancels `quantity` units (all unshipped ones if left out), **backordered "
     "units first**, then allocated ones, whose units go to the SKU's queue at once. More "
-    "than the line still has: 409. Honours `Idempotency-Key`.",
+    "than the line still has: 409 (`already_shipped` if shipped units stand in the way, else "
+    "`conflict`) with `reason` `nothing_to_cancel` (none left) or `exceeds_remaining`, and "
+    "`cancellable` (how many could be). Writes `order.line_cancelled`, and `order.cancelled` "
+    "after it when this empties an order of which nothing shipped. Honours `Idempotency-Key`.",
 )
 async def cancel_line(
     request: Request,

@@ -13,13 +13,15 @@ from backorder.api.schemas.common import OutModel, StrictModel, Text
 
 EVENT_TYPES = (
     "order.created", "order.backordered", "order.line_allocated", "order.ready_to_ship",
-    "order.shipped", "order.cancelled", "backorder.expected_date_changed",
+    "order.shipped", "order.line_cancelled", "order.cancelled",
+    "backorder.expected_date_changed",
     "product.low_stock", "product.back_in_stock", "purchase_order.overdue",
 )  # fmt: skip
 
 EventType = Literal[
     "order.created", "order.backordered", "order.line_allocated", "order.ready_to_ship",
-    "order.shipped", "order.cancelled", "backorder.expected_date_changed",
+    "order.shipped", "order.line_cancelled", "order.cancelled",
+    "backorder.expected_date_changed",
     "product.low_stock", "product.back_in_stock", "purchase_order.overdue",
 ]  # fmt: skip
 EventTypeOrAll = EventType | Literal["*"]
@@ -60,7 +62,13 @@ class EventOut(OutModel):
     id: str = Field(description="Increasing; pass the last one you saw as `after`.")
     type: str = Field(description="One of: " + ", ".join(f"`{t}`" for t in EVENT_TYPES) + ".")
     created_at: datetime
-    data: dict[str, Any] = Field(description="What happened; ids, SKU and quantities.")
+    data: dict[str, Any] = Field(
+        description="What happened; ids, SKU and quantities. Events about an order "
+        "(`order.*`, `backorder.*`) carry its `channel`. `order.line_cancelled` (one per line "
+        "a cancellation touches: `order_id`, `line_id`, `sku`, `quantity`, `reason` = "
+        "`request` or `short_stock`, `note`) precedes `order.cancelled`, which is written "
+        "only when the order becomes `cancelled`."
+    )
 
     model_config = OutModel.model_config | {
         "json_schema_extra": {
@@ -72,6 +80,7 @@ class EventOut(OutModel):
                     "data": {
                         "order_id": "5b1d3c52-8f0e-4a77-9d61-2f0b1c9e4a10",
                         "customer_id": "c-1001",
+                        "channel": "web-shop",
                         "lines": [
                             {
                                 "line_id": "9e0c6a41-1d2f-4c8b-a7e3-0f5d6b2c8a91",

@@ -36,7 +36,18 @@ class OrderIn(StrictModel):
         default="partial",
         description="partial: ship what is allocated now; complete: ship when all is.",
     )
-    external_ref: Text | None = None
+    backorder: Literal["allow", "cancel_rest"] = Field(
+        default="allow",
+        description="What to do with units stock cannot cover now. `allow`: they wait "
+        "(backordered). `cancel_rest`: they are cancelled at once (the line shows them as "
+        "`cancelled`), so the order never waits, and no `backorders_allowed` or "
+        "`backorder_limit` refusal applies.",
+    )
+    external_ref: Text | None = Field(
+        default=None,
+        description="Your reference (e.g. the web shop's order number), unique per channel: "
+        "a second order with it is 409 `conflict` naming the first as `order_id`.",
+    )
     # The cap is the deployment's `max_order_lines`, checked by the route (a model cannot read
     # settings); the app's OpenAPI shows the configured value as `maxItems`.
     lines: Annotated[
@@ -63,6 +74,7 @@ class OrderIn(StrictModel):
                     "customer_id": "c-1001",
                     "priority": 0,
                     "ship_policy": "partial",
+                    "backorder": "allow",
                     "external_ref": "web-88812",
                     "lines": [{"sku": "TRAIL-42", "quantity": 100}],
                 }

@@ -62,6 +62,23 @@ class Settings(BaseSettings):
     webhook_timeout_s: float = Field(default=5.0, gt=0)
     webhook_max_attempts: int = Field(default=8, ge=1, le=50)
     webhook_poll_interval_s: float = Field(default=0.5, gt=0)
+    webhook_allow_private_networks: bool = Field(
+        default=False,
+        description="Let webhook URLs reach loopback, private and link-local addresses "
+        "(tests, private deployments); otherwise such URLs are refused and never delivered to.",
+    )
+    webhook_max_endpoints_per_channel: int = Field(
+        default=16,
+        ge=1,
+        le=1000,
+        description="Live webhook endpoints each storefront channel (and ops) may have.",
+    )
+    webhook_endpoint_concurrency: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="Deliveries in flight to one endpoint, per worker process.",
+    )
 
     @field_validator("database_url")
     @classmethod

@@ -257,7 +257,7 @@ async def test_the_feed_filters_by_type_or_family(client: AsyncClient) -> None:
     assert (await feed(client, type="order.nothing"))["data"] == []
 
 
-async def test_the_feed_refuses_bad_parameters_and_storefront_keys(client: AsyncClient) -> None:
+async def test_the_feed_refuses_bad_parameters_and_other_channels(client: AsyncClient) -> None:
     for params in (
         {"after": "-1"},
         {"after": "abc"},
@@ -270,8 +270,14 @@ async def test_the_feed_refuses_bad_parameters_and_storefront_keys(client: Async
     ):
         r = await client.get("/v1/events", params=params, headers=OPS)
         assert (r.status_code, r.json()["code"]) == (422, "validation_error"), params
+    for params in ({"channel": ""}, {"channel": "x\x00y"}, {"channel": "x" * 256}):
+        r = await client.get("/v1/events", params=params, headers=OPS)
+        assert (r.status_code, r.json()["code"]) == (422, "validation_error"), params
     shop = await make_key(client, "web-shop")
-    r = await client.get("/v1/events", headers=shop)
+    assert (await client.get("/v1/events", headers=shop)).status_code == 200
+    r = await client.get("/v1/events", params={"channel": "web-shop"}, headers=shop)
+    assert r.status_code == 200
+    r = await client.get("/v1/events", params={"channel": "pos"}, headers=shop)
     assert (r.status_code, r.json()["code"]) == (403, "forbidden")
     assert (await client.get("/v1/events")).status_code == 401
 

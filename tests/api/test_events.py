@@ -56,7 +56,8 @@ async def test_placing_a_partly_backordered_order_announces_it(client: AsyncClie
         {"line_id": line["id"], "sku": "A", "quantity": 5, "allocated": 3, "backordered": 2}
     ]
     assert backordered["lines"] == [{"line_id": line["id"], "sku": "A", "backordered": 2}]
-    assert ready == {"order_id": order["id"]}
+    assert ready == {"order_id": order["id"], "channel": "master"}
+    assert created["channel"] == backordered["channel"] == "master"
     for e in events:
         assert e["id"].isdigit() and e["created_at"].endswith("Z")
 
@@ -80,14 +81,20 @@ async def test_a_restock_allocates_lines_and_makes_a_complete_order_ready(
     events = await since(client, mark)
     allocated = [e["data"] for e in events if e["type"] == "order.line_allocated"]
     assert allocated == [
-        {"order_id": order["id"], "line_id": order["lines"][0]["id"], "sku": "A", "quantity": 3}
+        {
+            "order_id": order["id"],
+            "line_id": order["lines"][0]["id"],
+            "sku": "A",
+            "quantity": 3,
+            "channel": "master",
+        }
     ]
     assert "order.ready_to_ship" not in types(events)  # complete: one unit still waits
     mark = await last_id(client)
     await post(client, "/v1/products/A/restocks", {"quantity": 1})
     events = await since(client, mark)
     assert types(events) == ["order.line_allocated", "order.ready_to_ship"]
-    assert events[1]["data"] == {"order_id": order["id"]}
+    assert events[1]["data"] == {"order_id": order["id"], "channel": "master"}
 
 
 async def test_a_shipment_is_announced(client: AsyncClient) -> None:
@@ -105,6 +112,7 @@ async def test_a_shipment_is_announced(client: AsyncClient) -> None:
     assert shipped == [
         {
             "order_id": order["id"],
+            "channel": "master",
             "shipment_id": shipment["id"],
             "lines": [{"line_id": line_id, "sku": "A", "quantity": 2}],
         }
@@ -121,6 +129,7 @@ async def test_a_cancel_is_announced_with_what_it_cancelled(client: AsyncClient)
     assert cancelled == [
         {
             "order_id": order["id"],
+            "channel": "master",
             "reason": "changed mind",
             "lines": [{"line_id": order["lines"][0]["id"], "sku": "A", "quantity": 3}],
         }
@@ -142,6 +151,7 @@ async def test_a_purchase_order_announces_the_promise_dates_it_moves(client: Asy
         "sku": "A",
         "from": None,
         "to": "2027-01-15",
+        "channel": "master",
     }
 
 

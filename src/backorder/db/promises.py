@@ -68,11 +68,11 @@ WITH supply AS (
 )
 INSERT INTO event (type, data)
 SELECT 'backorder.expected_date_changed',
-       jsonb_build_object('order_id', order_id, 'line_id', id, 'sku', CAST(:sku AS text),
-                          'from', old, 'to', new)
-FROM moved
-WHERE order_id IS DISTINCT FROM CAST(:new_order AS uuid)
-ORDER BY cum
+       jsonb_build_object('order_id', m.order_id, 'line_id', m.id, 'sku', CAST(:sku AS text),
+                          'from', m.old, 'to', m.new, 'channel', so.channel)
+FROM moved m JOIN sales_order so ON so.id = m.order_id
+WHERE m.order_id IS DISTINCT FROM CAST(:new_order AS uuid)
+ORDER BY m.cum
 """
 _REFRESH_SQL = {
     s: text(_REFRESH.format(order=o, supply=_OPEN_SUPPLY)) for s, o in QUEUE_ORDER.items()

@@ -185,7 +185,8 @@ _SETTLE = """WITH {fill}, reached AS MATERIALIZED (
         SELECT unnest(CAST(:changed AS uuid[])), 0
     ) t GROUP BY id
 ), before AS MATERIALIZED (
-    SELECT so.id, so.ready_to_ship, r.take FROM reached r JOIN sales_order so ON so.id = r.id
+    SELECT so.id, so.channel, so.ready_to_ship, r.take
+    FROM reached r JOIN sales_order so ON so.id = r.id
     ORDER BY so.id FOR NO KEY UPDATE OF so
 ), changed AS (
     UPDATE sales_order so
@@ -196,7 +197,7 @@ _SETTLE = """WITH {fill}, reached AS MATERIALIZED (
         updated_at = clock_timestamp()
     FROM before b
     WHERE so.id = b.id
-    RETURNING so.id, so.ready_to_ship, b.ready_to_ship AS was_ready
+    RETURNING so.id, so.channel, so.ready_to_ship, b.ready_to_ship AS was_ready
 ), counted AS (
     -- The products' running total for /metrics (their rows are locked by the caller).
     UPDATE product p SET units_filled_from_queue = p.units_filled_from_queue + f.units
@@ -206,12 +207,13 @@ _SETTLE = """WITH {fill}, reached AS MATERIALIZED (
     -- One allocation event per filled line in queue order, then readiness by order id.
     INSERT INTO event (type, data)
     SELECT type, data FROM (
-        SELECT 1 AS k, sku, n, NULL AS id, 'order.line_allocated' AS type,
-               jsonb_build_object('order_id', order_id, 'line_id', id, 'sku', sku,
-                                  'quantity', take) AS data
-        FROM filled
+        SELECT 1 AS k, f.sku, f.n, NULL AS id, 'order.line_allocated' AS type,
+               jsonb_build_object('order_id', f.order_id, 'line_id', f.id, 'sku', f.sku,
+                                  'quantity', f.take, 'channel', b.channel) AS data
+        FROM filled f JOIN before b ON b.id = f.order_id
         UNION ALL
-        SELECT 2, NULL, NULL, id, 'order.ready_to_ship', jsonb_build_object('order_id', id)
+        SELECT 2, NULL, NULL, id, 'order.ready_to_ship',
+               jsonb_build_object('order_id', id, 'channel', channel)
         FROM changed WHERE ready_to_ship AND NOT was_ready
     ) e
     ORDER BY k, sku, n, id

@@ -197,6 +197,7 @@ async def place_order(conn: AsyncConnection, cmd: PlaceOrder) -> dict[str, Any]:
                 {
                     "order_id": order_id,
                     "customer_id": cmd.customer_id,
+                    "channel": cmd.channel,
                     "lines": [
                         {"line_id": x.id, "sku": x.sku, "backordered": x.backordered}
                         for x in waiting
@@ -205,7 +206,7 @@ async def place_order(conn: AsyncConnection, cmd: PlaceOrder) -> dict[str, Any]:
             )
         )
     if ready:
-        announced.append(("order.ready_to_ship", {"order_id": order_id}))
+        announced.append(("order.ready_to_ship", {"order_id": order_id, "channel": cmd.channel}))
     counters, transitions = stock.counters_after_placement([locked[s] for s in sorted(locked)])
     created_at = await orders.place_order(
         conn,
@@ -325,7 +326,14 @@ async def cancel_order(
             sum(line.shipped for line in order.lines), "nothing left to cancel on this order"
         )
     await events.emit(
-        conn, "order.cancelled", {"order_id": order.id, "reason": reason, "lines": cancelled_lines}
+        conn,
+        "order.cancelled",
+        {
+            "order_id": order.id,
+            "channel": order.channel,
+            "reason": reason,
+            "lines": cancelled_lines,
+        },
     )
     await _release(conn, order, locked, changes, {line["sku"] for line in cancelled_lines})
     return await get_order(conn, order_id, channel)
@@ -362,6 +370,7 @@ async def cancel_line(
         "order.cancelled",
         {
             "order_id": order.id,
+            "channel": order.channel,
             "reason": reason,
             "lines": [{"line_id": line.id, "sku": line.sku, "quantity": wanted}],
         },
@@ -438,7 +447,12 @@ async def ship(
     await events.emit(
         conn,
         "order.shipped",
-        {"order_id": order.id, "shipment_id": shipment_id, "lines": shipped_lines},
+        {
+            "order_id": order.id,
+            "channel": order.channel,
+            "shipment_id": shipment_id,
+            "lines": shipped_lines,
+        },
     )
     return {
         "id": shipment_id,

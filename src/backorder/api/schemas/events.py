@@ -60,7 +60,10 @@ class EventOut(OutModel):
     id: str = Field(description="Increasing; pass the last one you saw as `after`.")
     type: str = Field(description="One of: " + ", ".join(f"`{t}`" for t in EVENT_TYPES) + ".")
     created_at: datetime
-    data: dict[str, Any] = Field(description="What happened; ids, SKU and quantities.")
+    data: dict[str, Any] = Field(
+        description="What happened; ids, SKU and quantities. Events about an order "
+        "(`order.*`, `backorder.*`) carry its `channel`."
+    )
 
     model_config = OutModel.model_config | {
         "json_schema_extra": {
@@ -72,6 +75,7 @@ class EventOut(OutModel):
                     "data": {
                         "order_id": "5b1d3c52-8f0e-4a77-9d61-2f0b1c9e4a10",
                         "customer_id": "c-1001",
+                        "channel": "web-shop",
                         "lines": [
                             {
                                 "line_id": "9e0c6a41-1d2f-4c8b-a7e3-0f5d6b2c8a91",

@@ -652,3 +652,46 @@ async def test_channel_b_never_sees_channel_a_subscriptions(world: World) -> Non
     assert all(s["channel"] == CHANNEL_B for s in r.json()["data"])
     r = await w.http.get(path, headers=w.headers["storefront_a"])
     assert w.subscription_id in {s["id"] for s in r.json()["data"]}
+
+
+async def feed_of(w: World, principal: str) -> str:
+    """The caller's whole event feed, every page, as text."""
+    pages: list[str] = []
+    params: dict[str, Any] = {"limit": 200}
+    while True:
+        r = await w.http.get("/v1/events", params=params, headers=w.headers[principal])
+        assert r.status_code == 200, r.text
+        pages.append(r.text)
+        if r.json()["next_cursor"] is None:
+            return "\n".join(pages)
+        params = {**params, "cursor": r.json()["next_cursor"]}
+
+
+async def test_channel_b_never_reads_channel_a_customers_in_its_feed(world: World) -> None:
+    w = world
+    a, b = w.headers["storefront_a"], w.headers["storefront_b"]
+    await w.ok("PUT", "/v1/products/ACM-FEED", {"name": "Sold out", "reorder_point": 5})
+    secrets_of_a = ["cust-a-only", "sub-a-only", "a-only@example.com"]
+    own_of_b = ["cust-b-only", "sub-b-only", "b-only@example.com"]
+    for headers, (customer, subscriber, contact) in ((a, secrets_of_a), (b, own_of_b)):
+        body = {"customer_id": customer, "lines": [{"sku": "ACM-FEED", "quantity": 2}]}
+        order = await w.ok("POST", "/v1/orders", body, headers=headers)
+        if headers is a:
+            w.remember_a(order)
+        sub = {"customer_id": subscriber, "contact": contact}
+        await w.ok("POST", "/v1/products/ACM-FEED/subscriptions", sub, headers=headers)
+    # fills both orders, then back in stock (naming both subscribers) and low
+    await w.ok("POST", "/v1/products/ACM-FEED/restocks", {"quantity": 7})
+    await w.ok("POST", f"/v1/orders/{order['id']}/cancel", None, 200, headers=b)
+
+    ops_view = await feed_of(w, "ops")
+    a_view = await feed_of(w, "storefront_a")
+    b_view = await feed_of(w, "storefront_b")
+    for text_ in secrets_of_a + own_of_b:
+        assert text_ in ops_view  # the events do carry them: the check below is not vacuous
+    for text_ in secrets_of_a:
+        assert text_ in a_view and text_ not in b_view, text_
+    for text_ in own_of_b:
+        assert text_ in b_view and text_ not in a_view, text_
+    leaked = sorted(i for i in w.a_ids if i in b_view)
+    assert not leaked, f"channel B's feed names channel A's orders or lines {leaked}"

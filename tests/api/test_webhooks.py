@@ -331,6 +331,7 @@ async def test_a_failed_delivery_can_be_retried_by_hand(
         500,
         "HTTP 500",
     )
+    assert failed["next_attempt_at"] is None  # nothing is due once it failed for good
     answer = 200
     r = await client.post(f"{ENDPOINTS}/{ep['id']}/deliveries/{failed['id']}/retry", headers=OPS)
     assert r.status_code == 200, r.text
@@ -338,8 +339,35 @@ async def test_a_failed_delivery_can_be_retried_by_hand(
     await run_worker_until(engine, one_try, handler, status_is("succeeded"))
     (done,) = await deliveries(client, ep["id"])
     assert (done["attempts"], done["last_status_code"]) == (2, 200)
+    assert (done["next_attempt_at"], done["manual_retries"]) == (None, 1)
     missing = await client.post(f"{ENDPOINTS}/{ep['id']}/deliveries/999999/retry", headers=OPS)
     assert missing.status_code == 404
+
+
+async def test_retries_by_hand_are_bounded_per_delivery(
+    client: AsyncClient, engine: AsyncEngine
+) -> None:
+    await make_product(client, "A")
+    ep = await create_endpoint(client, ["order.created"])
+    await place(client, [("A", 1)])
+    async with engine.begin() as conn:  # a failed delivery (the worker is off in tests)
+        delivery_id = (
+            await conn.execute(
+                text(
+                    "INSERT INTO webhook_delivery (endpoint_id, event_id, status, attempts, "
+                    "next_attempt_at) SELECT :ep, max(id), 'failed', 8, NULL FROM event "
+                    "RETURNING id"
+                ),
+                {"ep": ep["id"]},
+            )
+        ).scalar_one()
+    path = f"{ENDPOINTS}/{ep['id']}/deliveries/{delivery_id}/retry"
+    for n in range(1, 6):
+        r = await client.post(path, headers=OPS)
+        assert (r.status_code, r.json()["manual_retries"]) == (200, n), r.text
+        assert r.json()["next_attempt_at"] is not None
+    r = await client.post(path, headers=OPS)
+    assert (r.status_code, r.json()["code"], r.json()["limit"]) == (409, "conflict", 5)
 
 
 async def test_deleting_an_endpoint_abandons_its_pending_deliveries(

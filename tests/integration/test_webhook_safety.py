@@ -5,15 +5,18 @@ failing receiver holds no other; outcomes are coarse; a ping is a real signed de
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
 from typing import Any
 
 import orjson
+import pytest
 from httpx import AsyncClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backorder.config import Settings
+from backorder.services import webhook_egress
 from backorder.services.webhooks import verify
 from tests.support.api import OPS, make_key, make_product, place
 from tests.support.webhooks import (
@@ -211,3 +214,41 @@ async def test_a_ping_is_a_signed_test_delivery_that_writes_nothing(
     receiver.script = [200, 503]
     r = await client.post(f"{ENDPOINTS}/{ep['id']}/ping", headers=shop)
     assert (r.json()["delivered"], r.json()["error"]) == (False, "HTTP 503")
+
+
+async def test_a_delivery_connects_to_the_address_it_vetted_keeping_the_host_name(
+    client: AsyncClient,
+    engine: AsyncEngine,
+    fast: Settings,
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    looked_up: list[str] = []
+
+    async def resolve(host: str, port: int) -> list[webhook_egress.IPAddress]:
+        looked_up.append(host)  # one answer, once: a second lookup would find nothing
+        if host == "hooks.shop.test" and len(looked_up) == 1:
+            return [ipaddress.ip_address("127.0.0.1")]
+        raise webhook_egress.UnresolvedHost(host)
+
+    monkeypatch.setattr(webhook_egress, "resolve", resolve)
+    await make_product(client, "A")
+    await endpoint(client, f"http://hooks.shop.test:{receiver.port}/hooks", ["order.created"])
+    await place(client, [("A", 1)])
+    async with Running(engine, fast):
+        await until(all_in(engine, "succeeded"))
+    (got,) = receiver.requests
+    assert got.headers["host"] == f"hooks.shop.test:{receiver.port}"
+    assert looked_up == ["hooks.shop.test"]
+
+
+def test_only_public_addresses_pass_the_vetting() -> None:
+    public = ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111", "64:ff9b::808:808"]
+    private = [
+        "127.0.0.1", "10.0.0.1", "172.31.255.255", "192.168.1.1", "169.254.169.254",
+        "100.64.0.1", "0.0.0.0", "255.255.255.255", "224.0.0.251", "192.0.2.1",
+        "198.18.0.1", "::1", "::", "fe80::1", "fc00::1", "::ffff:10.0.0.1", "ff02::1",
+        "64:ff9b::a00:1", "64:ff9b:1::808:808", "2002:7f00:1::", "2001::1", "2001:db8::1",
+    ]  # fmt: skip
+    assert all(webhook_egress.is_public(ipaddress.ip_address(a)) for a in public)
+    assert not any(webhook_egress.is_public(ipaddress.ip_address(a)) for a in private)

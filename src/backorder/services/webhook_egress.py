@@ -45,11 +45,22 @@ class UnresolvedHost(httpcore.ConnectError):
     """The host name did not resolve."""
 
 
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # well-known prefix: IPv4 in the last 32 bits
+_LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")
+
+
 def is_public(ip: IPAddress) -> bool:
     """Globally routable unicast: not loopback, private, link-local, shared (CGNAT),
-    reserved, documentation, multicast or unspecified. IPv4-mapped IPv6 is judged as IPv4."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    reserved, documentation, multicast or unspecified. An IPv6 address that carries an IPv4
+    one (mapped, 6to4, NAT64) is judged by that; Teredo and local NAT64 are refused."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.teredo is not None or ip in _LOCAL_NAT64:
+            return False
+        if ip in _NAT64:
+            return is_public(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+        embedded = ip.ipv4_mapped or ip.sixtofour
+        if embedded is not None:
+            return is_public(embedded)
     return ip.is_global and not ip.is_multicast
 
 

@@ -173,6 +173,7 @@ async def test_a_rotation_without_an_overlap_stops_the_old_secret_at_once(
 async def test_bad_rotation_bodies_are_validation_errors(client: AsyncClient) -> None:
     ep = await endpoint(client, "https://hooks.example.com/in", ["*"])
     for bad in ({"overlap_seconds": -1}, {"overlap_seconds": 7 * 86400 + 1},
-                {"overlap_seconds": "60"}, {"overlap_seconds": 1.5}, {"other": 1}):  # fmt: skip
+                {"overlap_seconds": "60"}, {"overlap_seconds": 1.5}, {"other": 1},
+                {"overlap_seconds": True}):  # fmt: skip
         r = await client.post(f"{ENDPOINTS}/{ep['id']}/rotate-secret", json=bad, headers=OPS)
         assert (r.status_code, r.json()["code"]) == (422, "validation_error"), bad

@@ -7,9 +7,9 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 from uuid import UUID
 
-from pydantic import AfterValidator, Field, StrictBool, StringConstraints
+from pydantic import AfterValidator, Field, Strict, StrictBool, StringConstraints
 
-from backorder.api.schemas.common import OutModel, StrictModel, Text
+from backorder.api.schemas.common import WHOLE, OutModel, StrictModel, Text
 
 EVENT_TYPES = (
     "order.created", "order.backordered", "order.line_allocated", "order.ready_to_ship",
@@ -188,11 +188,8 @@ MAX_OVERLAP_S = 7 * 24 * 3600
 
 
 class RotateSecretIn(StrictModel):
-    overlap_seconds: int = Field(
+    overlap_seconds: Annotated[int, Strict(), Field(ge=0, le=MAX_OVERLAP_S), WHOLE] = Field(
         default=0,
-        ge=0,
-        le=MAX_OVERLAP_S,
-        strict=True,
         description="How long the old secret keeps signing beside the new one (both `v1` in "
         "`Webhook-Signature`), up to 7 days; 0: it stops at once.",
     )

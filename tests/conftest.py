@@ -66,6 +66,8 @@ def settings(database_url: str) -> Settings:
         master_key=MASTER_KEY,
         pool_size=4,
         webhook_worker=False,
+        # Test receivers listen on 127.0.0.1; tests of the refusal turn it off.
+        webhook_allow_private_networks=True,
     )
 
 

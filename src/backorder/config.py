@@ -70,6 +70,23 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds between looks for purchase orders past their date.",
     )
+    webhook_allow_private_networks: bool = Field(
+        default=False,
+        description="Let webhook URLs reach loopback, private and link-local addresses "
+        "(tests, private deployments); otherwise such URLs are refused and never delivered to.",
+    )
+    webhook_max_endpoints_per_channel: int = Field(
+        default=16,
+        ge=1,
+        le=1000,
+        description="Live webhook endpoints each storefront channel (and ops) may have.",
+    )
+    webhook_endpoint_concurrency: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="Deliveries in flight to one endpoint, per worker process.",
+    )
 
     @field_validator("database_url")
     @classmethod

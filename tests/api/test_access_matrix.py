@@ -9,11 +9,13 @@ and B, and the master (ops) key. Per API.md:
 - no, unknown or revoked key: 401 `unauthorized`;
 - a storefront on an ops-only route: 403 `forbidden`;
 - a storefront on a route it may use: the route's success status;
-- storefront B on channel A's order: 404 `not_found`, exactly as for an order that does not exist;
+- storefront B on channel A's order or webhook endpoint: 404 `not_found`, exactly as for one
+  that does not exist;
 - ops: the route's success status; `/healthz`, `/readyz`, `/metrics` need no key at all.
 A refused request changes nothing (the whole database is fingerprinted around it), every problem
 is `application/problem+json` with `request_id` = `X-Request-ID`, and no answer to channel B
-names one of channel A's orders or lines.
+names one of channel A's orders, lines or endpoints. Channel B's event feed and webhook
+deliveries carry none of channel A's customer ids or contacts either.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ class Who(enum.Enum):
     PUBLIC = "no key needed"
     OPS_ONLY = "ops only"
     ANY_KEY = "any valid key"
-    OWN_CHANNEL = "ops, or the storefront of the order's channel (others: 404)"
+    OWN_CHANNEL = "ops, or the storefront of the order's or endpoint's channel (others: 404)"
 
 
 # --- the world the cells run in -----------------------------------------------------------------
@@ -99,8 +101,12 @@ class World:
         return str(po["id"])
 
     async def endpoint(self) -> str:
-        body = {"url": "https://hooks.example.com/in", "event_types": ["*"]}
-        ep: dict[str, Any] = await self.ok("POST", "/v1/webhook-endpoints", body)
+        """An endpoint of channel A's storefront (a ping to it finds nobody listening)."""
+        body = {"url": "http://127.0.0.1:9/in", "event_types": ["*"]}
+        ep: dict[str, Any] = await self.ok(
+            "POST", "/v1/webhook-endpoints", body, headers=self.headers["storefront_a"]
+        )
+        self.a_ids.add(ep["id"])
         return str(ep["id"])
 
     async def delivery(self, endpoint_id: str) -> str:
@@ -269,28 +275,31 @@ POLICY: dict[tuple[str, str], Policy] = {
     ("POST", "/v1/purchase-orders/{po_id}/cancel"): Policy(Who.OPS_ONLY, 200, fresh_po),
     ("POST", "/v1/purchase-orders/{po_id}/receive"): Policy(Who.OPS_ONLY, 201, fresh_po_receipt),
     # events and webhooks
-    ("GET", "/v1/events"): Policy(Who.OPS_ONLY, 200, fixed()),
+    ("GET", "/v1/events"): Policy(Who.ANY_KEY, 200, fixed()),
     ("POST", "/v1/webhook-endpoints"): Policy(
-        Who.OPS_ONLY,
+        Who.ANY_KEY,
         201,
         fixed(body={"url": "https://hooks.example.com/in", "event_types": ["order.created"]}),
     ),
-    ("GET", "/v1/webhook-endpoints"): Policy(Who.OPS_ONLY, 200, fixed()),
+    ("GET", "/v1/webhook-endpoints"): Policy(Who.ANY_KEY, 200, fixed()),
     ("GET", "/v1/webhook-endpoints/{endpoint_id}"): Policy(
-        Who.OPS_ONLY, 200, fixed(lambda w: {"endpoint_id": w.endpoint_id})
+        Who.OWN_CHANNEL, 200, fixed(lambda w: {"endpoint_id": w.endpoint_id})
     ),
     ("PATCH", "/v1/webhook-endpoints/{endpoint_id}"): Policy(
-        Who.OPS_ONLY, 200, fresh_endpoint_pause
+        Who.OWN_CHANNEL, 200, fresh_endpoint_pause
     ),
-    ("DELETE", "/v1/webhook-endpoints/{endpoint_id}"): Policy(Who.OPS_ONLY, 204, fresh_endpoint),
+    ("DELETE", "/v1/webhook-endpoints/{endpoint_id}"): Policy(Who.OWN_CHANNEL, 204, fresh_endpoint),
     ("POST", "/v1/webhook-endpoints/{endpoint_id}/rotate-secret"): Policy(
-        Who.OPS_ONLY, 200, fresh_endpoint
+        Who.OWN_CHANNEL, 200, fresh_endpoint
+    ),
+    ("POST", "/v1/webhook-endpoints/{endpoint_id}/ping"): Policy(
+        Who.OWN_CHANNEL, 200, fresh_endpoint
     ),
     ("GET", "/v1/webhook-endpoints/{endpoint_id}/deliveries"): Policy(
-        Who.OPS_ONLY, 200, fixed(lambda w: {"endpoint_id": w.endpoint_id})
+        Who.OWN_CHANNEL, 200, fixed(lambda w: {"endpoint_id": w.endpoint_id})
     ),
     ("POST", "/v1/webhook-endpoints/{endpoint_id}/deliveries/{delivery_id}/retry"): Policy(
-        Who.OPS_ONLY, 200, fresh_delivery
+        Who.OWN_CHANNEL, 200, fresh_delivery
     ),
     # reports
     ("GET", "/v1/reports/backorders"): Policy(Who.OPS_ONLY, 200, fixed()),
@@ -319,7 +328,7 @@ def expected(policy: Policy, principal: str) -> tuple[int, str | None]:
         return policy.status, None
     if policy.who is Who.OPS_ONLY:
         return 403, "forbidden"
-    # OWN_CHANNEL: every such route aims at channel A's order
+    # OWN_CHANNEL: every such route aims at channel A's order or endpoint
     return (policy.status, None) if principal == "storefront_a" else (404, "not_found")
 
 
@@ -405,7 +414,8 @@ async def world(settings: Settings, engine: AsyncEngine) -> AsyncIterator[World]
         for t in tables
     )
     await _truncate(engine, tables)
-    app = create_app(settings)
+    # Every cell registers endpoints of its own: lift the cap per channel.
+    app = create_app(settings.model_copy(update={"webhook_max_endpoints_per_channel": 1000}))
     async with app.router.lifespan_context(app):
         transport = ASGITransport(app=app)
         async with AsyncClient(transport=transport, base_url="http://test") as http:
@@ -549,8 +559,8 @@ async def test_access(world: World, method: str, path: str, principal: str) -> N
     if principal == "storefront_b":
         asked = url + (orjson.dumps(call.body).decode() if call.body is not None else "")
         assert_no_a_ids(w, r, asked)
-        if "order_id" in call.params:
-            # ... and channel A's order answers exactly as an order that does not exist.
+        if "order_id" in call.params or "endpoint_id" in call.params:
+            # ... and channel A's order (or endpoint) answers exactly as one that does not exist.
             ghosts = {i: str(uuid.uuid4()) for i in w.a_ids if i in asked}
             placeholders_of = {i: f"<id{n}>" for n, i in enumerate(ghosts)}
             ghost = await w.http.request(
@@ -642,3 +652,46 @@ async def test_channel_b_never_sees_channel_a_subscriptions(world: World) -> Non
     assert all(s["channel"] == CHANNEL_B for s in r.json()["data"])
     r = await w.http.get(path, headers=w.headers["storefront_a"])
     assert w.subscription_id in {s["id"] for s in r.json()["data"]}
+
+
+async def feed_of(w: World, principal: str) -> str:
+    """The caller's whole event feed, every page, as text."""
+    pages: list[str] = []
+    params: dict[str, Any] = {"limit": 200}
+    while True:
+        r = await w.http.get("/v1/events", params=params, headers=w.headers[principal])
+        assert r.status_code == 200, r.text
+        pages.append(r.text)
+        if r.json()["next_cursor"] is None:
+            return "\n".join(pages)
+        params = {**params, "cursor": r.json()["next_cursor"]}
+
+
+async def test_channel_b_never_reads_channel_a_customers_in_its_feed(world: World) -> None:
+    w = world
+    a, b = w.headers["storefront_a"], w.headers["storefront_b"]
+    await w.ok("PUT", "/v1/products/ACM-FEED", {"name": "Sold out", "reorder_point": 5})
+    secrets_of_a = ["cust-a-only", "sub-a-only", "a-only@example.com"]
+    own_of_b = ["cust-b-only", "sub-b-only", "b-only@example.com"]
+    for headers, (customer, subscriber, contact) in ((a, secrets_of_a), (b, own_of_b)):
+        body = {"customer_id": customer, "lines": [{"sku": "ACM-FEED", "quantity": 2}]}
+        order = await w.ok("POST", "/v1/orders", body, headers=headers)
+        if headers is a:
+            w.remember_a(order)
+        sub = {"customer_id": subscriber, "contact": contact}
+        await w.ok("POST", "/v1/products/ACM-FEED/subscriptions", sub, headers=headers)
+    # fills both orders, then back in stock (naming both subscribers) and low
+    await w.ok("POST", "/v1/products/ACM-FEED/restocks", {"quantity": 7})
+    await w.ok("POST", f"/v1/orders/{order['id']}/cancel", None, 200, headers=b)
+
+    ops_view = await feed_of(w, "ops")
+    a_view = await feed_of(w, "storefront_a")
+    b_view = await feed_of(w, "storefront_b")
+    for text_ in secrets_of_a + own_of_b:
+        assert text_ in ops_view  # the events do carry them: the check below is not vacuous
+    for text_ in secrets_of_a:
+        assert text_ in a_view and text_ not in b_view, text_
+    for text_ in own_of_b:
+        assert text_ in b_view and text_ not in a_view, text_
+    leaked = sorted(i for i in w.a_ids if i in b_view)
+    assert not leaked, f"channel B's feed names channel A's orders or lines {leaked}"

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from httpx import AsyncClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from backorder.db import feed as feed_sql
 from tests.support.api import OPS, make_key, make_product, place
 
 
@@ -284,7 +286,7 @@ async def test_the_feed_filters_by_type_or_family(client: AsyncClient) -> None:
     assert (await feed(client, type="order.nothing"))["data"] == []
 
 
-async def test_the_feed_refuses_bad_parameters_and_storefront_keys(client: AsyncClient) -> None:
+async def test_the_feed_refuses_bad_parameters_and_other_channels(client: AsyncClient) -> None:
     for params in (
         {"after": "-1"},
         {"after": "abc"},
@@ -297,8 +299,14 @@ async def test_the_feed_refuses_bad_parameters_and_storefront_keys(client: Async
     ):
         r = await client.get("/v1/events", params=params, headers=OPS)
         assert (r.status_code, r.json()["code"]) == (422, "validation_error"), params
+    for params in ({"channel": ""}, {"channel": "x\x00y"}, {"channel": "x" * 256}):
+        r = await client.get("/v1/events", params=params, headers=OPS)
+        assert (r.status_code, r.json()["code"]) == (422, "validation_error"), params
     shop = await make_key(client, "web-shop")
-    r = await client.get("/v1/events", headers=shop)
+    assert (await client.get("/v1/events", headers=shop)).status_code == 200
+    r = await client.get("/v1/events", params={"channel": "web-shop"}, headers=shop)
+    assert r.status_code == 200
+    r = await client.get("/v1/events", params={"channel": "pos"}, headers=shop)
     assert (r.status_code, r.json()["code"]) == (403, "forbidden")
     assert (await client.get("/v1/events")).status_code == 401
 
@@ -321,3 +329,115 @@ async def test_an_event_still_committing_holds_back_the_ones_after_it(
     events = await since(client, mark)
     assert types(events) == ["order.created", "order.created", "order.ready_to_ship"]
     assert events[0]["data"] == {"slow": True}
+
+
+# --- a channel's view ----------------------------------------------------------------------
+
+
+async def walk(client: AsyncClient, headers: dict[str, str], **params: Any) -> list[Any]:
+    """Every event the caller's feed holds, following `next_cursor` to the end."""
+    out: list[Any] = []
+    query: dict[str, Any] = {"limit": 200, **params}
+    while True:
+        r = await client.get("/v1/events", params=query, headers=headers)
+        assert r.status_code == 200, r.text
+        out += r.json()["data"]
+        if r.json()["next_cursor"] is None:
+            return out
+        query = {**query, "cursor": r.json()["next_cursor"]}
+
+
+async def subscribe(
+    client: AsyncClient, sku: str, customer_id: str, headers: dict[str, str]
+) -> dict[str, Any]:
+    body = {"customer_id": customer_id, "contact": f"{customer_id}@example.com"}
+    r = await client.post(f"/v1/products/{sku}/subscriptions", json=body, headers=headers)
+    assert r.status_code == 201, r.text
+    out: dict[str, Any] = r.json()
+    return out
+
+
+async def test_a_storefront_reads_only_its_channels_view_of_the_feed(
+    client: AsyncClient,
+) -> None:
+    shop = await make_key(client, "web-shop")
+    pos = await make_key(client, "pos")
+    kiosk = await make_key(client, "kiosk")  # subscribes nobody, orders nothing
+    await make_product(client, "A", reorder_point=3)
+    mine = await place(client, [("A", 2)], headers=shop, customer_id="c-shop")
+    theirs = await place(client, [("A", 1)], headers=pos, customer_id="c-pos")
+    await place(client, [("A", 1)], customer_id="c-ops")  # the master key's channel
+    sub_shop = await subscribe(client, "A", "c-shop-sub", shop)
+    sub_pos = await subscribe(client, "A", "c-pos-sub", pos)
+    await post(client, "/v1/products/A/restocks", {"quantity": 6})  # fills 4, 2 left: low
+    await post(client, f"/v1/orders/{theirs['id']}/cancel", None, 200)
+
+    everything = await walk(client, OPS)
+    assert {e["type"] for e in everything} >= {
+        "order.created",
+        "order.backordered",
+        "order.line_allocated",
+        "product.back_in_stock",
+        "product.low_stock",
+    }
+    order_events = [e for e in everything if e["type"].startswith(("order.", "backorder."))]
+    assert all("channel" in e["data"] for e in order_events)
+
+    for key, channel, order, sub in (
+        (shop, "web-shop", mine, sub_shop),
+        (pos, "pos", theirs, sub_pos),
+    ):
+        seen = await walk(client, key)
+        assert seen == await walk(client, OPS, channel=channel)  # ops see the same view
+        ours = [e for e in seen if e["type"].startswith(("order.", "backorder."))]
+        assert ours, "the view holds the channel's order events (not vacuous)"
+        assert {e["data"]["channel"] for e in ours} == {channel}
+        assert {e["data"]["order_id"] for e in ours} == {order["id"]}
+        expected_ours = [e for e in order_events if e["data"]["channel"] == channel]
+        assert [e["id"] for e in ours] == [e["id"] for e in expected_ours]
+        assert [e["type"] for e in seen if e["type"] == "product.low_stock"] == [
+            "product.low_stock"
+        ]
+        (back,) = [e for e in seen if e["type"] == "product.back_in_stock"]
+        assert back["data"]["subscribers"] == [
+            {
+                "subscription_id": sub["id"],
+                "customer_id": sub["customer_id"],
+                "contact": sub["contact"],
+            }
+        ]
+        other = "c-pos" if channel == "web-shop" else "c-shop"
+        assert other not in str(seen)  # no other channel's customer ids or contacts
+
+    # a channel with no subscriber of its own gets no back-in-stock event at all
+    seen = await walk(client, kiosk)
+    assert [e["type"] for e in seen] == ["product.low_stock"]
+    ops_back = [e for e in everything if e["type"] == "product.back_in_stock"]
+    assert len(ops_back[0]["data"]["subscribers"]) == 2  # ops see every subscriber
+
+
+async def test_a_filtered_read_goes_on_past_a_window_without_its_events(
+    client: AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(feed_sql, "SCAN_WINDOW", 5)
+    shop = await make_key(client, "web-shop")
+    await make_product(client, "A", on_hand=100)
+    first = await place(client, [("A", 1)], headers=shop)
+    for _ in range(6):
+        await place(client, [("A", 1)])  # 2 events each, none of web-shop's
+    last = await place(client, [("A", 1)], headers=shop)
+
+    r = await client.get("/v1/events", params={"after": "3"}, headers=shop)
+    assert r.json()["data"] == [] and r.json()["next_cursor"] is not None  # a window ran out
+    pages = 0
+    seen: list[Any] = []
+    query: dict[str, Any] = {"limit": 1}
+    while True:
+        r = await client.get("/v1/events", params=query, headers=shop)
+        pages += 1
+        seen += r.json()["data"]
+        if r.json()["next_cursor"] is None:
+            break
+        query = {"limit": 1, "cursor": r.json()["next_cursor"]}
+    assert [e["data"]["order_id"] for e in seen] == [first["id"]] * 2 + [last["id"]] * 2
+    assert pages > 4  # it took windows, never one unbounded scan

@@ -34,7 +34,7 @@ from starlette.types import Receive, Scope, Send
 from backorder.api.app import create_app
 from backorder.config import Settings
 from backorder.db import keys
-from backorder.db import webhooks as webhook_rows
+from backorder.db import webhook_queue as webhook_rows
 from backorder.db.engine import run_transaction
 from tests.conftest import truncate_all
 from tests.support.api import MASTER_KEY

@@ -19,6 +19,7 @@ from httpx import AsyncClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from backorder.api.app import create_app
 from backorder.config import Settings
 from backorder.services import webhooks as service
 from backorder.workers import webhooks as worker
@@ -113,21 +114,130 @@ async def test_bad_endpoint_bodies_are_validation_errors(client: AsyncClient) ->
         assert (r.status_code, r.json()["code"]) == (422, "validation_error"), bad
 
 
-async def test_storefront_keys_may_not_touch_webhooks(client: AsyncClient) -> None:
-    ep = await create_endpoint(client, ["*"])
+async def test_a_storefront_manages_its_own_endpoints_and_no_other_channels(
+    client: AsyncClient,
+) -> None:
     shop = await make_key(client, "web-shop")
+    pos = await make_key(client, "pos")
     body = {"url": "https://hooks.example.com/in", "event_types": ["*"]}
-    for method, path, json in (
-        ("POST", ENDPOINTS, body),
-        ("GET", ENDPOINTS, None),
-        ("GET", f"{ENDPOINTS}/{ep['id']}", None),
-        ("PATCH", f"{ENDPOINTS}/{ep['id']}", {"enabled": False}),
-        ("DELETE", f"{ENDPOINTS}/{ep['id']}", None),
-        ("POST", f"{ENDPOINTS}/{ep['id']}/rotate-secret", None),
-        ("GET", f"{ENDPOINTS}/{ep['id']}/deliveries", None),
+    r = await client.post(ENDPOINTS, json=body, headers=shop)
+    assert r.status_code == 201, r.text
+    mine = r.json()
+    assert (mine["channel"], mine["owner"]) == ("web-shop", "storefront")
+    r = await client.post(ENDPOINTS, json={**body, "channel": "web-shop"}, headers=shop)
+    assert r.status_code == 201, r.text
+    second = r.json()
+    theirs = (await client.post(ENDPOINTS, json=body, headers=pos)).json()
+    ops_one = await create_endpoint(client, ["*"])
+    for_shop = {**body, "channel": "web-shop"}
+    ops_shop = (await client.post(ENDPOINTS, json=for_shop, headers=OPS)).json()
+    assert (ops_shop["channel"], ops_shop["owner"]) == ("web-shop", "ops")
+
+    # another channel's name: refused, nothing written
+    r = await client.post(ENDPOINTS, json={**body, "channel": "pos"}, headers=shop)
+    assert (r.status_code, r.json()["code"]) == (403, "forbidden")
+    r = await client.patch(f"{ENDPOINTS}/{mine['id']}", json={"channel": "pos"}, headers=shop)
+    assert (r.status_code, r.json()["code"]) == (403, "forbidden")
+    r = await client.patch(f"{ENDPOINTS}/{mine['id']}", json={"channel": None}, headers=OPS)
+    assert (r.status_code, r.json()["code"]) == (403, "forbidden")
+
+    # the storefront lists its own only; ops endpoints, even of its channel, are not its own
+    listed = (await client.get(ENDPOINTS, headers=shop)).json()["data"]
+    assert [e["id"] for e in listed] == [mine["id"], second["id"]]
+    everything = (await client.get(ENDPOINTS, headers=OPS)).json()["data"]
+    assert {e["id"] for e in everything} == {
+        mine["id"],
+        second["id"],
+        theirs["id"],
+        ops_one["id"],
+        ops_shop["id"],
+    }
+
+    # another channel's endpoint, or an ops one, answers as if it did not exist
+    for other in (theirs["id"], ops_one["id"], ops_shop["id"]):
+        for method, path, json in (
+            ("GET", f"{ENDPOINTS}/{other}", None),
+            ("PATCH", f"{ENDPOINTS}/{other}", {"enabled": False}),
+            ("DELETE", f"{ENDPOINTS}/{other}", None),
+            ("POST", f"{ENDPOINTS}/{other}/rotate-secret", None),
+            ("POST", f"{ENDPOINTS}/{other}/ping", None),
+            ("GET", f"{ENDPOINTS}/{other}/deliveries", None),
+            ("POST", f"{ENDPOINTS}/{other}/deliveries/1/retry", None),
+        ):
+            r = await client.request(method, path, json=json, headers=shop)
+            assert (r.status_code, r.json()["code"]) == (404, "not_found"), (method, path)
+    assert (await client.get(f"{ENDPOINTS}/{theirs['id']}", headers=pos)).status_code == 200
+
+    # its own: change, rotate, delete (204)
+    r = await client.patch(f"{ENDPOINTS}/{mine['id']}", json={"enabled": False}, headers=shop)
+    assert (r.status_code, r.json()["enabled"]) == (200, False)
+    r = await client.post(f"{ENDPOINTS}/{mine['id']}/rotate-secret", headers=shop)
+    assert r.status_code == 200 and r.json()["secret"] != mine["secret"]
+    r = await client.delete(f"{ENDPOINTS}/{mine['id']}", headers=shop)
+    assert r.status_code == 204
+    assert (await client.get(f"{ENDPOINTS}/{mine['id']}", headers=shop)).status_code == 404
+
+
+async def test_each_channel_may_have_a_bounded_number_of_endpoints(
+    settings: Settings, clean_db: None
+) -> None:
+    app = create_app(settings.model_copy(update={"webhook_max_endpoints_per_channel": 2}))
+    async with (
+        app.router.lifespan_context(app),
+        AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client,
     ):
-        r = await client.request(method, path, json=json, headers=shop)
-        assert (r.status_code, r.json()["code"]) == (403, "forbidden"), (method, path)
+        shop = await make_key(client, "web-shop")
+        pos = await make_key(client, "pos")
+        body = {"url": "https://hooks.example.com/in", "event_types": ["*"]}
+        made = [(await client.post(ENDPOINTS, json=body, headers=shop)).json() for _ in range(2)]
+        r = await client.post(ENDPOINTS, json=body, headers=shop)
+        assert (r.status_code, r.json()["code"], r.json()["limit"]) == (409, "conflict", 2)
+        assert (await client.post(ENDPOINTS, json=body, headers=pos)).status_code == 201
+        assert (await client.post(ENDPOINTS, json=body, headers=OPS)).status_code == 201
+        await client.delete(f"{ENDPOINTS}/{made[0]['id']}", headers=shop)
+        assert (await client.post(ENDPOINTS, json=body, headers=shop)).status_code == 201
+
+
+async def test_private_and_loopback_webhook_urls_are_refused(
+    settings: Settings, clean_db: None
+) -> None:
+    strict = settings.model_copy(update={"webhook_allow_private_networks": False})
+    app = create_app(strict)
+    async with (
+        app.router.lifespan_context(app),
+        AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client,
+    ):
+        shop = await make_key(client, "web-shop")
+        for url in (
+            "http://127.0.0.1:8080/hooks",
+            "http://localhost/hooks",
+            "http://10.1.2.3/hooks",
+            "http://192.168.0.10/hooks",
+            "http://172.16.5.4/hooks",
+            "http://169.254.169.254/latest/meta-data",  # cloud metadata
+            "http://100.64.0.1/hooks",  # shared address space (CGNAT)
+            "http://0.0.0.0/hooks",
+            "http://[::1]/hooks",
+            "http://[fe80::1]/hooks",
+            "http://[fd00::1]/hooks",
+            "http://[::ffff:127.0.0.1]/hooks",
+            "http://224.0.0.1/hooks",
+            "http://no-such-host.invalid/hooks",
+        ):
+            body = {"url": url, "event_types": ["*"]}
+            r = await client.post(ENDPOINTS, json=body, headers=shop)
+            assert (r.status_code, r.json()["code"]) == (422, "validation_error"), url
+            assert r.json()["errors"][0]["field"] == "url", r.json()
+        assert (await client.get(ENDPOINTS, headers=OPS)).json()["data"] == []
+        public = {"url": "https://93.184.216.34/hooks", "event_types": ["*"]}
+        ep = await client.post(ENDPOINTS, json=public, headers=shop)
+        assert ep.status_code == 201, ep.text
+        r = await client.patch(
+            f"{ENDPOINTS}/{ep.json()['id']}", json={"url": "http://127.0.0.1/x"}, headers=shop
+        )
+        assert (r.status_code, r.json()["code"]) == (422, "validation_error")
+        got = await client.get(f"{ENDPOINTS}/{ep.json()['id']}", headers=shop)
+        assert got.json()["url"] == public["url"]
 
 
 async def test_an_endpoint_changes_rotates_and_deletes(client: AsyncClient) -> None:
@@ -221,6 +331,7 @@ async def test_a_failed_delivery_can_be_retried_by_hand(
         500,
         "HTTP 500",
     )
+    assert failed["next_attempt_at"] is None  # nothing is due once it failed for good
     answer = 200
     r = await client.post(f"{ENDPOINTS}/{ep['id']}/deliveries/{failed['id']}/retry", headers=OPS)
     assert r.status_code == 200, r.text
@@ -228,8 +339,35 @@ async def test_a_failed_delivery_can_be_retried_by_hand(
     await run_worker_until(engine, one_try, handler, status_is("succeeded"))
     (done,) = await deliveries(client, ep["id"])
     assert (done["attempts"], done["last_status_code"]) == (2, 200)
+    assert (done["next_attempt_at"], done["manual_retries"]) == (None, 1)
     missing = await client.post(f"{ENDPOINTS}/{ep['id']}/deliveries/999999/retry", headers=OPS)
     assert missing.status_code == 404
+
+
+async def test_retries_by_hand_are_bounded_per_delivery(
+    client: AsyncClient, engine: AsyncEngine
+) -> None:
+    await make_product(client, "A")
+    ep = await create_endpoint(client, ["order.created"])
+    await place(client, [("A", 1)])
+    async with engine.begin() as conn:  # a failed delivery (the worker is off in tests)
+        delivery_id = (
+            await conn.execute(
+                text(
+                    "INSERT INTO webhook_delivery (endpoint_id, event_id, status, attempts, "
+                    "next_attempt_at) SELECT :ep, max(id), 'failed', 8, NULL FROM event "
+                    "RETURNING id"
+                ),
+                {"ep": ep["id"]},
+            )
+        ).scalar_one()
+    path = f"{ENDPOINTS}/{ep['id']}/deliveries/{delivery_id}/retry"
+    for n in range(1, 6):
+        r = await client.post(path, headers=OPS)
+        assert (r.status_code, r.json()["manual_retries"]) == (200, n), r.text
+        assert r.json()["next_attempt_at"] is not None
+    r = await client.post(path, headers=OPS)
+    assert (r.status_code, r.json()["code"], r.json()["limit"]) == (409, "conflict", 5)
 
 
 async def test_deleting_an_endpoint_abandons_its_pending_deliveries(

@@ -107,6 +107,7 @@ class ServerProcess:
             "DATABASE_URL": self.database_url,
             "BACKORDER_MASTER_KEY": MASTER_KEY,
             "BACKORDER_WEBHOOK_WORKER": "false",
+            "BACKORDER_WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",
             "BACKORDER_LOG_LEVEL": "WARNING",
             "PROMETHEUS_MULTIPROC_DIR": str(self._metrics_dir),
             **self.env,

@@ -275,6 +275,22 @@ webhook_endpoint = Table(
     Column("enabled", Boolean, nullable=False, server_default=text("true")),
     _created_at(),
     Column("deleted_at", DateTime(timezone=True)),
+    # The storefront channel that manages it (null: ops); the channel whose feed it receives
+    # (null: everything). A storefront's endpoint receives its own channel only.
+    Column("owner_channel", Text),
+    Column("channel", Text),
+    # Rotation with an overlap: both secrets sign until the previous one expires.
+    Column("previous_secret", Text),
+    Column("previous_secret_expires_at", DateTime(timezone=True)),
+    # The circuit breaker: an endpoint failing again and again is left alone for a while.
+    Column("consecutive_failures", Integer, nullable=False, server_default=text("0")),
+    Column("circuit_open_until", DateTime(timezone=True)),
+    CheckConstraint("owner_channel IS NULL OR channel = owner_channel", name="owner_channel"),
+    Index(
+        "ix_webhook_endpoint_owner_channel",
+        "owner_channel",
+        postgresql_where=text("deleted_at IS NULL"),
+    ),
 )
 
 webhook_delivery = Table(
@@ -285,16 +301,22 @@ webhook_delivery = Table(
     Column("event_id", BigInteger, ForeignKey("event.id"), nullable=False),
     Column("status", Text, nullable=False, server_default=text("'pending'")),
     Column("attempts", Integer, nullable=False, server_default=text("0")),
-    Column("next_attempt_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    # Null once the delivery is finished: nothing is due.
+    Column("next_attempt_at", DateTime(timezone=True), server_default=NOW),
     Column("last_attempt_at", DateTime(timezone=True)),
     Column("last_status_code", Integer),
     Column("last_error", Text),
     Column("delivered_at", DateTime(timezone=True)),
     _created_at(),
+    Column("manual_retries", Integer, nullable=False, server_default=text("0")),
     CheckConstraint("status IN ('pending', 'succeeded', 'failed')", name="status"),
     UniqueConstraint("endpoint_id", "event_id"),
+    # Claims read each endpoint's due deliveries, so one endpoint's backlog starves no other.
     Index(
-        "ix_webhook_delivery_due", "next_attempt_at", postgresql_where=text("status = 'pending'")
+        "ix_webhook_delivery_endpoint_id_next_attempt_at",
+        "endpoint_id",
+        "next_attempt_at",
+        postgresql_where=text("status = 'pending'"),
     ),
 )
 

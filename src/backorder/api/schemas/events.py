@@ -7,9 +7,9 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 from uuid import UUID
 
-from pydantic import AfterValidator, Field, StrictBool, StringConstraints
+from pydantic import AfterValidator, Field, Strict, StrictBool, StringConstraints
 
-from backorder.api.schemas.common import OutModel, StrictModel, Text
+from backorder.api.schemas.common import WHOLE, OutModel, StrictModel, Text
 
 EVENT_TYPES = (
     "order.created", "order.backordered", "order.line_allocated", "order.ready_to_ship",
@@ -104,6 +104,13 @@ class WebhookEndpointIn(StrictModel):
         description="The event types to deliver; `*` for all (including types added later)."
     )
     description: Text | None = None
+    channel: Text | None = Field(
+        default=None,
+        description="Ops: receive only this channel's view of the feed (its orders' events, "
+        "`product.low_stock`, `product.back_in_stock` naming its subscribers); left out, "
+        "everything. A storefront's endpoint always receives its own channel (another name "
+        "is 403).",
+    )
 
     model_config = StrictModel.model_config | {
         "json_schema_extra": {
@@ -112,7 +119,12 @@ class WebhookEndpointIn(StrictModel):
                     "url": "https://shop.example.com/hooks/backorder",
                     "event_types": ["order.backordered", "order.ready_to_ship"],
                     "description": "web shop notifications",
-                }
+                },
+                {
+                    "url": "https://ops.example.com/hooks/web-shop",
+                    "event_types": ["*"],
+                    "channel": "web-shop",
+                },
             ]
         }
     }
@@ -127,6 +139,11 @@ class WebhookEndpointPatch(StrictModel):
     enabled: StrictBool | None = Field(
         default=None, description="false pauses deliveries: they wait, and go out when true again."
     )
+    channel: Text | None = Field(
+        default=None,
+        description="Ops endpoints: one channel's view, or null for everything. A storefront "
+        "cannot change its endpoint's channel.",
+    )
 
     model_config = StrictModel.model_config | {
         "json_schema_extra": {"examples": [{"enabled": False}]}
@@ -140,6 +157,11 @@ _ENDPOINT_EXAMPLE: dict[str, Any] = {
     "description": "web shop notifications",
     "enabled": True,
     "created_at": "2026-11-23T16:03:13Z",
+    "channel": "web-shop",
+    "owner": "storefront",
+    "previous_secret_expires_at": None,
+    "consecutive_failures": 0,
+    "circuit_open_until": None,
 }
 
 
@@ -150,8 +172,58 @@ class WebhookEndpointOut(OutModel):
     description: str | None
     enabled: bool
     created_at: datetime
+    channel: str | None = Field(
+        description="The channel whose view of the feed it receives; null: every event."
+    )
+    owner: Literal["ops", "storefront"] = Field(
+        description="Who manages it: a storefront key of its channel, or ops keys."
+    )
+    previous_secret_expires_at: datetime | None = Field(
+        description="While a rotation overlaps: when the previous secret stops signing."
+    )
+    consecutive_failures: int = Field(description="Failed attempts in a row (0 after a success).")
+    circuit_open_until: datetime | None = Field(
+        description="Set after repeated failures: deliveries wait until then, then one probes."
+    )
 
     model_config = OutModel.model_config | {"json_schema_extra": {"examples": [_ENDPOINT_EXAMPLE]}}
+
+
+MAX_OVERLAP_S = 7 * 24 * 3600
+
+
+class RotateSecretIn(StrictModel):
+    overlap_seconds: Annotated[int, Strict(), Field(ge=0, le=MAX_OVERLAP_S), WHOLE] = Field(
+        default=0,
+        description="How long the old secret keeps signing beside the new one (both `v1` in "
+        "`Webhook-Signature`), up to 7 days; 0: it stops at once.",
+    )
+
+    model_config = StrictModel.model_config | {
+        "json_schema_extra": {"examples": [{"overlap_seconds": 86400}]}
+    }
+
+
+class PingOut(OutModel):
+    endpoint_id: UUID
+    ping_id: str = Field(description="The test delivery's `Webhook-Id` (and body `id`).")
+    delivered: bool = Field(description="The receiver answered 2xx within the timeout.")
+    status_code: int | None
+    error: str | None = Field(description='Why not, coarsely: "timeout", "HTTP 503", ...')
+
+    model_config = OutModel.model_config | {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "endpoint_id": "3f2b8c1e-6a4d-4e9b-8f7a-1c2d3e4f5a6b",
+                    "ping_id": "ping_0f8e4b1c9a7d4c2e8b6a5d3c1e0f9a8b",
+                    "delivered": True,
+                    "status_code": 200,
+                    "error": None,
+                }
+            ]
+        }
+    }
 
 
 class WebhookEndpointWithSecret(WebhookEndpointOut):
@@ -176,12 +248,15 @@ class DeliveryOut(OutModel):
         "last allowed attempt."
     )
     attempts: int = Field(description="Attempts made so far.")
-    next_attempt_at: datetime
+    next_attempt_at: datetime | None = Field(
+        description="When a pending delivery is next tried; null once it succeeded or failed."
+    )
     last_attempt_at: datetime | None
     last_status_code: int | None = Field(description="HTTP status of the last attempt, if any.")
     last_error: str | None = Field(description="Why the last attempt failed, if it did.")
     delivered_at: datetime | None
     created_at: datetime
+    manual_retries: int = Field(description="Retries by hand so far (at most 5).")
 
     model_config = OutModel.model_config | {
         "json_schema_extra": {
@@ -199,6 +274,7 @@ class DeliveryOut(OutModel):
                     "last_error": "HTTP 503",
                     "delivered_at": None,
                     "created_at": "2026-11-23T16:03:13Z",
+                    "manual_retries": 0,
                 }
             ]
         }

@@ -28,6 +28,7 @@ from tests.support.figures import SoakFigures
 from tests.support.invariants import assert_invariants, check_invariants
 from tests.support.live import killable_server
 from tests.support.pg import wait_until
+from tests.support.queue_order import check_queue_order
 
 # sku: product settings; the last two refuse some orders (no backorders; a backorder limit).
 SKUS: dict[str, dict[str, Any]] = {
@@ -153,6 +154,7 @@ async def deadlock_storm(
             wrong.append(f"{op.kind} {op.path} {op.body}: {r.status_code} {r.text[:300]}")
     found = audit(database_url, ran, initial)
     checked = check_invariants(database_url)
+    replay = check_queue_order(database_url)
     figures.lost_writes = found.lost
     figures.duplicated_writes = found.duplicated
     figures.add_invariants(checked)
@@ -165,6 +167,7 @@ async def deadlock_storm(
         "cancels_without_an_order_yet": len(skipped),
         "pg_deadlocks": deadlocks,
     }
+    figures.extra |= replay.figures()
     figures.print()
 
     # A deadlock the service retried is not a failure the client sees, but it costs a second
@@ -174,6 +177,10 @@ async def deadlock_storm(
     assert not wrong, wrong[:10]
     assert (found.lost, found.duplicated, found.problems) == (0, 0, []), found
     assert checked["oversold_units"] == 0 and checked["violation_total"] == 0, checked
+    assert not replay.mismatches, replay.mismatches
+    # Not a vacuous pass: units went from the queue under both strategies, and some wait.
+    assert replay.units_filled > 0 and replay.waiting_lines_at_end > 0, replay
+    assert set(replay.fills_by_strategy) == {"fifo", "priority"}, replay
     # The storm did what it is for: refusals and cancels happened among the placements.
     assert statuses[("order", 201)] > orders // 2 and statuses[("order", 409)] > 0, statuses
     assert statuses[("cancel", 200)] > cancels // 2, statuses
@@ -253,6 +260,8 @@ async def test_two_cancels_refilling_the_same_orders_in_opposite_order_do_not_de
         await asyncio.to_thread(wait_for_backends_to_exit, database_url, since)
     deadlocks = pg_deadlocks(database_url) - deadlocks_before
     assert_invariants(database_url)  # the victim rolled back whole: nothing is broken
+    replay = check_queue_order(database_url)  # each freed unit went to the one who waited
+    assert not replay.mismatches and replay.units_filled == 4, replay
     assert [r.status_code for r in answers] == [200, 200], (
         f"{deadlocks} deadlock(s) detected by PostgreSQL",
         [r.text for r in answers],

@@ -20,6 +20,12 @@ import pytest
 from tests.concurrency.test_hot_sku import CLIENTS, client, no_5xx, setup_product
 from tests.support.figures import SoakFigures
 from tests.support.invariants import assert_invariants, check_invariants
+from tests.support.queue_order import (
+    Reprioritised,
+    StrategySet,
+    assert_queue_order,
+    check_queue_order,
+)
 
 
 def _plain(url: str) -> str:
@@ -84,6 +90,19 @@ async def test_multi_line_orders_over_random_pairs(
     assert len(ids) == orders
     assert {str(r[0]) for r in _db_rows(database_url, "SELECT id FROM sales_order")} == ids
     assert_invariants(database_url)
+    # Then restocks of every SKU at once, each short of its queue by a unit or two: every
+    # fill reaches orders that also wait on another SKU being filled at the same moment.
+    async with client(live_url) as http:
+        restocks = await asyncio.gather(
+            *(
+                http.post(f"/v1/products/{sku}/restocks", json={"quantity": waiting - 1})
+                for sku in skus
+                if (waiting := products[sku]["backordered"]) > 1
+            )
+        )
+    assert restocks and {r.status_code for r in restocks} == {201}, [r.text for r in restocks]
+    assert_invariants(database_url)
+    assert_queue_order(database_url)
 
 
 @dataclass
@@ -98,6 +117,8 @@ class Tally:
     requests: int = 0
     status_5xx: int = 0
     order_lines: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    placed_priority: dict[str, int] = field(default_factory=dict)
+    reprioritised: list[Reprioritised] = field(default_factory=list)
 
 
 # What each kind of write may answer in a storm (anything else, and any 5xx, fails).
@@ -144,7 +165,12 @@ async def _storm(live_url: str, database_url: str, seed: int, operations: int) -
             tally.ledger[sku] += initial
 
         async def send(
-            kind: str, method: str, path: str, body: dict[str, Any] | None, keyed: bool
+            kind: str,
+            method: str,
+            path: str,
+            body: dict[str, Any] | None,
+            keyed: bool,
+            rng: random.Random,
         ) -> httpx.Response:
             headers = {"Idempotency-Key": f"k-{uuid.uuid4()}"} if keyed else {}
             async with gate:
@@ -184,7 +210,7 @@ async def _storm(live_url: str, database_url: str, seed: int, operations: int) -
                 tally.replays += 1
             return first
 
-        async def place() -> None:
+        async def place(rng: random.Random) -> None:
             picked = rng.sample(sorted(skus), rng.randint(1, 2))
             body = {
                 "customer_id": f"c-{rng.randint(1, 30)}",
@@ -192,12 +218,13 @@ async def _storm(live_url: str, database_url: str, seed: int, operations: int) -
                 "ship_policy": rng.choice(["partial", "partial", "complete"]),
                 "lines": [{"sku": s, "quantity": rng.randint(1, 6)} for s in picked],
             }
-            r = await send("order", "POST", "/v1/orders", body, keyed=rng.random() < 0.4)
+            r = await send("order", "POST", "/v1/orders", body, rng.random() < 0.4, rng)
             order = r.json()
             tally.orders.add(order["id"])
             tally.order_lines[order["id"]] = order["lines"]
+            tally.placed_priority[order["id"]] = order["priority"]
 
-        async def restock() -> None:
+        async def restock(rng: random.Random) -> None:
             sku = rng.choice(sorted(skus))
             q = rng.randint(1, 12)
             await send(
@@ -206,10 +233,11 @@ async def _storm(live_url: str, database_url: str, seed: int, operations: int) -
                 f"/v1/products/{sku}/restocks",
                 {"quantity": q},
                 keyed=rng.random() < 0.5,
+                rng=rng,
             )
             tally.ledger[sku] += q
 
-        async def adjust() -> None:
+        async def adjust(rng: random.Random) -> None:
             sku = rng.choice(sorted(skus))
             delta = rng.choice([-3, -2, -1, 1, 2, 4])
             r = await send(
@@ -218,21 +246,27 @@ async def _storm(live_url: str, database_url: str, seed: int, operations: int) -
                 f"/v1/products/{sku}/adjustments",
                 {"delta": delta, "reason": "storm"},
                 keyed=rng.random() < 0.5,
+                rng=rng,
             )
             if r.status_code == 201:
                 tally.ledger[sku] += delta
 
-        def some_order() -> str | None:
+        def some_order(rng: random.Random) -> str | None:
             return rng.choice(sorted(tally.orders)) if tally.orders else None
 
-        async def cancel() -> None:
-            if (oid := some_order()) is not None:
+        async def cancel(rng: random.Random) -> None:
+            if (oid := some_order(rng)) is not None:
                 await send(
-                    "cancel", "POST", f"/v1/orders/{oid}/cancel", {}, keyed=rng.random() < 0.5
+                    "cancel",
+                    "POST",
+                    f"/v1/orders/{oid}/cancel",
+                    {},
+                    rng.random() < 0.5,
+                    rng,
                 )
 
-        async def cancel_line() -> None:
-            if (oid := some_order()) is None:
+        async def cancel_line(rng: random.Random) -> None:
+            if (oid := some_order(rng)) is None:
                 return
             line = rng.choice(tally.order_lines[oid])
             await send(
@@ -241,10 +275,11 @@ async def _storm(live_url: str, database_url: str, seed: int, operations: int) -
                 f"/v1/orders/{oid}/lines/{line['id']}/cancel",
                 {"quantity": rng.randint(1, 2)},
                 keyed=rng.random() < 0.5,
+                rng=rng,
             )
 
-        async def ship() -> None:
-            if (oid := some_order()) is None:
+        async def ship(rng: random.Random) -> None:
+            if (oid := some_order(rng)) is None:
                 return
             async with gate:
                 order = (await http.get(f"/v1/orders/{oid}")).json()
@@ -261,27 +296,35 @@ async def _storm(live_url: str, database_url: str, seed: int, operations: int) -
                 f"/v1/orders/{oid}/shipments",
                 {"lines": lines},
                 keyed=rng.random() < 0.5,
+                rng=rng,
             )
             if r.status_code == 201:
                 for x in r.json()["lines"]:
                     tally.ledger[x["sku"]] -= x["quantity"]
 
-        async def reprioritise() -> None:
-            if (oid := some_order()) is not None:
-                await send(
+        async def reprioritise(rng: random.Random) -> None:
+            if (oid := some_order(rng)) is not None:
+                r = await send(
                     "reprioritise",
                     "PATCH",
                     f"/v1/orders/{oid}",
                     {"priority": rng.randint(0, 9)},
                     keyed=False,
+                    rng=rng,
                 )
+                tally.reprioritised.append(Reprioritised.from_answer(r.json()))
 
         # Seed some orders so that the storm has something to cancel and ship.
-        await asyncio.gather(*(place() for _ in range(30)))
+        # The plan is drawn before any task starts: each task's kind and its own random
+        # stream, so a seed replays the same plan whatever the interleaving.
         kinds = [place] * 5 + [restock] * 3 + [adjust] * 2 + [cancel, cancel_line] + [ship] * 2
         kinds.append(reprioritise)
-        tasks = [rng.choice(kinds)() for _ in range(operations)]
-        await asyncio.gather(*tasks)
+        seeding = [(place, random.Random(rng.getrandbits(64))) for _ in range(30)]
+        planned = [
+            (rng.choice(kinds), random.Random(rng.getrandbits(64))) for _ in range(operations)
+        ]
+        await asyncio.gather(*(task(r) for task, r in seeding))
+        await asyncio.gather(*(task(r) for task, r in planned))
 
         products = {s: (await http.get(f"/v1/products/{s}")).json() for s in skus}
     ids = {str(r[0]) for r in _db_rows(database_url, "SELECT id FROM sales_order")}
@@ -289,6 +332,10 @@ async def _storm(live_url: str, database_url: str, seed: int, operations: int) -
     soak.lost_writes = len(tally.orders - ids)  # answered 201, not in the database
     soak.duplicated_writes = len(ids - tally.orders)  # in the database, answered to nobody
     soak.add_invariants(check_invariants(database_url))
+    replay = check_queue_order(
+        database_url, reprioritised=tally.reprioritised, placed_priority=tally.placed_priority
+    )
+    soak.extra |= replay.figures()
     soak.extra["skus_off_their_ledger"] = sum(
         products[sku]["on_hand"] != tally.ledger[sku] for sku in skus
     )
@@ -298,6 +345,9 @@ async def _storm(live_url: str, database_url: str, seed: int, operations: int) -
         assert products[sku]["on_hand"] == tally.ledger[sku], (sku, products[sku])
     assert ids == tally.orders
     figures = assert_invariants(database_url)
+    assert_queue_order(
+        database_url, reprioritised=tally.reprioritised, placed_priority=tally.placed_priority
+    )
     figures["codes"] = {f"{k}:{s}:{c}": n for (k, s, c), n in sorted(tally.codes.items())}
     figures["replays"] = tally.replays
     figures["racing_retries_in_use"] = tally.in_use
@@ -312,10 +362,14 @@ async def test_mixed_storm(live_url: str, database_url: str, seed: int, operatio
     figures = await _storm(live_url, database_url, seed, operations)
     print(figures)
     assert figures["replays"] > 0
-    by_kind: defaultdict[str, int] = defaultdict(int)
+    # What the storm did, counted by effect (answers 2xx), not by attempt: a storm whose
+    # shipments were all refused has tested no shipment.
+    done: defaultdict[str, int] = defaultdict(int)
     for key, n in figures["codes"].items():
-        by_kind[key.split(":")[0]] += n
-    assert by_kind["ship"] > 0 and by_kind["cancel_line"] > 0 and by_kind["restock"] > 0
+        kind, status, _ = key.split(":")
+        done[kind] += n if 200 <= int(status) < 300 else 0
+    for kind in ("order", "restock", "adjust", "cancel", "cancel_line", "ship", "reprioritise"):
+        assert done[kind] > 0, (kind, figures["codes"])
 
 
 async def test_concurrent_retries_of_a_finished_request_all_replay(live_url: str) -> None:
@@ -379,6 +433,15 @@ async def test_concurrent_creates_and_setting_changes_of_one_sku(
         r = await http.put("/v1/products/RACE", json={"allocation_strategy": "priority"})
         assert r.status_code == 200, r.text
     assert_invariants(database_url)
+    # The replay follows the strategy through every PUT's answer, and holds each fill to the
+    # strategy the SKU had at that moment.
+    settings = [
+        StrategySet.from_answer(x.json())
+        for x in [*puts, *responses, r]
+        if x.request.method == "PUT"
+    ]
+    replay = assert_queue_order(database_url, strategies=settings, filled=())
+    assert len(replay.fills_by_strategy) == 2, replay  # fills under both strategies
 
 
 async def test_the_invariant_checker_sees_corruption(live_url: str, database_url: str) -> None:

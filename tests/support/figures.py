@@ -12,6 +12,8 @@ The line is printed whatever the outcome (print it before asserting), and always
 
 from __future__ import annotations
 
+import os
+import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,3 +54,24 @@ class SoakFigures:
 
     def print(self) -> None:
         print("\n" + self.line(), flush=True)
+
+
+def soak_seed(default: int) -> int:
+    """The seed of a soak run: `default`, or BACKORDER_SOAK_SEED (a number, or `random` for a
+    fresh one). Printed, so that a failing run is replayed with BACKORDER_SOAK_SEED=<seed>."""
+    chosen = os.environ.get("BACKORDER_SOAK_SEED", "")
+    if chosen == "random":
+        seed = secrets.randbelow(2**31)
+    elif chosen:
+        seed = int(chosen)
+    else:
+        seed = default
+    print(f"\nSOAK-SEED {seed} (replay: BACKORDER_SOAK_SEED={seed})", flush=True)
+    return seed
+
+
+def soak_size(full: int, least: int = 1) -> int:
+    """A soak run's size: `full`, scaled by BACKORDER_SOAK_SCALE (e.g. 0.25 for CI's medium
+    soak), at least `least`."""
+    scale = float(os.environ.get("BACKORDER_SOAK_SCALE", "1"))
+    return max(least, round(full * scale))

@@ -31,7 +31,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from tests.concurrency.test_hot_sku import client, setup_product
-from tests.support.figures import SoakFigures
+from tests.support.figures import SoakFigures, soak_seed, soak_size
 from tests.support.invariants import check_invariants
 from tests.support.live import ServerProcess, killable_server
 from tests.support.pg import wait_until
@@ -563,8 +563,11 @@ async def crash_storm(
     ids=["ci", "soak"],
 )
 async def test_sigkill_at_random_points_loses_and_duplicates_nothing(
-    database_url: str, seed: int, operations: int, kills: int
+    database_url: str, seed: int, operations: int, kills: int, soak: bool
 ) -> None:
+    if soak:
+        seed, operations = soak_seed(seed), soak_size(operations, least=240)
+        kills = soak_size(kills, least=3)
     await crash_storm(
         database_url,
         seed=seed,

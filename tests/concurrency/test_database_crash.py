@@ -37,7 +37,7 @@ import pytest
 from tests.concurrency.test_crash import SKUS, Op, audit, plan, problem_code
 from tests.concurrency.test_hot_sku import setup_product
 from tests.support.api import OPS
-from tests.support.figures import SoakFigures, soak_seed
+from tests.support.figures import SoakFigures, soak_seed, soak_size
 from tests.support.invariants import check_invariants
 from tests.support.live import ServerProcess
 from tests.support.pgcluster import Cluster
@@ -374,9 +374,11 @@ async def database_crash_storm(
     ids=["ci", "soak"],
 )
 async def test_sigkill_of_postgresql_mid_storm_answers_503_and_recovers_by_itself(
-    where: str, seed: int, operations: int, kills: int
+    where: str, seed: int, operations: int, kills: int, soak: bool
 ) -> None:
-    seed = soak_seed(seed) if kills > 2 else seed
+    if soak:
+        seed, operations = soak_seed(seed), soak_size(operations, least=160)
+        kills = soak_size(kills, least=2)
     await database_crash_storm(
         where,
         seed=seed,

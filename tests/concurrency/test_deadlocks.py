@@ -24,7 +24,7 @@ import pytest
 
 from tests.concurrency.test_crash import Op, audit, connect, problem_code
 from tests.concurrency.test_hot_sku import CLIENTS, client, no_5xx, setup_product
-from tests.support.figures import SoakFigures
+from tests.support.figures import SoakFigures, soak_seed, soak_size
 from tests.support.invariants import assert_invariants, check_invariants
 from tests.support.live import killable_server
 from tests.support.pg import wait_until
@@ -192,8 +192,11 @@ async def deadlock_storm(
     ids=["ci", "soak"],
 )
 async def test_orders_over_random_sku_sets_with_restocks_and_cancels_never_fail_nor_lose(
-    database_url: str, seed: int, orders: int, restocks: int, cancels: int
+    database_url: str, seed: int, orders: int, restocks: int, cancels: int, soak: bool
 ) -> None:
+    if soak:
+        seed, orders = soak_seed(seed), soak_size(orders, least=240)
+        restocks, cancels = soak_size(restocks, least=50), soak_size(cancels, least=40)
     await deadlock_storm(
         database_url,
         seed=seed,

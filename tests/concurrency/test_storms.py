@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 from tests.concurrency.test_hot_sku import CLIENTS, client, no_5xx, setup_product
-from tests.support.figures import SoakFigures
+from tests.support.figures import SoakFigures, soak_seed, soak_size
 from tests.support.invariants import assert_invariants, check_invariants
 from tests.support.queue_order import (
     Reprioritised,
@@ -42,8 +42,10 @@ def _db_rows(database_url: str, sql: str) -> list[tuple[Any, ...]]:
     [(11, 160), pytest.param(12, 1200, marks=pytest.mark.slow)],
 )
 async def test_multi_line_orders_over_random_pairs(
-    live_url: str, database_url: str, seed: int, orders: int
+    live_url: str, database_url: str, seed: int, orders: int, soak: bool
 ) -> None:
+    if soak:
+        seed, orders = soak_seed(seed), soak_size(orders, least=160)
     rng = random.Random(seed)
     skus = [f"PAIR-{i}" for i in range(8)]
     stock = {sku: rng.randint(0, 40) for sku in skus}
@@ -358,7 +360,11 @@ async def _storm(live_url: str, database_url: str, seed: int, operations: int) -
     ("seed", "operations"),
     [(21, 120), (22, 120), pytest.param(23, 3000, marks=pytest.mark.slow)],
 )
-async def test_mixed_storm(live_url: str, database_url: str, seed: int, operations: int) -> None:
+async def test_mixed_storm(
+    live_url: str, database_url: str, seed: int, operations: int, soak: bool
+) -> None:
+    if soak:
+        seed, operations = soak_seed(seed), soak_size(operations, least=120)
     figures = await _storm(live_url, database_url, seed, operations)
     print(figures)
     assert figures["replays"] > 0

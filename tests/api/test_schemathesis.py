@@ -248,8 +248,8 @@ def instant(value: object) -> datetime | None:
 
 def as_a_client_would(case: Case[Any], real: Seeded, role: str) -> None:
     """Aim a positive case at the seeded data, and make it follow the contract's rules that no
-    JSON Schema can state (each in API.md), so that it tests what a valid request gets rather
-    than the refusal the contract demands. Negative cases are sent as generated.
+    JSON Schema can state (each in docs/reference.md), so that it tests what a valid request
+    gets rather than the refusal the contract demands. Negative cases are sent as generated.
 
     * Path parameters name seeded resources (a `PUT` of a product keeps its generated SKU: it
       creates one, as long as it has a `name`; one without updates a seeded product). A call

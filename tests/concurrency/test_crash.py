@@ -4,8 +4,8 @@ of a storm of keyed orders, restocks and cancellations, and restarted on the sam
 Requests whose connection the kill dropped are retried after the restart with their key and
 body, as a careful client would, until each has an answer. At the end the database must hold
 every answered write exactly once, no write nobody answered for, no restock half applied,
-and the invariants of API.md; and every request that once got no answer replays its settled
-answer (`Idempotent-Replayed: true`) when sent once more.
+and the invariants of docs/reference.md; and every request that once got no answer replays
+its settled answer (`Idempotent-Replayed: true`) when sent once more.
 
 The kill points come from a seeded `random.Random`: phase `i` kills the server when it sends
 its `k_i`-th answer, whatever the other requests are doing at that moment. The clients talk to

@@ -5,9 +5,9 @@ SKUs) landing among them, against a real two-worker server.
 Placing an order locks its products in sorted SKU order; a fill (restock, cancel) then writes
 the lines and orders of *other* SKUs' waiting customers. Every answer must be below 500, every
 201 one order in the database with its lines as sent, every refusal nothing at all, and the
-invariants of API.md must hold. PostgreSQL's own deadlock counter for the test database is
-reported too: a deadlock the service retried is invisible to clients, but not to it. The last
-test reproduces, deterministically, the one deadlock the storms meet by chance.
+invariants of docs/reference.md must hold. PostgreSQL's own deadlock counter for the test
+database is reported too: a deadlock the service retried is invisible to clients, but not to
+it. The last test reproduces, deterministically, the one deadlock the storms meet by chance.
 (`test_storms.py` covers random SKU *pairs*; here every order spans 3-6 SKUs.)
 """
 

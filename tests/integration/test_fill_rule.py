@@ -390,8 +390,8 @@ async def test_a_settle_from_realistic_states_matches_the_model(
     store: tuple[list[OrderState], dict[str, tuple[AllocationStrategy, int]]],
 ) -> None:
     """Lines, orders (counters, status, readiness), products and events after one settle
-    are what the domain's fill, status and readiness rules say (docs/rules.md, "Filling the
-    queue")."""
+    are what the domain's fill, status and readiness rules say (docs/reference.md, "The
+    queue and the fill rule", "Statuses")."""
     orders, skus = store
     prefix = f"R{uuid4().hex[:8]}"
     async with rolled_back(engine) as conn:

@@ -92,24 +92,28 @@ def plan(rng: random.Random, operations: int) -> list[Op]:
     """Orders (1-3 lines, random line order) and restocks; cancels are added as orders land."""
     ops = []
     skus = sorted(SKUS)
-    restockable = [s for s in skus if SKUS[s][1]] * 4 + ["CR-NB"]
+    queued = [s for s in skus if SKUS[s][1]]  # the SKUs that take backorders
+    restockable = queued * 4 + ["CR-NB"]
     for n in range(operations):
-        if rng.random() < 0.65:
+        # Demand outruns supply, so the queues never drain: the queue-order replay must have
+        # waiting lines to hold against the database at the end, whatever the seed. CR-NB is
+        # in one order in five (it refuses most of them whole).
+        if rng.random() < 0.72:
+            picked = rng.sample(queued, rng.randint(1, 3))
+            if rng.random() < 0.2:
+                picked[rng.randrange(len(picked))] = "CR-NB"
             body = {
                 "customer_id": f"c-{rng.randint(1, 40)}",
                 "external_ref": f"crash-{n}",
                 "priority": rng.randint(0, 9),
                 "ship_policy": rng.choice(["partial", "complete"]),
-                "lines": [
-                    {"sku": s, "quantity": rng.randint(1, 4)}
-                    for s in rng.sample(skus, rng.randint(1, 3))
-                ],
+                "lines": [{"sku": s, "quantity": rng.randint(1, 4)} for s in picked],
             }
             cancel = rng.random() < CANCEL_SHARE
             ops.append(Op("order", "/v1/orders", body, f"order-{n}", cancel_later=cancel))
         else:
             sku = rng.choice(restockable)
-            body = {"quantity": rng.randint(1, 8), "reference": f"rs-{n}"}
+            body = {"quantity": rng.randint(1, 6), "reference": f"rs-{n}"}
             ops.append(Op("restock", f"/v1/products/{sku}/restocks", body, f"restock-{n}"))
     return ops
 

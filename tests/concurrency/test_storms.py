@@ -11,6 +11,7 @@ import random
 import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -477,3 +478,53 @@ async def test_the_invariant_checker_sees_corruption(live_url: str, database_url
     assert v["on_hand_not_ledger"] == 1, figures
     assert v["counters_not_lines"] == 1, figures
     assert v["idle_stock_while_waiting"] == 1, figures
+
+
+async def test_the_queue_order_checker_sees_a_fill_out_of_order(
+    live_url: str, database_url: str
+) -> None:
+    """The replay itself: a clean history passes; a fill that went to the wrong line, a
+    reprioritisation it is not told of, and a history that fills nothing are all seen."""
+    async with client(live_url) as http:
+        await setup_product(http, "QO", 0, allocation_strategy="priority")
+        placed = []
+        for n, priority in enumerate((1, 5, 5)):
+            r = await http.post(
+                "/v1/orders",
+                json={
+                    "customer_id": f"c-{n}",
+                    "priority": priority,
+                    "lines": [{"sku": "QO", "quantity": 2}],
+                },
+            )
+            assert r.status_code == 201, r.text
+            placed.append(r.json())
+        with pytest.raises(AssertionError, match="no unit was filled"):
+            assert_queue_order(database_url, filled=())
+        moved = await http.patch(f"/v1/orders/{placed[0]['id']}", json={"priority": 9})
+        assert moved.status_code == 200, moved.text
+        r = await http.post("/v1/products/QO/restocks", json={"quantity": 3})
+        assert r.status_code == 201, r.text
+        # priority 9 (moved up) first, then the older of the two at 5, partly
+        got = [(a["order_id"], a["quantity"]) for a in r.json()["allocations"]]
+        assert got == [(placed[0]["id"], 2), (placed[1]["id"], 1)], got
+    told = [Reprioritised.from_answer(moved.json())]
+    priorities = {o["id"]: o["priority"] for o in placed}
+    assert_queue_order(
+        database_url, reprioritised=told, placed_priority=priorities, filled=("priority",)
+    )
+    # Told the reprioritisation came after the fill, the replay expects it to go elsewhere.
+    late = [Reprioritised(told[0].order_id, 9, told[0].at + timedelta(hours=1))]
+    assert check_queue_order(
+        database_url, reprioritised=late, placed_priority=priorities
+    ).mismatches
+    # The fill's second allocation rewritten to the youngest line: out of queue order.
+    with psycopg.connect(_plain(database_url), autocommit=True) as conn:
+        conn.execute(
+            "UPDATE event SET data = jsonb_set(jsonb_set(data, '{line_id}', to_jsonb(%s::text)),"
+            " '{order_id}', to_jsonb(%s::text)) "
+            "WHERE type = 'order.line_allocated' AND data->>'order_id' = %s",
+            (placed[2]["lines"][0]["id"], placed[2]["id"], placed[1]["id"]),
+        )
+    replay = check_queue_order(database_url, reprioritised=told, placed_priority=priorities)
+    assert any("the fill rule gives" in m for m in replay.mismatches), replay

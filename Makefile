@@ -46,7 +46,7 @@ wrk: ## Install wrk (Debian's package), the load generator of `make bench`, if i
 bench: install wrk ## Benchmarks against ceilings measured in the same run (writes bench/results.json)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
-soak: install ## Long concurrency and crash runs; prints figures
+soak: install ## Long concurrency and crash runs; prints figures (BACKORDER_SOAK_SEED, BACKORDER_SOAK_SCALE)
 	BACKORDER_SOAK=1 $(BIN)/pytest -m slow -s tests/concurrency $(PYTEST_ARGS)
 
 lock: ## Re-pin requirements.lock from the current .venv

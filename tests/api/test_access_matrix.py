@@ -5,7 +5,7 @@ The cells are generated from the app's own route table, and every route must hav
 forgotten: without a policy its cells fail, and so does `test_every_route_has_a_policy`.
 
 Callers: no key, an unknown key, a revoked key (of channel A), the storefront keys of channels A
-and B, and the master (ops) key. Per API.md:
+and B, and the master (ops) key. Per docs/reference.md ("Keys and roles"):
 - no, unknown or revoked key: 401 `unauthorized`;
 - a storefront on an ops-only route: 403 `forbidden`;
 - a storefront on a route it may use: the route's success status;

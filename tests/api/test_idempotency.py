@@ -209,3 +209,66 @@ async def test_a_refusal_without_a_key_or_on_a_route_without_keys_is_not_stored(
     with psycopg.connect(database_url.replace("+psycopg", "")) as conn:
         row = conn.execute("SELECT count(*) FROM idempotency_key").fetchone()
     assert row is not None and row[0] == 0
+
+
+def _age_keys(database_url: str, hours: float) -> None:
+    """Make every stored key `hours` older (as if that much time had passed)."""
+    plain = database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    with psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE idempotency_key SET created_at = created_at - make_interval(secs => %s)",
+            (hours * 3600,),
+        )
+
+
+async def test_a_key_replays_until_its_ttl_and_is_free_for_a_new_request_after_it(
+    client: AsyncClient, database_url: str
+) -> None:
+    """BACKORDER_IDEMPOTENCY_TTL_HOURS (48 here): a key replays for that long; after it, the
+    same key runs a request afresh, even another body, and then replays that new answer
+    (docs/reference.md, "Idempotency")."""
+    await make_product(client, "P", on_hand=10)
+    first = await client.post("/v1/orders", json=ORDER, headers=_with(OPS, "k-ttl"))
+    assert first.status_code == 201, first.text
+
+    _age_keys(database_url, 47)  # an hour before it expires: still the first answer
+    again = await client.post("/v1/orders", json=ORDER, headers=_with(OPS, "k-ttl"))
+    assert (again.status_code, again.headers.get("idempotent-replayed")) == (201, "true")
+    assert again.content == first.content
+    other = {**ORDER, "customer_id": "c-2"}
+    reused = await client.post("/v1/orders", json=other, headers=_with(OPS, "k-ttl"))
+    assert (reused.status_code, reused.json()["code"]) == (422, "idempotency_key_reused")
+    assert len(await _orders(client)) == 1
+
+    _age_keys(database_url, 2)  # 49 hours old: expired
+    fresh = await client.post("/v1/orders", json=other, headers=_with(OPS, "k-ttl"))
+    assert fresh.status_code == 201, fresh.text
+    assert "idempotent-replayed" not in fresh.headers
+    assert fresh.json()["id"] != first.json()["id"]
+    assert fresh.json()["customer_id"] == "c-2"
+    assert len(await _orders(client)) == 2
+    # The key now guards the new request: it replays, and the first body is refused.
+    replay = await client.post("/v1/orders", json=other, headers=_with(OPS, "k-ttl"))
+    assert (replay.status_code, replay.headers.get("idempotent-replayed")) == (201, "true")
+    assert replay.content == fresh.content
+    old = await client.post("/v1/orders", json=ORDER, headers=_with(OPS, "k-ttl"))
+    assert (old.status_code, old.json()["code"]) == (422, "idempotency_key_reused")
+    assert len(await _orders(client)) == 2
+    p = (await client.get("/v1/products/P", headers=OPS)).json()
+    assert p["allocated"] == 6
+
+
+async def test_an_expired_refusal_is_not_replayed_either(
+    client: AsyncClient, database_url: str
+) -> None:
+    """A stored refusal lives as long as a stored success: after the TTL the request runs
+    again and may now succeed."""
+    await make_product(client, "N", on_hand=1, backorders_allowed=False)
+    body = {"customer_id": "c-1", "lines": [{"sku": "N", "quantity": 3}]}
+    refused = await client.post("/v1/orders", json=body, headers=_with(OPS, "k-refused"))
+    assert (refused.status_code, refused.json()["code"]) == (409, "insufficient_stock")
+    await restock(client, "N", 5)
+    _age_keys(database_url, 49)
+    placed = await client.post("/v1/orders", json=body, headers=_with(OPS, "k-refused"))
+    assert placed.status_code == 201, placed.text
+    assert "idempotent-replayed" not in placed.headers

@@ -1,7 +1,7 @@
 """Orders through the HTTP contract: placing, refusing, filling, cancelling, shipping, listing.
 
 Every order answer is checked against the contract's formulas (`assert_follows_contract`), and
-the invariants of API.md are checked in SQL after every test.
+the invariants of docs/reference.md ("Invariants") are checked in SQL after every test.
 """
 
 from __future__ import annotations

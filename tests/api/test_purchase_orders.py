@@ -134,7 +134,8 @@ async def test_purchase_orders_list_by_sku_and_status_in_pages(client: AsyncClie
     b1 = await create_po(client, "B", 5, "2027-01-10")
     a2 = await create_po(client, "A", 5, "2027-01-11")
     a3 = await create_po(client, "A", 5, "2027-01-12")
-    await client.post(f"/v1/purchase-orders/{a2['id']}/cancel", headers=OPS)
+    r = await client.post(f"/v1/purchase-orders/{a2['id']}/cancel", headers=OPS)
+    assert (r.status_code, r.json()["id"], r.json()["status"]) == (200, a2["id"], "cancelled")
 
     async def ids(**params: Any) -> list[str]:
         r = await client.get("/v1/purchase-orders", params=params, headers=OPS)
@@ -323,8 +324,13 @@ async def test_changing_a_po_date_moves_its_lines_and_announces_each(
         (o["id"], o["lines"][0]["id"], "2027-01-15", "2027-02-20") for o in (o1, o2)
     ]
     # the same date again moves nothing and says nothing
-    await client.patch(
+    r = await client.patch(
         f"/v1/purchase-orders/{po['id']}", json={"expected_date": "2027-02-20"}, headers=OPS
+    )
+    assert (r.status_code, r.json()["expected_date"], r.json()["status"]) == (
+        200,
+        "2027-02-20",
+        "open",
     )
     assert len(await date_events(client)) == before + 2
 
@@ -335,7 +341,8 @@ async def test_creating_and_cancelling_pos_announce_the_dates_they_move(
     await make_product(client, "A")
     order = await place(client, [("A", 3)])
     po = await create_po(client, "A", 3, "2027-01-15")
-    await client.post(f"/v1/purchase-orders/{po['id']}/cancel", headers=OPS)
+    r = await client.post(f"/v1/purchase-orders/{po['id']}/cancel", headers=OPS)
+    assert (r.status_code, r.json()["status"], r.json()["remaining"]) == (200, "cancelled", 0)
     assert await line_date(client, order) is None
     assert [(e["from"], e["to"]) for e in await date_events(client)] == [
         (None, "2027-01-15"),
@@ -414,21 +421,46 @@ async def test_promise_dates_follow_the_rule_through_random_changes(
                 )
             elif roll < 0.67 and pos:
                 po = rnd.choice(pos)
-                await client.patch(
-                    f"/v1/purchase-orders/{po['id']}",
-                    json={"expected_date": f"2027-{rnd.randint(1, 12):02}-15"},
-                    headers=OPS,
+                when = f"2027-{rnd.randint(1, 12):02}-15"
+                r = await client.patch(
+                    f"/v1/purchase-orders/{po['id']}", json={"expected_date": when}, headers=OPS
                 )
+                if po["status"] == "open":
+                    assert r.status_code == 200, r.text
+                    assert (r.json()["expected_date"], r.json()["status"]) == (when, "open")
+                    po["expected_date"] = when
+                else:  # closed or cancelled: its date is history
+                    assert (r.status_code, r.json()["code"]) == (409, "conflict"), r.text
             elif roll < 0.75 and pos:
                 po = rnd.choice(pos)
-                await client.post(
-                    f"/v1/purchase-orders/{po['id']}/receive",
-                    json={"quantity": rnd.randint(1, 3)},
-                    headers=OPS,
+                q = rnd.randint(1, 3)
+                r = await client.post(
+                    f"/v1/purchase-orders/{po['id']}/receive", json={"quantity": q}, headers=OPS
                 )
+                if po["status"] == "open" and q <= po["quantity"] - po["received"]:
+                    assert r.status_code == 201, r.text
+                    po["received"] += q
+                    if po["received"] == po["quantity"]:
+                        po["status"] = "closed"
+                    got = r.json()["purchase_order"]
+                    assert (got["received"], got["status"], got["remaining"]) == (
+                        po["received"],
+                        po["status"],
+                        po["quantity"] - po["received"] if po["status"] == "open" else 0,
+                    )
+                    assert r.json()["quantity"] == q
+                else:
+                    assert (r.status_code, r.json()["code"]) == (409, "conflict"), r.text
             elif roll < 0.82 and pos:
                 po = rnd.choice(pos)
-                await client.post(f"/v1/purchase-orders/{po['id']}/cancel", headers=OPS)
+                r = await client.post(f"/v1/purchase-orders/{po['id']}/cancel", headers=OPS)
+                if po["status"] == "open":
+                    assert r.status_code == 200, r.text
+                    assert (r.json()["status"], r.json()["remaining"]) == ("cancelled", 0)
+                    assert r.json()["received"] == po["received"]
+                    po["status"] = "cancelled"
+                else:
+                    assert (r.status_code, r.json()["code"]) == (409, "conflict"), r.text
             elif roll < 0.89:
                 # with no open PO the fill does not re-date the queue: the rule must still hold
                 r = await client.post(
@@ -439,7 +471,13 @@ async def test_promise_dates_follow_the_rule_through_random_changes(
                 assert r.status_code == 201, r.text
             else:
                 order = rnd.choice(orders)
-                await client.post(f"/v1/orders/{order['id']}/cancel", headers=OPS)
+                r = await client.post(f"/v1/orders/{order['id']}/cancel", headers=OPS)
+                if order.get("cancelled_here"):  # nothing left to cancel, nothing was shipped
+                    assert (r.status_code, r.json()["code"]) == (409, "conflict"), r.text
+                else:
+                    assert (r.status_code, r.json()["status"]) == (200, "cancelled"), r.text
+                    assert r.json()["cancelled"] == r.json()["quantity"]
+                    order["cancelled_here"] = True
             queue = (
                 await client.get("/v1/backorders", params={"sku": sku, "limit": 200}, headers=OPS)
             ).json()["data"]

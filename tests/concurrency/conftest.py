@@ -29,3 +29,10 @@ def live_url(database_url: str) -> Iterator[str]:
 @pytest.fixture(autouse=True)
 def _clean_tables(database_url: str) -> None:
     truncate_all(database_url)
+
+
+@pytest.fixture
+def soak(request: pytest.FixtureRequest) -> bool:
+    """Whether this run is a soak variant (marked slow): its seed and size then come from
+    BACKORDER_SOAK_SEED and BACKORDER_SOAK_SCALE (`tests/support/figures.py`)."""
+    return request.node.get_closest_marker("slow") is not None

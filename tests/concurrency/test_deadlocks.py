@@ -5,9 +5,9 @@ SKUs) landing among them, against a real two-worker server.
 Placing an order locks its products in sorted SKU order; a fill (restock, cancel) then writes
 the lines and orders of *other* SKUs' waiting customers. Every answer must be below 500, every
 201 one order in the database with its lines as sent, every refusal nothing at all, and the
-invariants of API.md must hold. PostgreSQL's own deadlock counter for the test database is
-reported too: a deadlock the service retried is invisible to clients, but not to it. The last
-test reproduces, deterministically, the one deadlock the storms meet by chance.
+invariants of docs/reference.md must hold. PostgreSQL's own deadlock counter for the test
+database is reported too: a deadlock the service retried is invisible to clients, but not to
+it. The last test reproduces, deterministically, the one deadlock the storms meet by chance.
 (`test_storms.py` covers random SKU *pairs*; here every order spans 3-6 SKUs.)
 """
 
@@ -24,10 +24,11 @@ import pytest
 
 from tests.concurrency.test_crash import Op, audit, connect, problem_code
 from tests.concurrency.test_hot_sku import CLIENTS, client, no_5xx, setup_product
-from tests.support.figures import SoakFigures
+from tests.support.figures import SoakFigures, soak_seed, soak_size
 from tests.support.invariants import assert_invariants, check_invariants
 from tests.support.live import killable_server
 from tests.support.pg import wait_until
+from tests.support.queue_order import check_queue_order
 
 # sku: product settings; the last two refuse some orders (no backorders; a backorder limit).
 SKUS: dict[str, dict[str, Any]] = {
@@ -153,6 +154,7 @@ async def deadlock_storm(
             wrong.append(f"{op.kind} {op.path} {op.body}: {r.status_code} {r.text[:300]}")
     found = audit(database_url, ran, initial)
     checked = check_invariants(database_url)
+    replay = check_queue_order(database_url)
     figures.lost_writes = found.lost
     figures.duplicated_writes = found.duplicated
     figures.add_invariants(checked)
@@ -165,6 +167,7 @@ async def deadlock_storm(
         "cancels_without_an_order_yet": len(skipped),
         "pg_deadlocks": deadlocks,
     }
+    figures.extra |= replay.figures()
     figures.print()
 
     # A deadlock the service retried is not a failure the client sees, but it costs a second
@@ -174,6 +177,10 @@ async def deadlock_storm(
     assert not wrong, wrong[:10]
     assert (found.lost, found.duplicated, found.problems) == (0, 0, []), found
     assert checked["oversold_units"] == 0 and checked["violation_total"] == 0, checked
+    assert not replay.mismatches, replay.mismatches
+    # Not a vacuous pass: units went from the queue under both strategies, and some wait.
+    assert replay.units_filled > 0 and replay.waiting_lines_at_end > 0, replay
+    assert set(replay.fills_by_strategy) == {"fifo", "priority"}, replay
     # The storm did what it is for: refusals and cancels happened among the placements.
     assert statuses[("order", 201)] > orders // 2 and statuses[("order", 409)] > 0, statuses
     assert statuses[("cancel", 200)] > cancels // 2, statuses
@@ -185,8 +192,11 @@ async def deadlock_storm(
     ids=["ci", "soak"],
 )
 async def test_orders_over_random_sku_sets_with_restocks_and_cancels_never_fail_nor_lose(
-    database_url: str, seed: int, orders: int, restocks: int, cancels: int
+    database_url: str, seed: int, orders: int, restocks: int, cancels: int, soak: bool
 ) -> None:
+    if soak:
+        seed, orders = soak_seed(seed), soak_size(orders, least=240)
+        restocks, cancels = soak_size(restocks, least=50), soak_size(cancels, least=40)
     await deadlock_storm(
         database_url,
         seed=seed,
@@ -253,6 +263,8 @@ async def test_two_cancels_refilling_the_same_orders_in_opposite_order_do_not_de
         await asyncio.to_thread(wait_for_backends_to_exit, database_url, since)
     deadlocks = pg_deadlocks(database_url) - deadlocks_before
     assert_invariants(database_url)  # the victim rolled back whole: nothing is broken
+    replay = check_queue_order(database_url)  # each freed unit went to the one who waited
+    assert not replay.mismatches and replay.units_filled == 4, replay
     assert [r.status_code for r in answers] == [200, 200], (
         f"{deadlocks} deadlock(s) detected by PostgreSQL",
         [r.text for r in answers],

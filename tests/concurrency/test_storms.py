@@ -11,6 +11,7 @@ import random
 import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -18,8 +19,14 @@ import psycopg
 import pytest
 
 from tests.concurrency.test_hot_sku import CLIENTS, client, no_5xx, setup_product
-from tests.support.figures import SoakFigures
+from tests.support.figures import SoakFigures, soak_seed, soak_size
 from tests.support.invariants import assert_invariants, check_invariants
+from tests.support.queue_order import (
+    Reprioritised,
+    StrategySet,
+    assert_queue_order,
+    check_queue_order,
+)
 
 
 def _plain(url: str) -> str:
@@ -36,8 +43,10 @@ def _db_rows(database_url: str, sql: str) -> list[tuple[Any, ...]]:
     [(11, 160), pytest.param(12, 1200, marks=pytest.mark.slow)],
 )
 async def test_multi_line_orders_over_random_pairs(
-    live_url: str, database_url: str, seed: int, orders: int
+    live_url: str, database_url: str, seed: int, orders: int, soak: bool
 ) -> None:
+    if soak:
+        seed, orders = soak_seed(seed), soak_size(orders, least=160)
     rng = random.Random(seed)
     skus = [f"PAIR-{i}" for i in range(8)]
     stock = {sku: rng.randint(0, 40) for sku in skus}
@@ -84,6 +93,19 @@ async def test_multi_line_orders_over_random_pairs(
     assert len(ids) == orders
     assert {str(r[0]) for r in _db_rows(database_url, "SELECT id FROM sales_order")} == ids
     assert_invariants(database_url)
+    # Then restocks of every SKU at once, each short of its queue by a unit or two: every
+    # fill reaches orders that also wait on another SKU being filled at the same moment.
+    async with client(live_url) as http:
+        restocks = await asyncio.gather(
+            *(
+                http.post(f"/v1/products/{sku}/restocks", json={"quantity": waiting - 1})
+                for sku in skus
+                if (waiting := products[sku]["backordered"]) > 1
+            )
+        )
+    assert restocks and {r.status_code for r in restocks} == {201}, [r.text for r in restocks]
+    assert_invariants(database_url)
+    assert_queue_order(database_url)
 
 
 @dataclass
@@ -98,6 +120,8 @@ class Tally:
     requests: int = 0
     status_5xx: int = 0
     order_lines: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    placed_priority: dict[str, int] = field(default_factory=dict)
+    reprioritised: list[Reprioritised] = field(default_factory=list)
 
 
 # What each kind of write may answer in a storm (anything else, and any 5xx, fails).
@@ -144,7 +168,12 @@ async def _storm(live_url: str, database_url: str, seed: int, operations: int) -
             tally.ledger[sku] += initial
 
         async def send(
-            kind: str, method: str, path: str, body: dict[str, Any] | None, keyed: bool
+            kind: str,
+            method: str,
+            path: str,
+            body: dict[str, Any] | None,
+            keyed: bool,
+            rng: random.Random,
         ) -> httpx.Response:
             headers = {"Idempotency-Key": f"k-{uuid.uuid4()}"} if keyed else {}
             async with gate:
@@ -184,7 +213,7 @@ async def _storm(live_url: str, database_url: str, seed: int, operations: int) -
                 tally.replays += 1
             return first
 
-        async def place() -> None:
+        async def place(rng: random.Random) -> None:
             picked = rng.sample(sorted(skus), rng.randint(1, 2))
             body = {
                 "customer_id": f"c-{rng.randint(1, 30)}",
@@ -192,12 +221,13 @@ async def _storm(live_url: str, database_url: str, seed: int, operations: int) -
                 "ship_policy": rng.choice(["partial", "partial", "complete"]),
                 "lines": [{"sku": s, "quantity": rng.randint(1, 6)} for s in picked],
             }
-            r = await send("order", "POST", "/v1/orders", body, keyed=rng.random() < 0.4)
+            r = await send("order", "POST", "/v1/orders", body, rng.random() < 0.4, rng)
             order = r.json()
             tally.orders.add(order["id"])
             tally.order_lines[order["id"]] = order["lines"]
+            tally.placed_priority[order["id"]] = order["priority"]
 
-        async def restock() -> None:
+        async def restock(rng: random.Random) -> None:
             sku = rng.choice(sorted(skus))
             q = rng.randint(1, 12)
             await send(
@@ -206,10 +236,11 @@ async def _storm(live_url: str, database_url: str, seed: int, operations: int) -
                 f"/v1/products/{sku}/restocks",
                 {"quantity": q},
                 keyed=rng.random() < 0.5,
+                rng=rng,
             )
             tally.ledger[sku] += q
 
-        async def adjust() -> None:
+        async def adjust(rng: random.Random) -> None:
             sku = rng.choice(sorted(skus))
             delta = rng.choice([-3, -2, -1, 1, 2, 4])
             r = await send(
@@ -218,21 +249,27 @@ async def _storm(live_url: str, database_url: str, seed: int, operations: int) -
                 f"/v1/products/{sku}/adjustments",
                 {"delta": delta, "reason": "storm"},
                 keyed=rng.random() < 0.5,
+                rng=rng,
             )
             if r.status_code == 201:
                 tally.ledger[sku] += delta
 
-        def some_order() -> str | None:
+        def some_order(rng: random.Random) -> str | None:
             return rng.choice(sorted(tally.orders)) if tally.orders else None
 
-        async def cancel() -> None:
-            if (oid := some_order()) is not None:
+        async def cancel(rng: random.Random) -> None:
+            if (oid := some_order(rng)) is not None:
                 await send(
-                    "cancel", "POST", f"/v1/orders/{oid}/cancel", {}, keyed=rng.random() < 0.5
+                    "cancel",
+                    "POST",
+                    f"/v1/orders/{oid}/cancel",
+                    {},
+                    rng.random() < 0.5,
+                    rng,
                 )
 
-        async def cancel_line() -> None:
-            if (oid := some_order()) is None:
+        async def cancel_line(rng: random.Random) -> None:
+            if (oid := some_order(rng)) is None:
                 return
             line = rng.choice(tally.order_lines[oid])
             await send(
@@ -241,10 +278,11 @@ async def _storm(live_url: str, database_url: str, seed: int, operations: int) -
                 f"/v1/orders/{oid}/lines/{line['id']}/cancel",
                 {"quantity": rng.randint(1, 2)},
                 keyed=rng.random() < 0.5,
+                rng=rng,
             )
 
-        async def ship() -> None:
-            if (oid := some_order()) is None:
+        async def ship(rng: random.Random) -> None:
+            if (oid := some_order(rng)) is None:
                 return
             async with gate:
                 order = (await http.get(f"/v1/orders/{oid}")).json()
@@ -261,27 +299,35 @@ async def _storm(live_url: str, database_url: str, seed: int, operations: int) -
                 f"/v1/orders/{oid}/shipments",
                 {"lines": lines},
                 keyed=rng.random() < 0.5,
+                rng=rng,
             )
             if r.status_code == 201:
                 for x in r.json()["lines"]:
                     tally.ledger[x["sku"]] -= x["quantity"]
 
-        async def reprioritise() -> None:
-            if (oid := some_order()) is not None:
-                await send(
+        async def reprioritise(rng: random.Random) -> None:
+            if (oid := some_order(rng)) is not None:
+                r = await send(
                     "reprioritise",
                     "PATCH",
                     f"/v1/orders/{oid}",
                     {"priority": rng.randint(0, 9)},
                     keyed=False,
+                    rng=rng,
                 )
+                tally.reprioritised.append(Reprioritised.from_answer(r.json()))
 
         # Seed some orders so that the storm has something to cancel and ship.
-        await asyncio.gather(*(place() for _ in range(30)))
+        # The plan is drawn before any task starts: each task's kind and its own random
+        # stream, so a seed replays the same plan whatever the interleaving.
         kinds = [place] * 5 + [restock] * 3 + [adjust] * 2 + [cancel, cancel_line] + [ship] * 2
         kinds.append(reprioritise)
-        tasks = [rng.choice(kinds)() for _ in range(operations)]
-        await asyncio.gather(*tasks)
+        seeding = [(place, random.Random(rng.getrandbits(64))) for _ in range(30)]
+        planned = [
+            (rng.choice(kinds), random.Random(rng.getrandbits(64))) for _ in range(operations)
+        ]
+        await asyncio.gather(*(task(r) for task, r in seeding))
+        await asyncio.gather(*(task(r) for task, r in planned))
 
         products = {s: (await http.get(f"/v1/products/{s}")).json() for s in skus}
     ids = {str(r[0]) for r in _db_rows(database_url, "SELECT id FROM sales_order")}
@@ -289,6 +335,10 @@ async def _storm(live_url: str, database_url: str, seed: int, operations: int) -
     soak.lost_writes = len(tally.orders - ids)  # answered 201, not in the database
     soak.duplicated_writes = len(ids - tally.orders)  # in the database, answered to nobody
     soak.add_invariants(check_invariants(database_url))
+    replay = check_queue_order(
+        database_url, reprioritised=tally.reprioritised, placed_priority=tally.placed_priority
+    )
+    soak.extra |= replay.figures()
     soak.extra["skus_off_their_ledger"] = sum(
         products[sku]["on_hand"] != tally.ledger[sku] for sku in skus
     )
@@ -298,6 +348,9 @@ async def _storm(live_url: str, database_url: str, seed: int, operations: int) -
         assert products[sku]["on_hand"] == tally.ledger[sku], (sku, products[sku])
     assert ids == tally.orders
     figures = assert_invariants(database_url)
+    assert_queue_order(
+        database_url, reprioritised=tally.reprioritised, placed_priority=tally.placed_priority
+    )
     figures["codes"] = {f"{k}:{s}:{c}": n for (k, s, c), n in sorted(tally.codes.items())}
     figures["replays"] = tally.replays
     figures["racing_retries_in_use"] = tally.in_use
@@ -308,14 +361,22 @@ async def _storm(live_url: str, database_url: str, seed: int, operations: int) -
     ("seed", "operations"),
     [(21, 120), (22, 120), pytest.param(23, 3000, marks=pytest.mark.slow)],
 )
-async def test_mixed_storm(live_url: str, database_url: str, seed: int, operations: int) -> None:
+async def test_mixed_storm(
+    live_url: str, database_url: str, seed: int, operations: int, soak: bool
+) -> None:
+    if soak:
+        seed, operations = soak_seed(seed), soak_size(operations, least=120)
     figures = await _storm(live_url, database_url, seed, operations)
     print(figures)
     assert figures["replays"] > 0
-    by_kind: defaultdict[str, int] = defaultdict(int)
+    # What the storm did, counted by effect (answers 2xx), not by attempt: a storm whose
+    # shipments were all refused has tested no shipment.
+    done: defaultdict[str, int] = defaultdict(int)
     for key, n in figures["codes"].items():
-        by_kind[key.split(":")[0]] += n
-    assert by_kind["ship"] > 0 and by_kind["cancel_line"] > 0 and by_kind["restock"] > 0
+        kind, status, _ = key.split(":")
+        done[kind] += n if 200 <= int(status) < 300 else 0
+    for kind in ("order", "restock", "adjust", "cancel", "cancel_line", "ship", "reprioritise"):
+        assert done[kind] > 0, (kind, figures["codes"])
 
 
 async def test_concurrent_retries_of_a_finished_request_all_replay(live_url: str) -> None:
@@ -379,6 +440,15 @@ async def test_concurrent_creates_and_setting_changes_of_one_sku(
         r = await http.put("/v1/products/RACE", json={"allocation_strategy": "priority"})
         assert r.status_code == 200, r.text
     assert_invariants(database_url)
+    # The replay follows the strategy through every PUT's answer, and holds each fill to the
+    # strategy the SKU had at that moment.
+    settings = [
+        StrategySet.from_answer(x.json())
+        for x in [*puts, *responses, r]
+        if x.request.method == "PUT"
+    ]
+    replay = assert_queue_order(database_url, strategies=settings, filled=())
+    assert len(replay.fills_by_strategy) == 2, replay  # fills under both strategies
 
 
 async def test_the_invariant_checker_sees_corruption(live_url: str, database_url: str) -> None:
@@ -408,3 +478,53 @@ async def test_the_invariant_checker_sees_corruption(live_url: str, database_url
     assert v["on_hand_not_ledger"] == 1, figures
     assert v["counters_not_lines"] == 1, figures
     assert v["idle_stock_while_waiting"] == 1, figures
+
+
+async def test_the_queue_order_checker_sees_a_fill_out_of_order(
+    live_url: str, database_url: str
+) -> None:
+    """The replay itself: a clean history passes; a fill that went to the wrong line, a
+    reprioritisation it is not told of, and a history that fills nothing are all seen."""
+    async with client(live_url) as http:
+        await setup_product(http, "QO", 0, allocation_strategy="priority")
+        placed = []
+        for n, priority in enumerate((1, 5, 5)):
+            r = await http.post(
+                "/v1/orders",
+                json={
+                    "customer_id": f"c-{n}",
+                    "priority": priority,
+                    "lines": [{"sku": "QO", "quantity": 2}],
+                },
+            )
+            assert r.status_code == 201, r.text
+            placed.append(r.json())
+        with pytest.raises(AssertionError, match="no unit was filled"):
+            assert_queue_order(database_url, filled=())
+        moved = await http.patch(f"/v1/orders/{placed[0]['id']}", json={"priority": 9})
+        assert moved.status_code == 200, moved.text
+        r = await http.post("/v1/products/QO/restocks", json={"quantity": 3})
+        assert r.status_code == 201, r.text
+        # priority 9 (moved up) first, then the older of the two at 5, partly
+        got = [(a["order_id"], a["quantity"]) for a in r.json()["allocations"]]
+        assert got == [(placed[0]["id"], 2), (placed[1]["id"], 1)], got
+    told = [Reprioritised.from_answer(moved.json())]
+    priorities = {o["id"]: o["priority"] for o in placed}
+    assert_queue_order(
+        database_url, reprioritised=told, placed_priority=priorities, filled=("priority",)
+    )
+    # Told the reprioritisation came after the fill, the replay expects it to go elsewhere.
+    late = [Reprioritised(told[0].order_id, 9, told[0].at + timedelta(hours=1))]
+    assert check_queue_order(
+        database_url, reprioritised=late, placed_priority=priorities
+    ).mismatches
+    # The fill's second allocation rewritten to the youngest line: out of queue order.
+    with psycopg.connect(_plain(database_url), autocommit=True) as conn:
+        conn.execute(
+            "UPDATE event SET data = jsonb_set(jsonb_set(data, '{line_id}', to_jsonb(%s::text)),"
+            " '{order_id}', to_jsonb(%s::text)) "
+            "WHERE type = 'order.line_allocated' AND data->>'order_id' = %s",
+            (placed[2]["lines"][0]["id"], placed[2]["id"], placed[1]["id"]),
+        )
+    replay = check_queue_order(database_url, reprioritised=told, placed_priority=priorities)
+    assert any("the fill rule gives" in m for m in replay.mismatches), replay

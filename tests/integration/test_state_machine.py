@@ -1,6 +1,6 @@
 """A stateful model test: random sequences of orders, restocks, adjustments, cancellations,
 shipments and reprioritisations, driven through the real app on real PostgreSQL, each step
-checked against a plain in-memory model and every invariant of API.md.
+checked against a plain in-memory model and every invariant of docs/reference.md ("Invariants").
 
 The model is deliberately naive: per line its units, per SKU its `on_hand`, and the fill rule
 of `backorder.domain.allocation` for every unit that becomes available. After each step the

@@ -73,8 +73,10 @@ class ServerProcess:
     """
 
     def __init__(
-        self, database_url: str, *, workers: int = 2, env: dict[str, str] | None = None
+        self, database_url: str | None, *, workers: int = 2, env: dict[str, str] | None = None
     ) -> None:
+        """`database_url` None: `serve` starts the embedded PostgreSQL of the data directory
+        that `env` names in BACKORDER_DATA_DIR."""
         self.database_url = database_url
         self.workers = workers
         self.env = dict(env or {})  # extra settings, e.g. BACKORDER_TRANSACTION_ATTEMPTS
@@ -103,8 +105,8 @@ class ServerProcess:
         port = free_port()
         self._metrics_dir = Path(tempfile.mkdtemp(prefix="backorder-test-metrics-"))
         env = {
-            **os.environ,
-            "DATABASE_URL": self.database_url,
+            **{k: v for k, v in os.environ.items() if k != "DATABASE_URL"},
+            **({"DATABASE_URL": self.database_url} if self.database_url else {}),
             "BACKORDER_MASTER_KEY": MASTER_KEY,
             "BACKORDER_WEBHOOK_WORKER": "false",
             "BACKORDER_WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",
@@ -176,7 +178,7 @@ class ServerProcess:
 
 @contextmanager
 def killable_server(
-    database_url: str, *, workers: int = 2, env: dict[str, str] | None = None
+    database_url: str | None, *, workers: int = 2, env: dict[str, str] | None = None
 ) -> Iterator[ServerProcess]:
     """A started `ServerProcess` on `database_url`, stopped on exit; its log is removed
     after a clean exit and kept (its path in `server.log`) when the block raised."""

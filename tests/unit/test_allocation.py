@@ -39,7 +39,8 @@ strategies = st.sampled_from(list(AllocationStrategy))
 
 
 def _contract_order(lines: list[WaitingLine], strategy: AllocationStrategy) -> list[WaitingLine]:
-    """Queue order in the words of API.md, written independently of `queue_key`."""
+    """Queue order in the words of docs/reference.md ("The queue and the fill rule"), written
+    independently of `queue_key`."""
     if strategy == AllocationStrategy.FIFO:
         return sorted(lines, key=lambda x: (x.created_at, x.line_id))
     return sorted(lines, key=lambda x: (-x.priority, x.created_at, x.line_id))

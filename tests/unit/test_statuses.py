@@ -1,4 +1,5 @@
-"""Order status, backorder type and readiness against the formulas of API.md."""
+"""Order status, backorder type and readiness against the formulas of docs/reference.md
+("Statuses")."""
 
 from __future__ import annotations
 

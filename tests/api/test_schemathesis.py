@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import os
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -248,6 +249,8 @@ def as_a_client_would(case: Case[Any], real: Seeded, role: str) -> None:
       lines name distinct lines of the order (else 422).
     * A storefront may send `priority` 0-4 only (else 422).
     * A report window does not end before it starts (`since` <= `until`, else 422).
+    * An `Idempotency-Key` is new for each request (a key sent before with another body is
+      422 `idempotency_key_reused`).
     """
     meta = case.meta
     if meta is None or not meta.generation.mode.is_positive:
@@ -260,6 +263,8 @@ def as_a_client_would(case: Case[Any], real: Seeded, role: str) -> None:
             case.path_parameters[name] = values[name]
     if (method, path) == ("PUT", "/v1/products/{sku}") and "name" not in body:
         case.path_parameters["sku"] = SKUS[-1]
+    if case.headers and "Idempotency-Key" in case.headers:
+        case.headers["Idempotency-Key"] = uuid.uuid4().hex
     query = case.query or {}
     if "cursor" in query:
         query["cursor"] = real.cursors[path]

@@ -36,11 +36,7 @@ PACKAGE = "backorder_client"
 # Redocly's `operation-4xx-response` asks every operation for a 4xx answer. The probes and the
 # metrics scrape take no key, no parameter and no body: they have none to document (README,
 # "Generating a client").
-JUSTIFIED_WARNINGS = {
-    ("operation-4xx-response", "#/paths/~1healthz/get/responses"),
-    ("operation-4xx-response", "#/paths/~1readyz/get/responses"),
-    ("operation-4xx-response", "#/paths/~1metrics/get/responses"),
-}
+JUSTIFIED_WARNINGS = {"operation-4xx-response": {"/healthz", "/readyz", "/metrics"}}
 
 Modules = Callable[[str], Any]
 
@@ -252,7 +248,6 @@ async def test_a_rename_through_a_generated_client_keeps_every_other_setting(
     assert created.status_code == 201
 
     rename = models.ProductIn(name="Trail Runner 42 (2027)")
-    assert rename.to_dict() == {"name": "Trail Runner 42 (2027)"}  # what goes on the wire
     renamed = await put_product.asyncio_detailed("TRAIL-42", client=ops, body=rename)
     assert renamed.status_code == 200
     now = await generated("api.products_and_stock.get_product").asyncio("TRAIL-42", client=ops)
@@ -263,6 +258,7 @@ async def test_a_rename_through_a_generated_client_keeps_every_other_setting(
         True,
     )
     assert (now.backorder_limit, now.status.value) == (5, "discontinued")
+    assert rename.to_dict() == {"name": "Trail Runner 42 (2027)"}  # all that went on the wire
 
 
 def test_a_typescript_storefront_type_checks_against_openapi_typescript(
@@ -288,7 +284,13 @@ def test_redocly_recommended_rules_pass(npm_tools: Path, workdir: Path) -> None:
     problems = json.loads(report.stdout)["problems"]
     found = {(p["ruleId"], p["location"][0]["pointer"], p["severity"]) for p in problems}
     assert {f for f in found if f[2] == "error"} == set()
-    assert {f[:2] for f in found if f[2] != "error"} <= JUSTIFIED_WARNINGS
+
+    def justified(rule: str, pointer: str) -> bool:  # "#/paths/~1healthz/get/responses"
+        parts = pointer.split("/")
+        path = parts[2].replace("~1", "/") if parts[1:2] == ["paths"] else None
+        return path in JUSTIFIED_WARNINGS.get(rule, set())
+
+    assert [f for f in found if not justified(f[0], f[1])] == []
 
 
 def test_spectral_recommended_rules_pass(npm_tools: Path, workdir: Path) -> None:

@@ -11,6 +11,7 @@ walks every operation to hold them to it."""
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -281,7 +282,9 @@ def _rename_generic_schemas(document: dict[str, Any]) -> None:
     renames = {
         name: schema["title"]
         for name, schema in schemas.items()
-        if name.endswith("_") and "_" in name[:-1] and schema.get("title") not in (None, *schemas)
+        if name.endswith("_")
+        and re.fullmatch(r"[A-Za-z0-9]+", str(schema.get("title")))
+        and schema["title"] not in schemas
     }
     if not renames:
         return

@@ -248,6 +248,32 @@ async def test_the_headers_declared_are_the_headers_sent(client: AsyncClient) ->
     assert problem.json()["request_id"] == problem.headers["x-request-id"]
 
 
+async def test_a_keyed_delete_answers_its_own_status_and_says_when_it_replays(
+    client: AsyncClient,
+) -> None:
+    """A DELETE honours Idempotency-Key like any write: an unknown key is a 404 (stored and
+    replayed as such), and a replay of the 204 carries `Idempotent-Replayed`, as declared."""
+    unknown = "/v1/api-keys/00000000-0000-4000-8000-000000000009"
+    for _ in range(2):
+        r = await client.delete(unknown, headers={**OPS, "Idempotency-Key": "del-unknown"})
+        assert r.status_code == 404 and r.json()["code"] == "not_found"
+    assert r.headers["idempotent-replayed"] == "true"
+    made = await client.post("/v1/api-keys", json={"name": "gone", "role": "ops"}, headers=OPS)
+    url = f"/v1/api-keys/{made.json()['id']}"
+    first = await client.delete(url, headers={**OPS, "Idempotency-Key": "del-1"})
+    again = await client.delete(url, headers={**OPS, "Idempotency-Key": "del-1"})
+    assert (first.status_code, first.content, "idempotent-replayed" in first.headers) == (
+        204,
+        b"",
+        False,
+    )
+    assert (again.status_code, again.content, again.headers["idempotent-replayed"]) == (
+        204,
+        b"",
+        "true",
+    )
+
+
 async def test_operation_ids_are_short_snake_case_unique_and_stable(
     schema: dict[str, Any],
 ) -> None:

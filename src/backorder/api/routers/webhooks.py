@@ -142,8 +142,7 @@ async def delete_endpoint(request: Request, principal: OpsKey, endpoint_id: UUID
     async def work(conn: AsyncConnection) -> None:
         await webhooks.delete_endpoint(conn, endpoint_id)
 
-    await write(request, principal, work, status_code=204)
-    return Response(status_code=204)
+    return await write(request, principal, work, status_code=204)
 
 
 @router.post(

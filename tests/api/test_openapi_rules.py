@@ -216,6 +216,18 @@ async def test_a_dry_run_is_a_boolean_query_parameter(schema: dict[str, Any]) ->
             assert dry_run["schema"]["type"] == "boolean"
 
 
+async def test_no_parameter_is_said_to_take_null(schema: dict[str, Any]) -> None:
+    """A query, path or header parameter is sent or left out; `X | null` would make generators
+    name its type `..._type_0` and offer a null they cannot send."""
+    nullable = [
+        f"{method.upper()} {path} {name}"
+        for method, path, op in operations(schema)
+        for name, parameter in parameters(schema, op).items()
+        if "null" in str(parameter.get("schema", {}))
+    ]
+    assert nullable == []
+
+
 async def test_every_response_declares_the_headers_it_carries(schema: dict[str, Any]) -> None:
     wrong = []
     for method, path, op in operations(schema):

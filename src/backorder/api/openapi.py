@@ -171,6 +171,18 @@ def _headers(status: int, honours_key: bool) -> dict[str, Any]:
     return headers
 
 
+def _not_null(schema: dict[str, Any]) -> None:
+    """A parameter is sent or left out, never null: `X | None` is just X (and generators name
+    it X, not `status_type_0`)."""
+    branches = schema.get("anyOf", [])
+    kept = [b for b in branches if b.get("type") != "null"]
+    if len(kept) == 1 and len(branches) == 2:
+        del schema["anyOf"]
+        schema.update(kept[0])
+        if schema.get("default", ...) is None:
+            del schema["default"]
+
+
 def _without_defaults(component: dict[str, Any], method: str) -> None:
     """A request body's fields say what the server does when they are left out, in words:
     a `default` makes generators send it (a merge `PUT` would then reset the field) and
@@ -232,37 +244,14 @@ def amend_document(app: FastAPI, document: dict[str, Any]) -> dict[str, Any]:
     document["servers"] = [{"url": "/", "description": "This service, where it is served."}]
 
     seen_ids: set[str] = set()
-    request_components: dict[str, str] = {}
+    request_components: dict[str, str] = {}  # name -> method of the first body using it
     for route in _api_routes(app):
         for method in sorted(m.lower() for m in route.methods):
             operation = document["paths"][route.path_format][method]
-            if operation["operationId"] in seen_ids:
+            if operation["operationId"] in seen_ids:  # GET and HEAD of one route
                 operation["operationId"] += f"_{method}"
             seen_ids.add(operation["operationId"])
-            if "security" not in operation:
-                operation["security"] = []
-            honours_key = bool(operation.get(_HONOURS_KEY))
-            parameters = operation.setdefault("parameters", [])
-            names = {p.get("name") for p in parameters}
-            for name, wanted in (
-                ("Idempotency-Key", honours_key),
-                ("dry_run", bool(operation.get(TAKES_DRY_RUN_KEY))),
-            ):
-                if wanted and name not in names:
-                    parameters.append(_ref("parameters", name))
-                    components.setdefault("parameters", {})[name.replace("-", "")] = _PARAMETERS[
-                        name
-                    ]
-            if not parameters:
-                del operation["parameters"]
-            responses = operation.setdefault("responses", {})
-            for status in _statuses(route, method, operation):
-                responses[str(status)] = _error_response(
-                    status, honours_key, responses.get(str(status), {})
-                )
-            for status, response in responses.items():
-                if status.isdigit():
-                    response["headers"] = _headers(int(status), honours_key)
+            _amend_operation(route, method, operation, components)
             found: set[str] = set()
             _request_components(document, operation.get("requestBody", {}), found)
             for name in found:
@@ -273,6 +262,35 @@ def amend_document(app: FastAPI, document: dict[str, Any]) -> dict[str, Any]:
         if unused in schemas and f'"{SCHEMAS}{unused}"' not in json.dumps(document):
             del schemas[unused]
     return document
+
+
+def _amend_operation(
+    route: Any, method: str, operation: dict[str, Any], components: dict[str, Any]
+) -> None:
+    if "security" not in operation:  # FastAPI names the scheme where a key is needed
+        operation["security"] = []
+    honours_key = bool(operation.get(_HONOURS_KEY))
+    parameters = operation.setdefault("parameters", [])
+    for parameter in parameters:
+        _not_null(parameter.get("schema", {}))
+    names = {p.get("name") for p in parameters}
+    for name, wanted in (
+        ("Idempotency-Key", honours_key),
+        ("dry_run", bool(operation.get(TAKES_DRY_RUN_KEY))),
+    ):
+        if wanted and name not in names:
+            parameters.append(_ref("parameters", name))
+            components.setdefault("parameters", {})[name.replace("-", "")] = _PARAMETERS[name]
+    if not parameters:
+        del operation["parameters"]
+    responses = operation.setdefault("responses", {})
+    for status in _statuses(route, method, operation):
+        responses[str(status)] = _error_response(
+            status, honours_key, responses.get(str(status), {})
+        )
+    for status, response in responses.items():
+        if status.isdigit():
+            response["headers"] = _headers(int(status), honours_key)
 
 
 def _rename_generic_schemas(document: dict[str, Any]) -> None:

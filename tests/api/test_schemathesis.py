@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import os
 import secrets
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -268,6 +269,8 @@ def as_a_client_would(case: Case[Any], real: Seeded, role: str) -> None:
     * A purchase order's `expected_date` runs from today to five years on (else 422).
     * A storefront may send `priority` 0-4 only (else 422).
     * A report window does not end before it starts (`since` <= `until`, else 422).
+    * An `Idempotency-Key` is new for each request (a key sent before with another body is
+      422 `idempotency_key_reused`).
     """
     meta = case.meta
     if meta is None or not meta.generation.mode.is_positive:
@@ -284,6 +287,8 @@ def as_a_client_would(case: Case[Any], real: Seeded, role: str) -> None:
         if isinstance(body.get("alternatives"), list):
             others = [s for s in SKUS if s != case.path_parameters["sku"]]
             body["alternatives"] = others[: len(body["alternatives"])]
+    if case.headers and "Idempotency-Key" in case.headers:
+        case.headers["Idempotency-Key"] = uuid.uuid4().hex
     query = case.query or {}
     if "cursor" in query:
         query["cursor"] = real.cursors[path]

@@ -13,6 +13,7 @@ from backorder import __version__
 from backorder.api import problems
 from backorder.api.docs import restore_example_nulls
 from backorder.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from backorder.api.openapi import build_document, operation_id
 from backorder.api.ratelimit import RateLimiter
 from backorder.api.routers import (
     backorders,
@@ -64,6 +65,11 @@ TAGS = [
 ]
 
 
+# No license file ships with the service: the schema says so rather than name one it lacks.
+LICENSE = {"name": "Proprietary", "url": "https://backorder.dev/license"}
+CONTACT = {"name": "backorder maintainers", "url": "https://backorder.dev/support"}
+
+
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -93,6 +99,9 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
         dependencies=[Depends(refuse_unknown_query_parameters)],
         swagger_ui_parameters={"persistAuthorization": True, "displayRequestDuration": True},
+        generate_unique_id_function=operation_id,
+        contact=CONTACT,
+        license_info=LICENSE,
     )
     app.state.settings = settings
     app.state.head_revision = head_revision(settings.require_database_url())
@@ -115,14 +124,16 @@ def create_app(settings: Settings) -> FastAPI:
 
 
 def _amend_openapi(app: FastAPI, line_cap: int) -> None:
-    """What FastAPI's document cannot say by itself: the nulls of examples it drops, and this
-    deployment's cap on `lines` where the schemas state the default one."""
+    """What FastAPI's document cannot say by itself: what clients generated from it need
+    (`docs.amend_document`), the nulls of examples it drops, and this deployment's cap on
+    `lines` where the schemas state the default one."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is not None:
             return app.openapi_schema
-        schema = build()  # cached by FastAPI as app.openapi_schema: amended in place
+        # FastAPI caches its build as app.openapi_schema: amended in place.
+        schema = build_document(app, build)
         restore_example_nulls(schema)  # FastAPI drops the nulls of examples when encoding
         for name in ("OrderIn", "ShipmentIn"):
             model = schema.get("components", {}).get("schemas", {}).get(name, {})

@@ -1,31 +1,114 @@
-"""OpenAPI helpers: the problem responses each route documents, and answer examples."""
+"""OpenAPI helpers for routes: the one `Problem` schema, the problem responses a route
+documents, answer examples. The rules for the whole document are in `api/openapi.py`."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 
-_DESCRIPTIONS = {
+PROBLEM_JSON = "application/problem+json"
+SCHEMAS = "#/components/schemas/"
+PROBLEM_REF = {"$ref": SCHEMAS + "Problem"}
+
+DESCRIPTIONS = {
     401: "No API key, or an unknown or revoked one (`unauthorized`).",
     403: "The key's role may not do this (`forbidden`).",
     404: "No such resource, or not visible to this key (`not_found`).",
     409: "Refused by a business rule; see `code`.",
-    422: "Invalid request (`validation_error`, `unknown_sku`, `idempotency_key_reused`).",
+    413: "The request body is over the service's limit (`payload_too_large`).",
+    422: "Invalid request: `validation_error` (each bad field in `errors`), or another refusal "
+    "named by `code` (e.g. `unknown_sku`).",
     429: "Too many requests for this key (`rate_limited`); see `Retry-After`.",
     503: "A lock wait or the database briefly unavailable (`retry_later`); see `Retry-After`.",
 }
 
 
-class Problem(BaseModel):
-    """An error, as RFC 9457 problem+json with a stable machine `code`."""
+def _absent_not_null(schema: dict[str, Any]) -> None:
+    """Members that may be left out of a problem are absent, never null: no `default: null`."""
+    for prop in schema.get("properties", {}).values():
+        if "default" in prop and prop["default"] is None:
+            del prop["default"]
 
-    type: str
+
+class ProblemLine(BaseModel):
+    """A line of a refused request and what stands in its way."""
+
+    model_config = ConfigDict(json_schema_extra=_absent_not_null)
+
+    sku: str
+    requested: int = Field(description="Units the line asked for.")
+    available: int | SkipJsonSchema[None] = Field(
+        default=None, description="Units a new order could take now (order refusals)."
+    )
+    backorder_capacity: int | SkipJsonSchema[None] = Field(
+        default=None,
+        description="Units the product may still backorder (`backorder_limit_exceeded`).",
+    )
+    line_id: str | SkipJsonSchema[None] = Field(
+        default=None, description="The order line (`not_allocated`)."
+    )
+    allocated: int | SkipJsonSchema[None] = Field(
+        default=None, description="Units of the line allocated now (`not_allocated`)."
+    )
+
+
+class ProblemError(BaseModel):
+    """One reason a request is invalid."""
+
+    model_config = ConfigDict(json_schema_extra=_absent_not_null)
+
+    loc: list[str | int] = Field(description='Where: e.g. `["body", "lines", 0, "quantity"]`.')
+    field: str | SkipJsonSchema[None] = Field(
+        default=None, description="`loc` as a dotted name, e.g. `lines.0`."
+    )
+    msg: str
+    type: str | SkipJsonSchema[None] = Field(
+        default=None, description="A machine word for the kind of error."
+    )
+
+
+def _problem_schema(schema: dict[str, Any]) -> None:
+    _absent_not_null(schema)
+    schema["examples"] = [
+        {
+            "type": "https://backorder.dev/problems/insufficient_stock",
+            "title": "Insufficient stock",
+            "status": 409,
+            "detail": "not enough stock and no backorders allowed: TRAIL-42",
+            "code": "insufficient_stock",
+            "request_id": "4f3c2b1a0e9d8c7b6a5f4e3d2c1b0a99",
+            "lines": [{"sku": "TRAIL-42", "requested": 100, "available": 80}],
+        }
+    ]
+
+
+class Problem(BaseModel):
+    """An error, as RFC 9457 problem+json with a stable machine `code`. Members other than those
+    listed may be added (e.g. `sku`, `on_hand` of `would_strand_allocations`)."""
+
+    type: str = Field(description="A URI naming the kind of problem.")
     title: str
     status: int
     detail: str
     code: str = Field(description="Stable machine word, e.g. `insufficient_stock`.")
-    request_id: str | None = None
+    request_id: str | None = Field(
+        description="The answer's `X-Request-ID`; the first request's, when replayed."
+    )
+    lines: list[ProblemLine] | SkipJsonSchema[None] = Field(
+        default=None,
+        description="Order refusals (`insufficient_stock`, `discontinued`, "
+        "`backorder_limit_exceeded`, `unknown_sku`) and `not_allocated`: the lines concerned.",
+    )
+    errors: list[ProblemError] | SkipJsonSchema[None] = Field(
+        default=None, description="`validation_error`: each bad field."
+    )
+    order_id: str | SkipJsonSchema[None] = Field(
+        default=None, description="The existing order, when a conflict names one."
+    )
+
+    model_config = ConfigDict(json_schema_extra=_problem_schema)
 
 
 ANY_KEYED_ROUTE = (401, 422, 429, 503)
@@ -35,14 +118,15 @@ def problems(
     *statuses: int, always: tuple[int, ...] = ANY_KEYED_ROUTE
 ) -> dict[int | str, dict[str, Any]]:
     """`responses=` for a route: the listed statuses plus `always`, the ones any route behind
-    a key may answer (a probe that needs no key passes `always=()`)."""
-    out: dict[int | str, dict[str, Any]] = {}
-    for status in sorted({*always, *statuses}):
-        out[status] = {
-            "description": _DESCRIPTIONS[status],
-            "content": {"application/problem+json": {"schema": Problem.model_json_schema()}},
+    a key may answer (a probe that needs no key passes `always=()`). The app's `openapi()`
+    adds whatever else the route can answer (`openapi.amend_document`)."""
+    return {
+        status: {
+            "description": DESCRIPTIONS[status],
+            "content": {PROBLEM_JSON: {"schema": PROBLEM_REF}},
         }
-    return out
+        for status in sorted({*always, *statuses})
+    }
 
 
 def example(

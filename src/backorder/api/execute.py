@@ -67,14 +67,15 @@ async def read(request: Request, work: Work) -> Response:
 async def write(
     request: Request, principal: Principal, work: Work, *, status_code: int = 201
 ) -> Response:
-    """A write; honours `Idempotency-Key` when the request carries one."""
+    """A write; honours `Idempotency-Key` when the request carries one. Answer with what this
+    returns, whatever `status_code`: a refusal stored under the key, or a replay, is not it."""
     request.state.in_write = True  # its own refusals are stored here, not by the handlers
     engine = request.app.state.engine
     attempts = request.app.state.settings.transaction_attempts
     key = request.headers.get("idempotency-key")
     if key is None:
         body = await run_transaction(engine, work, attempts=attempts)
-        return json_response(body, status_code)
+        return Response(status_code=204) if status_code == 204 else json_response(body, status_code)
     if not 1 <= len(key) <= 255:
         raise ValidationFailed(
             "Idempotency-Key must be 1-255 characters",
@@ -136,8 +137,10 @@ async def write(
         return status, payload, False
 
     status, payload, replayed = await run_transaction(engine, guarded, attempts=attempts)
-    media = "application/json" if status < 400 else "application/problem+json"
     headers = {"Idempotent-Replayed": "true"} if replayed else None
+    if status == 204:  # no content, not the `null` the work answered
+        return Response(status_code=204, headers=headers)
+    media = "application/json" if status < 400 else "application/problem+json"
     return Response(payload, status_code=status, media_type=media, headers=headers)
 
 

@@ -89,5 +89,4 @@ async def revoke_key(request: Request, principal: OpsKey, key_id: UUID) -> Respo
         if not await keys.revoke(conn, key_id):
             raise NotFound(f"no active API key {key_id}")
 
-    await write(request, principal, work, status_code=204)
-    return Response(status_code=204)
+    return await write(request, principal, work, status_code=204)

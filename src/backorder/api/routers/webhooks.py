@@ -208,8 +208,7 @@ async def delete_endpoint(request: Request, principal: AnyKey, endpoint_id: UUID
     async def work(conn: AsyncConnection) -> None:
         await webhooks.delete_endpoint(conn, endpoint_id, owner)
 
-    await write(request, principal, work, status_code=204)
-    return Response(status_code=204)
+    return await write(request, principal, work, status_code=204)
 
 
 @router.post(

@@ -104,6 +104,13 @@ class Page(BaseModel, Generic[T]):
 
     model_config = ConfigDict(json_schema_extra=_page_examples)
 
+    @classmethod
+    def model_parametrized_name(cls, params: tuple[Any, ...]) -> str:
+        """`OrderPage`, not `Page_OrderOut_`: the schema's name (see `openapi.py`) becomes a
+        generated client's class name."""
+        (item,) = params
+        return str(getattr(item, "__name__", item)).removesuffix("Out") + "Page"
+
 
 def page(data: list[Any], next_cursor: str | None) -> dict[str, Any]:
     return {"data": data, "next_cursor": next_cursor}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Any
 
 import pytest
@@ -18,18 +18,12 @@ from backorder.config import Settings
 from backorder.domain.purchasing import latest_expected_date
 from backorder.workers.purchase_orders import mark_overdue
 from tests.support.api import OPS, assert_problem, make_product, place
+from tests.support.dates import days_ahead as ahead
+from tests.support.dates import today
 from tests.support.invariants import assert_invariants
 
 OVERDUE = "purchase_order.overdue"
 DATE_CHANGED = "backorder.expected_date_changed"
-
-
-def today() -> date:
-    return datetime.now(UTC).date()
-
-
-def ahead(days: int) -> str:
-    return (today() + timedelta(days=days)).isoformat()
 
 
 async def create_po(

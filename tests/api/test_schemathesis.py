@@ -18,7 +18,7 @@ import copy
 import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -38,6 +38,7 @@ from backorder.db import webhooks as webhook_rows
 from backorder.db.engine import run_transaction
 from tests.conftest import truncate_all
 from tests.support.api import MASTER_KEY
+from tests.support.dates import days_ahead
 
 SEED = 20261201
 # Fuzzed cases per operation and mode, on top of the schema's examples and the coverage phase's
@@ -115,10 +116,6 @@ class Seeded:
     ends: dict[str, dict[tuple[str, str], dict[str, str]]] = field(default_factory=dict)
     lines: dict[str, list[str]] = field(default_factory=dict)  # order id -> its line ids
     cursors: dict[str, str] = field(default_factory=dict)  # list path -> a `next_cursor`
-
-
-def days_ahead(days: int) -> str:
-    return (datetime.now(UTC).date() + timedelta(days=days)).isoformat()
 
 
 def _ok(response: Any, status: int = 201) -> dict[str, Any]:

@@ -338,3 +338,28 @@ async def test_promise_dates_leave_overdue_pos_out_through_random_changes(
         product = (await client.get("/v1/products/R", headers=OPS)).json()
         assert product["incoming"] == sum(p["remaining"] for p in open_pos)
     assert_invariants(database_url)
+
+
+async def test_ops_list_the_overdue_purchase_orders_to_chase(
+    client: AsyncClient, engine: AsyncEngine
+) -> None:
+    await make_product(client, "A")
+    late, on_time, closed = [await create_po(client, "A", 2, ahead(3)) for _ in range(3)]
+    r = await client.post(
+        f"/v1/purchase-orders/{closed['id']}/receive", json={"quantity": 2}, headers=OPS
+    )
+    assert r.status_code == 201, r.text
+    for po in (late, closed):
+        await let_date_pass(engine, po)
+    await mark_overdue(engine)
+
+    async def listed(**params: str) -> list[str]:
+        r = await client.get("/v1/purchase-orders", params=params, headers=OPS)
+        assert r.status_code == 200, r.text
+        return [po["id"] for po in r.json()["data"]]
+
+    assert await listed(overdue="true") == [late["id"]]
+    assert await listed(overdue="false") == [on_time["id"], closed["id"]]
+    assert await listed(overdue="true", status="closed") == []
+    r = await client.get("/v1/purchase-orders", params={"overdue": "maybe"}, headers=OPS)
+    assert_problem(r, 422, "validation_error")

@@ -89,7 +89,9 @@ class ProductOut(OutModel):
     allocated: int = Field(description="Reserved for order lines, not yet shipped.")
     available: int = Field(description="on_hand - allocated: what a new order can take now.")
     backordered: int = Field(description="Open backordered units waiting for stock.")
-    incoming: int = Field(description="Units on open purchase orders.")
+    incoming: int = Field(
+        description="Units on open purchase orders, overdue ones included (still expected)."
+    )
     status: ProductStatusName
     created_at: datetime
     updated_at: datetime

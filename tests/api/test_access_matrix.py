@@ -41,6 +41,7 @@ from backorder.api.app import create_app
 from backorder.api.schemas.orders import OrderStatusName
 from backorder.config import Settings
 from tests.support.api import OPS, bearer
+from tests.support.dates import days_ahead
 
 # --- who calls --------------------------------------------------------------------------------
 
@@ -96,7 +97,7 @@ class World:
         return order
 
     async def po(self) -> str:
-        body = {"sku": self.po_sku, "quantity": 10, "expected_date": "2031-01-15"}
+        body = {"sku": self.po_sku, "quantity": 10, "expected_date": days_ahead(40)}
         po: dict[str, Any] = await self.ok("POST", "/v1/purchase-orders", body)
         return str(po["id"])
 
@@ -199,7 +200,7 @@ async def subscribe(w: World) -> Call:
 
 
 async def po_body(w: World) -> Call:
-    return Call({}, {"sku": w.po_sku, "quantity": 10, "expected_date": "2031-01-15"})
+    return Call({}, {"sku": w.po_sku, "quantity": 10, "expected_date": days_ahead(40)})
 
 
 async def fresh_po(w: World) -> Call:
@@ -207,7 +208,7 @@ async def fresh_po(w: World) -> Call:
 
 
 async def fresh_po_date(w: World) -> Call:
-    return Call({"po_id": await w.po()}, {"expected_date": "2031-02-01"})
+    return Call({"po_id": await w.po()}, {"expected_date": days_ahead(50)})
 
 
 async def fresh_po_receipt(w: World) -> Call:
@@ -238,6 +239,10 @@ def sku(w: World) -> dict[str, str]:
     return {"sku": w.sku}
 
 
+async def promise(w: World) -> Call:
+    return Call(sku(w), query={"quantity": 3})
+
+
 # (method, path template) -> who may call it, its success status, and a valid request.
 POLICY: dict[tuple[str, str], Policy] = {
     # orders
@@ -256,6 +261,7 @@ POLICY: dict[tuple[str, str], Policy] = {
     ("GET", "/v1/products/{sku}"): Policy(Who.ANY_KEY, 200, fixed(sku)),
     ("GET", "/v1/products"): Policy(Who.ANY_KEY, 200, fixed()),
     ("GET", "/v1/products/{sku}/alternatives"): Policy(Who.ANY_KEY, 200, fixed(sku)),
+    ("GET", "/v1/products/{sku}/promise"): Policy(Who.ANY_KEY, 200, promise),
     ("POST", "/v1/products/{sku}/restocks"): Policy(
         Who.OPS_ONLY, 201, fixed(sku, {"quantity": 5, "reference": "PO-cell"})
     ),

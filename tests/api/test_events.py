@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backorder.db import feed as feed_sql
 from tests.support.api import OPS, make_key, make_product, place
+from tests.support.dates import years_on
 
 
 async def feed(client: AsyncClient, **params: Any) -> dict[str, Any]:
@@ -160,7 +161,9 @@ async def test_a_purchase_order_announces_the_promise_dates_it_moves(client: Asy
     order = await place(client, [("A", 2)])
     mark = await last_id(client)
     await post(
-        client, "/v1/purchase-orders", {"sku": "A", "quantity": 5, "expected_date": "2027-01-15"}
+        client,
+        "/v1/purchase-orders",
+        {"sku": "A", "quantity": 5, "expected_date": years_on("2027-01-15")},
     )
     events = await since(client, mark)
     assert types(events) == ["backorder.expected_date_changed"]
@@ -169,7 +172,7 @@ async def test_a_purchase_order_announces_the_promise_dates_it_moves(client: Asy
         "line_id": order["lines"][0]["id"],
         "sku": "A",
         "from": None,
-        "to": "2027-01-15",
+        "to": years_on("2027-01-15"),
         "channel": "master",
     }
 
@@ -217,7 +220,9 @@ async def test_refused_requests_leave_the_feed_unchanged(client: AsyncClient) ->
         {"lines": [{"line_id": line_id, "quantity": 5}]},
     )
     po = await post(
-        client, "/v1/purchase-orders", {"sku": "B", "quantity": 2, "expected_date": "2027-01-01"}
+        client,
+        "/v1/purchase-orders",
+        {"sku": "B", "quantity": 2, "expected_date": years_on("2027-01-01")},
     )
     before = await feed(client)
 

@@ -36,6 +36,7 @@ from tests.support.api import (
     make_product,
     place,
 )
+from tests.support.dates import years_on
 
 ENV_EXAMPLE = Path(__file__).resolve().parents[2] / ".env.example"
 
@@ -318,7 +319,12 @@ SOME_ID = "00000000-0000-4000-8000-000000000001"
         (
             "POST",
             "/v1/purchase-orders",
-            {"sku": "SKU-1", "quantity": 5, "expected_date": "2030-01-01", "reference": LONG},
+            {
+                "sku": "SKU-1",
+                "quantity": 5,
+                "expected_date": years_on("2030-01-01"),
+                "reference": LONG,
+            },
             "reference",
         ),
         (

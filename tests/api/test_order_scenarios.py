@@ -7,6 +7,7 @@ from typing import Any
 from httpx import AsyncClient
 
 from tests.support.api import OPS, make_key, make_product, place
+from tests.support.dates import years_on
 
 
 async def restock(client: AsyncClient, sku: str, quantity: int) -> dict[str, Any]:
@@ -232,13 +233,13 @@ async def test_idempotent_order_is_placed_once_and_replayed(client: AsyncClient)
 
 
 async def test_purchase_orders_drive_expected_dates_and_receipts(client: AsyncClient) -> None:
-    await make_product(client, "A", expected_restock_date="2027-03-01")
+    await make_product(client, "A", expected_restock_date=years_on("2027-03-01"))
     first = await place(client, [("A", 4)])
     second = await place(client, [("A", 4)])
     r = await client.post(
         "/v1/purchase-orders",
         headers=OPS,
-        json={"sku": "A", "quantity": 5, "expected_date": "2027-01-10"},
+        json={"sku": "A", "quantity": 5, "expected_date": years_on("2027-01-10")},
     )
     assert r.status_code == 201, r.text
     po = r.json()
@@ -249,7 +250,7 @@ async def test_purchase_orders_drive_expected_dates_and_receipts(client: AsyncCl
         ]
         for o in (first, second)
     }
-    assert dates == {first["id"]: "2027-01-10", second["id"]: "2027-03-01"}
+    assert dates == {first["id"]: years_on("2027-01-10"), second["id"]: years_on("2027-03-01")}
     r = await client.post(
         f"/v1/purchase-orders/{po['id']}/receive", headers=OPS, json={"quantity": 5}
     )

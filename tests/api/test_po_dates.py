@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Any
 
 import pytest
@@ -18,18 +18,12 @@ from backorder.config import Settings
 from backorder.domain.purchasing import latest_expected_date
 from backorder.workers.purchase_orders import mark_overdue
 from tests.support.api import OPS, assert_problem, make_product, place
+from tests.support.dates import days_ahead as ahead
+from tests.support.dates import today
 from tests.support.invariants import assert_invariants
 
 OVERDUE = "purchase_order.overdue"
 DATE_CHANGED = "backorder.expected_date_changed"
-
-
-def today() -> date:
-    return datetime.now(UTC).date()
-
-
-def ahead(days: int) -> str:
-    return (today() + timedelta(days=days)).isoformat()
 
 
 async def create_po(
@@ -344,3 +338,28 @@ async def test_promise_dates_leave_overdue_pos_out_through_random_changes(
         product = (await client.get("/v1/products/R", headers=OPS)).json()
         assert product["incoming"] == sum(p["remaining"] for p in open_pos)
     assert_invariants(database_url)
+
+
+async def test_ops_list_the_overdue_purchase_orders_to_chase(
+    client: AsyncClient, engine: AsyncEngine
+) -> None:
+    await make_product(client, "A")
+    late, on_time, closed = [await create_po(client, "A", 2, ahead(3)) for _ in range(3)]
+    r = await client.post(
+        f"/v1/purchase-orders/{closed['id']}/receive", json={"quantity": 2}, headers=OPS
+    )
+    assert r.status_code == 201, r.text
+    for po in (late, closed):
+        await let_date_pass(engine, po)
+    await mark_overdue(engine)
+
+    async def listed(**params: str) -> list[str]:
+        r = await client.get("/v1/purchase-orders", params=params, headers=OPS)
+        assert r.status_code == 200, r.text
+        return [po["id"] for po in r.json()["data"]]
+
+    assert await listed(overdue="true") == [late["id"]]
+    assert await listed(overdue="false") == [on_time["id"], closed["id"]]
+    assert await listed(overdue="true", status="closed") == []
+    r = await client.get("/v1/purchase-orders", params={"overdue": "maybe"}, headers=OPS)
+    assert_problem(r, 422, "validation_error")

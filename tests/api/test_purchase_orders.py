@@ -12,9 +12,24 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from backorder.db import promises
 from backorder.domain.allocation import AllocationStrategy
 from tests.support.api import OPS, make_key, make_product, place
+from tests.support.dates import years_on
 from tests.support.invariants import assert_invariants
 
 DATE_CHANGED = "backorder.expected_date_changed"
+
+# Dates of "next year", moved on with the calendar (a PO may not be dated in the past).
+JAN_01 = years_on("2027-01-01")
+JAN_02 = years_on("2027-01-02")
+JAN_10 = years_on("2027-01-10")
+JAN_11 = years_on("2027-01-11")
+JAN_12 = years_on("2027-01-12")
+JAN_15 = years_on("2027-01-15")
+FEB_01 = years_on("2027-02-01")
+FEB_15 = years_on("2027-02-15")
+FEB_20 = years_on("2027-02-20")
+MAR_01 = years_on("2027-03-01")
+JUN_01 = years_on("2027-06-01")
+DEC_31 = years_on("2027-12-31")
 
 
 async def create_po(
@@ -63,11 +78,11 @@ async def test_a_purchase_order_is_created_open_and_counts_as_incoming(
     client: AsyncClient,
 ) -> None:
     await make_product(client, "A")
-    po = await create_po(client, "A", 40, "2027-01-10", reference="PO-1")
+    po = await create_po(client, "A", 40, JAN_10, reference="PO-1")
     assert po["status"] == "open"
     assert (po["quantity"], po["received"], po["remaining"]) == (40, 0, 40)
-    assert (po["expected_date"], po["reference"]) == ("2027-01-10", "PO-1")
-    await create_po(client, "A", 10, "2027-02-01")
+    assert (po["expected_date"], po["reference"]) == (JAN_10, "PO-1")
+    await create_po(client, "A", 10, FEB_01)
     assert (await figures(client, "A"))["incoming"] == 50
     got = await client.get(f"/v1/purchase-orders/{po['id']}", headers=OPS)
     assert got.status_code == 200
@@ -77,7 +92,7 @@ async def test_a_purchase_order_is_created_open_and_counts_as_incoming(
 async def test_a_purchase_order_for_an_unknown_sku_is_refused(client: AsyncClient) -> None:
     r = await client.post(
         "/v1/purchase-orders",
-        json={"sku": "NOPE", "quantity": 1, "expected_date": "2027-01-01"},
+        json={"sku": "NOPE", "quantity": 1, "expected_date": JAN_01},
         headers=OPS,
     )
     assert (r.status_code, r.json()["code"]) == (422, "unknown_sku")
@@ -87,7 +102,7 @@ async def test_a_purchase_order_for_an_unknown_sku_is_refused(client: AsyncClien
 
 async def test_bad_purchase_order_bodies_are_validation_errors(client: AsyncClient) -> None:
     await make_product(client, "A")
-    good = {"sku": "A", "quantity": 1, "expected_date": "2027-01-01"}
+    good = {"sku": "A", "quantity": 1, "expected_date": JAN_01}
     for bad in (
         {**good, "quantity": 0},
         {**good, "quantity": 1_000_001},
@@ -102,14 +117,14 @@ async def test_bad_purchase_order_bodies_are_validation_errors(client: AsyncClie
 
 async def test_storefront_keys_may_not_touch_purchase_orders(client: AsyncClient) -> None:
     await make_product(client, "A")
-    po = await create_po(client, "A", 5, "2027-01-10")
+    po = await create_po(client, "A", 5, JAN_10)
     shop = await make_key(client, "web-shop")
-    body = {"sku": "A", "quantity": 1, "expected_date": "2027-01-01"}
+    body = {"sku": "A", "quantity": 1, "expected_date": JAN_01}
     for method, path, json in (
         ("POST", "/v1/purchase-orders", body),
         ("GET", "/v1/purchase-orders", None),
         ("GET", f"/v1/purchase-orders/{po['id']}", None),
-        ("PATCH", f"/v1/purchase-orders/{po['id']}", {"expected_date": "2027-01-02"}),
+        ("PATCH", f"/v1/purchase-orders/{po['id']}", {"expected_date": JAN_02}),
         ("POST", f"/v1/purchase-orders/{po['id']}/cancel", None),
         ("POST", f"/v1/purchase-orders/{po['id']}/receive", {"quantity": 1}),
     ):
@@ -123,17 +138,17 @@ async def test_an_unknown_purchase_order_is_not_found(client: AsyncClient) -> No
     assert (await client.get(missing, headers=OPS)).status_code == 404
     r = await client.post(missing + "/receive", json={"quantity": 1}, headers=OPS)
     assert (r.status_code, r.json()["code"]) == (404, "not_found")
-    r = await client.patch(missing, json={"expected_date": "2027-01-01"}, headers=OPS)
+    r = await client.patch(missing, json={"expected_date": JAN_01}, headers=OPS)
     assert r.status_code == 404
 
 
 async def test_purchase_orders_list_by_sku_and_status_in_pages(client: AsyncClient) -> None:
     await make_product(client, "A")
     await make_product(client, "B")
-    a1 = await create_po(client, "A", 5, "2027-01-10")
-    b1 = await create_po(client, "B", 5, "2027-01-10")
-    a2 = await create_po(client, "A", 5, "2027-01-11")
-    a3 = await create_po(client, "A", 5, "2027-01-12")
+    a1 = await create_po(client, "A", 5, JAN_10)
+    b1 = await create_po(client, "B", 5, JAN_10)
+    a2 = await create_po(client, "A", 5, JAN_11)
+    a3 = await create_po(client, "A", 5, JAN_12)
     r = await client.post(f"/v1/purchase-orders/{a2['id']}/cancel", headers=OPS)
     assert (r.status_code, r.json()["id"], r.json()["status"]) == (200, a2["id"], "cancelled")
 
@@ -164,7 +179,7 @@ async def test_cancelling_leaves_incoming_and_only_open_orders_cancel(
     client: AsyncClient,
 ) -> None:
     await make_product(client, "A")
-    po = await create_po(client, "A", 8, "2027-01-10")
+    po = await create_po(client, "A", 8, JAN_10)
     await receive(client, po["id"], 3)
     r = await client.post(f"/v1/purchase-orders/{po['id']}/cancel", headers=OPS)
     assert r.status_code == 200, r.text
@@ -174,7 +189,7 @@ async def test_cancelling_leaves_incoming_and_only_open_orders_cancel(
     again = await client.post(f"/v1/purchase-orders/{po['id']}/cancel", headers=OPS)
     assert (again.status_code, again.json()["code"]) == (409, "conflict")
     late = await client.patch(
-        f"/v1/purchase-orders/{po['id']}", json={"expected_date": "2027-02-01"}, headers=OPS
+        f"/v1/purchase-orders/{po['id']}", json={"expected_date": FEB_01}, headers=OPS
     )
     assert (late.status_code, late.json()["code"]) == (409, "conflict")
     body = await receive(client, po["id"], 1, expect=409)
@@ -190,7 +205,7 @@ async def test_a_receipt_is_a_restock_that_fills_the_queue_and_closes_the_po(
     await make_product(client, "A")
     first = await place(client, [("A", 4)])
     second = await place(client, [("A", 4)])
-    po = await create_po(client, "A", 10, "2027-01-10", reference="PO-77")
+    po = await create_po(client, "A", 10, JAN_10, reference="PO-77")
     part = await receive(client, po["id"], 6)
     assert [(a["order_id"], a["quantity"]) for a in part["allocations"]] == [
         (first["id"], 4),
@@ -224,7 +239,7 @@ async def test_a_receipt_is_a_restock_that_fills_the_queue_and_closes_the_po(
 
 async def test_a_receipt_with_an_idempotency_key_happens_once(client: AsyncClient) -> None:
     await make_product(client, "A")
-    po = await create_po(client, "A", 10, "2027-01-10")
+    po = await create_po(client, "A", 10, JAN_10)
     headers = {**OPS, "Idempotency-Key": "receive-1"}
     path = f"/v1/purchase-orders/{po['id']}/receive"
     first = await client.post(path, json={"quantity": 3}, headers=headers)
@@ -237,7 +252,7 @@ async def test_a_receipt_with_an_idempotency_key_happens_once(client: AsyncClien
     assert (other.status_code, other.json()["code"]) == (422, "idempotency_key_reused")
 
     create_headers = {**OPS, "Idempotency-Key": "po-1"}
-    body = {"sku": "A", "quantity": 2, "expected_date": "2027-03-01"}
+    body = {"sku": "A", "quantity": 2, "expected_date": MAR_01}
     one = await client.post("/v1/purchase-orders", json=body, headers=create_headers)
     two = await client.post("/v1/purchase-orders", json=body, headers=create_headers)
     assert one.json()["id"] == two.json()["id"]
@@ -248,20 +263,20 @@ async def test_a_receipt_with_an_idempotency_key_happens_once(client: AsyncClien
 
 
 async def test_open_pos_cover_the_queue_in_expected_date_order(client: AsyncClient) -> None:
-    await make_product(client, "A", expected_restock_date="2027-06-01")
+    await make_product(client, "A", expected_restock_date=JUN_01)
     o1, o2, o3, o4 = [await place(client, [("A", q)]) for q in (3, 3, 3, 3)]
     # created first but due last: POs cover the queue in expected_date order
-    await create_po(client, "A", 4, "2027-03-01")
-    await create_po(client, "A", 5, "2027-01-15")
+    await create_po(client, "A", 4, MAR_01)
+    await create_po(client, "A", 5, JAN_15)
     assert await dates(client, o1, o2, o3, o4) == [
-        "2027-01-15",  # units 1-3: the January PO (5)
-        "2027-03-01",  # units 4-6: the 6th unit comes with the March PO (cumulative 9)
-        "2027-03-01",  # units 7-9
-        "2027-06-01",  # units 10-12: no PO covers the last unit: the product's date
+        JAN_15,  # units 1-3: the January PO (5)
+        MAR_01,  # units 4-6: the 6th unit comes with the March PO (cumulative 9)
+        MAR_01,  # units 7-9
+        JUN_01,  # units 10-12: no PO covers the last unit: the product's date
     ]
     # a new order is dated on placement (the tail of the queue)
     o5 = await place(client, [("A", 1)])
-    assert o5["lines"][0]["expected_date"] == "2027-06-01"
+    assert o5["lines"][0]["expected_date"] == JUN_01
 
 
 async def test_without_a_covering_po_or_restock_date_the_date_is_null(
@@ -270,37 +285,37 @@ async def test_without_a_covering_po_or_restock_date_the_date_is_null(
     await make_product(client, "A")
     o1 = await place(client, [("A", 2)])
     assert o1["lines"][0]["expected_date"] is None
-    await create_po(client, "A", 2, "2027-01-15")
+    await create_po(client, "A", 2, JAN_15)
     o2 = await place(client, [("A", 1)])
-    assert await dates(client, o1, o2) == ["2027-01-15", None]
+    assert await dates(client, o1, o2) == [JAN_15, None]
     assert o2["lines"][0]["expected_date"] is None
 
 
 async def test_a_line_with_nothing_backordered_has_no_date(client: AsyncClient) -> None:
-    await make_product(client, "A", on_hand=5, expected_restock_date="2027-06-01")
+    await make_product(client, "A", on_hand=5, expected_restock_date=JUN_01)
     whole = await place(client, [("A", 5)])
     assert whole["lines"][0]["expected_date"] is None
     waiting = await place(client, [("A", 2)])
-    assert waiting["lines"][0]["expected_date"] == "2027-06-01"
-    po = await create_po(client, "A", 2, "2027-01-15")
+    assert waiting["lines"][0]["expected_date"] == JUN_01
+    po = await create_po(client, "A", 2, JAN_15)
     await receive(client, po["id"], 2)
     assert await dates(client, whole, waiting) == [None, None]
 
 
 async def test_a_cancel_moves_later_lines_earlier_and_announces_it(client: AsyncClient) -> None:
-    await make_product(client, "A", expected_restock_date="2027-06-01")
+    await make_product(client, "A", expected_restock_date=JUN_01)
     o1, o2, o3 = [await place(client, [("A", 4)]) for _ in range(3)]
-    await create_po(client, "A", 4, "2027-01-15")
-    await create_po(client, "A", 4, "2027-02-15")
-    assert await dates(client, o1, o2, o3) == ["2027-01-15", "2027-02-15", "2027-06-01"]
+    await create_po(client, "A", 4, JAN_15)
+    await create_po(client, "A", 4, FEB_15)
+    assert await dates(client, o1, o2, o3) == [JAN_15, FEB_15, JUN_01]
     before = len(await date_events(client))
     r = await client.post(f"/v1/orders/{o1['id']}/cancel", headers=OPS)
     assert r.status_code == 200, r.text
-    assert await dates(client, o2, o3) == ["2027-01-15", "2027-02-15"]
+    assert await dates(client, o2, o3) == [JAN_15, FEB_15]
     moved = (await date_events(client))[before:]
     assert [(e["order_id"], e["from"], e["to"]) for e in moved] == [
-        (o2["id"], "2027-02-15", "2027-01-15"),
-        (o3["id"], "2027-06-01", "2027-02-15"),
+        (o2["id"], FEB_15, JAN_15),
+        (o3["id"], JUN_01, FEB_15),
     ]
     assert {e["sku"] for e in moved} == {"A"}
     assert moved[0]["line_id"] == o2["lines"][0]["id"]
@@ -311,25 +326,25 @@ async def test_changing_a_po_date_moves_its_lines_and_announces_each(
 ) -> None:
     await make_product(client, "A")
     o1, o2 = [await place(client, [("A", 2)]) for _ in range(2)]
-    po = await create_po(client, "A", 4, "2027-01-15")
+    po = await create_po(client, "A", 4, JAN_15)
     before = len(await date_events(client))
     r = await client.patch(
-        f"/v1/purchase-orders/{po['id']}", json={"expected_date": "2027-02-20"}, headers=OPS
+        f"/v1/purchase-orders/{po['id']}", json={"expected_date": FEB_20}, headers=OPS
     )
     assert r.status_code == 200, r.text
-    assert r.json()["expected_date"] == "2027-02-20"
-    assert await dates(client, o1, o2) == ["2027-02-20", "2027-02-20"]
+    assert r.json()["expected_date"] == FEB_20
+    assert await dates(client, o1, o2) == [FEB_20, FEB_20]
     moved = (await date_events(client))[before:]
     assert [(e["order_id"], e["line_id"], e["from"], e["to"]) for e in moved] == [
-        (o["id"], o["lines"][0]["id"], "2027-01-15", "2027-02-20") for o in (o1, o2)
+        (o["id"], o["lines"][0]["id"], JAN_15, FEB_20) for o in (o1, o2)
     ]
     # the same date again moves nothing and says nothing
     r = await client.patch(
-        f"/v1/purchase-orders/{po['id']}", json={"expected_date": "2027-02-20"}, headers=OPS
+        f"/v1/purchase-orders/{po['id']}", json={"expected_date": FEB_20}, headers=OPS
     )
     assert (r.status_code, r.json()["expected_date"], r.json()["status"]) == (
         200,
-        "2027-02-20",
+        FEB_20,
         "open",
     )
     assert len(await date_events(client)) == before + 2
@@ -340,44 +355,40 @@ async def test_creating_and_cancelling_pos_announce_the_dates_they_move(
 ) -> None:
     await make_product(client, "A")
     order = await place(client, [("A", 3)])
-    po = await create_po(client, "A", 3, "2027-01-15")
+    po = await create_po(client, "A", 3, JAN_15)
     r = await client.post(f"/v1/purchase-orders/{po['id']}/cancel", headers=OPS)
     assert (r.status_code, r.json()["status"], r.json()["remaining"]) == (200, "cancelled", 0)
     assert await line_date(client, order) is None
     assert [(e["from"], e["to"]) for e in await date_events(client)] == [
-        (None, "2027-01-15"),
-        ("2027-01-15", None),
+        (None, JAN_15),
+        (JAN_15, None),
     ]
 
 
 async def test_placing_orders_announces_no_date_of_their_own(client: AsyncClient) -> None:
-    await make_product(client, "F", expected_restock_date="2027-06-01")
-    await make_product(
-        client, "P", expected_restock_date="2027-06-01", allocation_strategy="priority"
-    )
-    await create_po(client, "F", 2, "2027-01-15")
-    await create_po(client, "P", 2, "2027-01-15")
+    await make_product(client, "F", expected_restock_date=JUN_01)
+    await make_product(client, "P", expected_restock_date=JUN_01, allocation_strategy="priority")
+    await create_po(client, "F", 2, JAN_15)
+    await create_po(client, "P", 2, JAN_15)
     order = await place(client, [("F", 2), ("P", 2)])
-    assert [line["expected_date"] for line in order["lines"]] == ["2027-01-15", "2027-01-15"]
+    assert [line["expected_date"] for line in order["lines"]] == [JAN_15, JAN_15]
     later = await place(client, [("F", 1), ("P", 1)])
-    assert [line["expected_date"] for line in later["lines"]] == ["2027-06-01", "2027-06-01"]
+    assert [line["expected_date"] for line in later["lines"]] == [JUN_01, JUN_01]
     assert await date_events(client) == []
 
 
 async def test_priority_placement_pushes_the_overtaken_lines_later(client: AsyncClient) -> None:
-    await make_product(
-        client, "P", allocation_strategy="priority", expected_restock_date="2027-06-01"
-    )
+    await make_product(client, "P", allocation_strategy="priority", expected_restock_date=JUN_01)
     first = await place(client, [("P", 2)], priority=1)
     second = await place(client, [("P", 2)], priority=1)
-    await create_po(client, "P", 4, "2027-01-15")
-    assert await dates(client, first, second) == ["2027-01-15", "2027-01-15"]
+    await create_po(client, "P", 4, JAN_15)
+    assert await dates(client, first, second) == [JAN_15, JAN_15]
     urgent = await place(client, [("P", 2)], priority=9)
-    assert urgent["lines"][0]["expected_date"] == "2027-01-15"
-    assert await dates(client, first, second) == ["2027-01-15", "2027-06-01"]
+    assert urgent["lines"][0]["expected_date"] == JAN_15
+    assert await dates(client, first, second) == [JAN_15, JUN_01]
     moved = await date_events(client)
     assert [(e["order_id"], e["from"], e["to"]) for e in moved[-1:]] == [
-        (second["id"], "2027-01-15", "2027-06-01")
+        (second["id"], JAN_15, JUN_01)
     ]
     assert urgent["id"] not in {e["order_id"] for e in moved}
 
@@ -403,9 +414,7 @@ async def test_promise_dates_follow_the_rule_through_random_changes(
     rnd = random.Random(20261123)
     for strategy in ("fifo", "priority"):
         sku = f"R-{strategy}"
-        await make_product(
-            client, sku, allocation_strategy=strategy, expected_restock_date="2027-12-31"
-        )
+        await make_product(client, sku, allocation_strategy=strategy, expected_restock_date=DEC_31)
         orders: list[dict[str, Any]] = []
         pos: list[dict[str, Any]] = []
         for _ in range(40):
@@ -416,12 +425,11 @@ async def test_promise_dates_follow_the_rule_through_random_changes(
                 )
             elif roll < 0.60:
                 month, day = rnd.randint(1, 12), rnd.randint(1, 28)
-                pos.append(
-                    await create_po(client, sku, rnd.randint(1, 10), f"2027-{month:02}-{day:02}")
-                )
+                when = years_on(f"2027-{month:02}-{day:02}")
+                pos.append(await create_po(client, sku, rnd.randint(1, 10), when))
             elif roll < 0.67 and pos:
                 po = rnd.choice(pos)
-                when = f"2027-{rnd.randint(1, 12):02}-15"
+                when = years_on(f"2027-{rnd.randint(1, 12):02}-15")
                 r = await client.patch(
                     f"/v1/purchase-orders/{po['id']}", json={"expected_date": when}, headers=OPS
                 )
@@ -489,7 +497,7 @@ async def test_promise_dates_follow_the_rule_through_random_changes(
                 )
             ).json()["data"]
             assert [line["expected_date"] for line in queue] == expected_dates(
-                queue, open_pos, "2027-12-31"
+                queue, open_pos, DEC_31
             )
             assert (await figures(client, sku))["incoming"] == sum(p["remaining"] for p in open_pos)
         assert_invariants(database_url)

@@ -16,6 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.support.api import OPS, make_key, make_product, place
+from tests.support.dates import years_on
 
 REPORT = "/v1/reports/backorders"
 REPLENISHMENT = "/v1/replenishment"
@@ -276,7 +277,7 @@ async def catalog(client: AsyncClient, engine: AsyncEngine) -> None:
     await place(client, [("P3", 3)])
     r = await client.post(
         "/v1/purchase-orders",
-        json={"sku": "P3", "quantity": 2, "expected_date": "2030-01-01"},
+        json={"sku": "P3", "quantity": 2, "expected_date": years_on("2030-01-01")},
         headers=OPS,
     )
     assert r.status_code == 201, r.text

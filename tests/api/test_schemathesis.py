@@ -21,7 +21,7 @@ import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -41,6 +41,7 @@ from backorder.db import webhook_queue as webhook_rows
 from backorder.db.engine import run_transaction
 from tests.conftest import truncate_all
 from tests.support.api import MASTER_KEY
+from tests.support.dates import days_ahead
 
 # BACKORDER_SCHEMATHESIS_SEED=random (CI's second pass) draws fresh cases, with the seed printed
 # so that a failure is replayed with BACKORDER_SCHEMATHESIS_SEED=<seed>; unset: the fixed seed.
@@ -128,10 +129,6 @@ class Seeded:
     ends: dict[str, dict[tuple[str, str], dict[str, str]]] = field(default_factory=dict)
     lines: dict[str, list[str]] = field(default_factory=dict)  # order id -> its line ids
     cursors: dict[str, str] = field(default_factory=dict)  # list path -> a `next_cursor`
-
-
-def days_ahead(days: int) -> str:
-    return (datetime.now(UTC).date() + timedelta(days=days)).isoformat()
 
 
 def _ok(response: Any, status: int = 201) -> dict[str, Any]:

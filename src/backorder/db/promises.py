@@ -22,6 +22,7 @@ with the same expression (`tail_date`), without writing anything.
 
 from __future__ import annotations
 
+from typing import Any
 from uuid import UUID
 
 from sqlalchemy import text
@@ -105,6 +106,31 @@ FROM product p
 WHERE p.sku = :sku AND l.order_id = :new_order AND l.sku = :sku AND l.backordered > 0
 """
 )
+
+
+# What a new line of :quantity units would be promised now: the product's figures (as the
+# placement's refusal rules read them), the queue it would join at the tail, and the date of
+# its last unit, whose running demand is the queue's plus its own backordered units. One
+# statement, so that all of it is read from one snapshot.
+# The running demand of the would-be line's last unit: the queue's, plus what it would wait for.
+_QUOTE_DEMAND = "p.backordered + CAST(:quantity AS bigint) - GREATEST(p.on_hand - p.allocated, 0)"
+_QUOTE = text(
+    f"""
+SELECT p.sku, p.backorders_allowed, p.backorder_limit, p.allocation_strategy, p.discontinued,
+       p.expected_restock_date, p.reorder_point, p.on_hand, p.allocated, p.backordered,
+       p.incoming, p.stock_state,
+       (SELECT count(*) FROM backorder_queue b WHERE b.sku = p.sku) AS lines_waiting,
+       CASE WHEN CAST(:quantity AS bigint) > p.on_hand - p.allocated
+            THEN {tail_date(_QUOTE_DEMAND)} END AS tail_date
+FROM product p
+WHERE p.sku = :sku
+"""
+)
+
+
+async def quote(conn: AsyncConnection, sku: str, quantity: int) -> Any | None:
+    """The figures of a promise before ordering (None: no such product). Writes nothing."""
+    return (await conn.execute(_QUOTE, {"sku": sku, "quantity": quantity})).one_or_none()
 
 
 async def refresh_after_fill(

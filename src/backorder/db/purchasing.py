@@ -25,6 +25,8 @@ _LIST = text(
     f"SELECT {COLUMNS} FROM purchase_order "
     "WHERE (CAST(:sku AS text) IS NULL OR sku = :sku) "
     "AND (CAST(:status AS text) IS NULL OR status = :status) "
+    "AND (CAST(:overdue AS boolean) IS NULL "
+    "     OR (status = 'open' AND overdue_at IS NOT NULL) = :overdue) "
     "AND (CAST(:after_at AS timestamptz) IS NULL "
     "     OR (created_at, id) > (CAST(:after_at AS timestamptz), CAST(:after_id AS uuid))) "
     "ORDER BY created_at, id LIMIT :limit"
@@ -105,6 +107,7 @@ async def list_pos(
     *,
     sku: str | None,
     status: str | None,
+    overdue: bool | None = None,
     limit: int,
     after: tuple[datetime, UUID] | None,
 ) -> list[Any]:
@@ -113,6 +116,7 @@ async def list_pos(
         {
             "sku": sku,
             "status": status,
+            "overdue": overdue,
             "limit": limit,
             "after_at": after[0] if after else None,
             "after_id": after[1] if after else None,

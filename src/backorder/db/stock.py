@@ -61,23 +61,25 @@ _LOCK = text(
 async def lock_products(conn: AsyncConnection, skus: list[str]) -> dict[str, LockedProduct]:
     """Lock the products in sorted SKU order (one global order: no deadlocks between orders)."""
     rows = (await conn.execute(_LOCK, {"skus": sorted(set(skus))})).all()
-    return {
-        r.sku: LockedProduct(
-            sku=r.sku,
-            backorders_allowed=r.backorders_allowed,
-            backorder_limit=r.backorder_limit,
-            allocation_strategy=AllocationStrategy(r.allocation_strategy),
-            discontinued=r.discontinued,
-            expected_restock_date=r.expected_restock_date,
-            reorder_point=r.reorder_point,
-            on_hand=r.on_hand,
-            allocated=r.allocated,
-            backordered=r.backordered,
-            incoming=r.incoming,
-            stock_state=StockState(r.stock_state),
-        )
-        for r in rows
-    }
+    return {r.sku: product_of(r) for r in rows}
+
+
+def product_of(r: Any) -> LockedProduct:
+    """A product row with the columns of `_LOCK` (read under the lock, or not: a what-if)."""
+    return LockedProduct(
+        sku=r.sku,
+        backorders_allowed=r.backorders_allowed,
+        backorder_limit=r.backorder_limit,
+        allocation_strategy=AllocationStrategy(r.allocation_strategy),
+        discontinued=r.discontinued,
+        expected_restock_date=r.expected_restock_date,
+        reorder_point=r.reorder_point,
+        on_hand=r.on_hand,
+        allocated=r.allocated,
+        backordered=r.backordered,
+        incoming=r.incoming,
+        stock_state=StockState(r.stock_state),
+    )
 
 
 _MOVE = text(

@@ -73,10 +73,13 @@ async def list_pos(
     *,
     sku: str | None,
     status: str | None,
+    overdue: bool | None = None,
     limit: int,
     after: tuple[datetime, UUID] | None,
 ) -> list[dict[str, Any]]:
-    rows = await purchasing.list_pos(conn, sku=sku, status=status, limit=limit, after=after)
+    rows = await purchasing.list_pos(
+        conn, sku=sku, status=status, overdue=overdue, limit=limit, after=after
+    )
     return [view(r) for r in rows]
 
 

@@ -51,8 +51,10 @@ async def run(engine: AsyncEngine, settings: Settings, stop: asyncio.Event) -> N
     while not stop.is_set():
         pause = settings.overdue_interval_s
         try:
-            await mark_overdue(engine, stop)
+            marked = await mark_overdue(engine, stop)
             errors = 0
+            if marked:
+                log.info("purchase orders turned overdue", extra={"marked": marked})
         except Exception:  # the loop outlives a database outage or a bug in one pass
             errors += 1
             log.exception("overdue purchase-order pass failed; pausing")

@@ -20,13 +20,14 @@ from backorder.api.schemas.products import (
     ProductIn,
     ProductOut,
     ProductStatusName,
+    PromiseOut,
     RestockIn,
     StockChangeOut,
 )
 from backorder.db import products
 from backorder.db.engine import run_transaction
 from backorder.domain.errors import NotFound, ValidationFailed
-from backorder.services import catalog, inventory
+from backorder.services import catalog, inventory, promising
 
 router = APIRouter(prefix="/v1/products", tags=["Products and stock"])
 
@@ -135,6 +136,35 @@ async def alternatives(request: Request, principal: AnyKey, sku: SkuPath) -> Res
         return page([products.view(r) for r in rows], None)
 
     return await read(request, work)
+
+
+@router.get(
+    "/{sku}/promise",
+    response_model=PromiseOut,
+    responses=problems(404),
+    summary="Promise before ordering: what an order would get",
+    description="What an order of `quantity` units placed now, at priority 0, would get: "
+    "`available_now` allocated at once, `backordered` to wait, and `expected_date`, when the "
+    "last waiting unit is expected — the date its line would be given, by the same rule "
+    "(open purchase orders that are not overdue cover the queue in date order, behind every "
+    "line already waiting; past them, the product's `expected_restock_date`). `lines_ahead` "
+    "and `units_ahead` are the queue it would join (0 when nothing would wait).\n\n"
+    "Where the order would be refused whole, `refused` names the code it would get "
+    "(`discontinued`, `insufficient_stock` when the product takes no backorders, "
+    "`backorder_limit_exceeded`) and every figure is 0. Nothing is written or reserved: an "
+    "order placed afterwards gets the same only if nothing changed in between. Any key; an "
+    "unknown SKU is 404, a `quantity` outside 1-1,000,000 is 422 `validation_error`.",
+)
+async def promise(
+    request: Request,
+    principal: AnyKey,
+    sku: SkuPath,
+    quantity: Annotated[
+        int,
+        Query(ge=1, le=1_000_000, description="Units the order would ask for.", examples=[30]),
+    ],
+) -> Response:
+    return await read(request, lambda conn: promising.promise(conn, sku, quantity))
 
 
 @router.post(

@@ -65,13 +65,18 @@ async def create(
     response_model=Page[PurchaseOrderOut],
     responses=problems(403),
     summary="List purchase orders",
-    description="Oldest first; filter by `sku` and `status` (`open`, `closed`, `cancelled`).",
+    description="Oldest first; filter by `sku`, `status` (`open`, `closed`, `cancelled`) and "
+    "`overdue` (`true`: the open POs past their date with units still to come, the ones to "
+    "chase with the supplier).",
 )
 async def list_pos(
     request: Request,
     principal: OpsKey,
     sku: Annotated[str | None, Query(pattern=SKU_PATTERN, examples=["TRAIL-42"])] = None,
     status: Annotated[PoStatus | None, Query()] = None,
+    overdue: Annotated[
+        bool | None, Query(description="Only overdue POs (`true`), or none of them (`false`).")
+    ] = None,
     limit: cursors.LimitQuery = 50,
     cursor: cursors.CursorQuery = None,
 ) -> Response:
@@ -82,6 +87,7 @@ async def list_pos(
             conn,
             sku=sku,
             status=status,
+            overdue=overdue,
             limit=limit + 1,
             after=(after[0], after[1]) if after else None,
         )

@@ -255,6 +255,29 @@ MOVEMENT = _movement(
 )
 
 # GET /v1/purchase-orders/{id}: PO-1234, 40 of 100 received.
+# GET /v1/products/TRAIL-42/promise?quantity=30 after the order: nothing is available, c-1001's
+# line waits for 20, and the PO's 60 cover those 20 and these 30.
+PROMISE: dict[str, Any] = {
+    "sku": SKU,
+    "quantity": 30,
+    "available_now": 0,
+    "backordered": 30,
+    "expected_date": EXPECTED,
+    "lines_ahead": 1,
+    "units_ahead": 20,
+    "refused": None,
+}
+# The same, had TRAIL-42 taken no backorders: the order would be refused whole.
+PROMISE_REFUSED: dict[str, Any] = {
+    **PROMISE,
+    "available_now": 0,
+    "backordered": 0,
+    "expected_date": None,
+    "lines_ahead": 0,
+    "units_ahead": 0,
+    "refused": "insufficient_stock",
+}
+
 PURCHASE_ORDER: dict[str, Any] = {
     "id": PO_ID,
     "sku": SKU,

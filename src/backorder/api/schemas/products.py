@@ -89,7 +89,9 @@ class ProductOut(OutModel):
     allocated: int = Field(description="Reserved for order lines, not yet shipped.")
     available: int = Field(description="on_hand - allocated: what a new order can take now.")
     backordered: int = Field(description="Open backordered units waiting for stock.")
-    incoming: int = Field(description="Units on open purchase orders.")
+    incoming: int = Field(
+        description="Units on open purchase orders, overdue ones included (still expected)."
+    )
     status: ProductStatusName
     created_at: datetime
     updated_at: datetime
@@ -160,3 +162,32 @@ class MovementOut(OutModel):
     created_at: datetime
 
     model_config = OutModel.model_config | {"json_schema_extra": {"examples": [examples.MOVEMENT]}}
+
+
+class PromiseOut(OutModel):
+    """What an order of `quantity` units placed now (priority 0) would get."""
+
+    sku: str
+    quantity: int = Field(description="The units asked about.")
+    available_now: int = Field(description="Units the order would be allocated at once.")
+    backordered: int = Field(description="Units that would wait in the backorder queue.")
+    expected_date: date | None = Field(
+        description="When the last waiting unit is expected, by the rule a waiting line's "
+        "`expected_date` follows: the open, not overdue purchase orders cover the queue in "
+        "date order, these units last; past them, the product's `expected_restock_date`. Null "
+        "when nothing would wait, or no date is known."
+    )
+    lines_ahead: int = Field(
+        description="Waiting lines the order would queue behind (0 if none would wait)."
+    )
+    units_ahead: int = Field(description="Units those lines wait for (0 if none would wait).")
+    refused: Literal["discontinued", "insufficient_stock", "backorder_limit_exceeded"] | None = (
+        Field(
+            description="The code the order would be refused with (409), or null. A refused "
+            "order gets nothing: `available_now` and `backordered` are then 0."
+        )
+    )
+
+    model_config = OutModel.model_config | {
+        "json_schema_extra": {"examples": [examples.PROMISE, examples.PROMISE_REFUSED]}
+    }

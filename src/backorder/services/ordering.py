@@ -18,7 +18,6 @@ from backorder.db.orders import LineChange, NewLine, OrderRow
 from backorder.db.stock import LockedProduct
 from backorder.domain.allocation import take_now
 from backorder.domain.errors import (
-    AlreadyShipped,
     BackorderLimitExceeded,
     Conflict,
     Discontinued,
@@ -38,6 +37,7 @@ from backorder.domain.orders import (
     status_of,
     total,
 )
+from backorder.services.cancellations import cancel_refusal, cancellation_events
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,60 +348,6 @@ async def _release(
     await stock.save_counters(conn, products)
 
 
-def _cancel_refusal(shipped: int, detail: str, reason: str, **extra: Any) -> Exception:
-    """409 for a cancel that cannot be done; `reason` tells the cases apart for machines
-    (the contract keeps `code`: `already_shipped` when shipped units stand in the way)."""
-    if shipped:
-        return AlreadyShipped(
-            detail + "; shipped units cannot be cancelled", reason=reason, **extra
-        )
-    return Conflict(detail, reason=reason, **extra)
-
-
-def cancellation_events(
-    order_id: UUID,
-    channel: str,
-    cancelled: list[dict[str, Any]],
-    *,
-    reason: str,
-    note: str | None,
-    order_cancelled: bool,
-) -> list[tuple[str, dict[str, Any]]]:
-    """One `order.line_cancelled` per line touched (`cancelled`: `{line_id, sku, quantity}`,
-    one entry per line), then `order.cancelled` if the order thereby became `cancelled`.
-
-    `reason` says why units went (`request`: a cancel call; `short_stock`: an order placed
-    with `backorder: cancel_rest`); `note` is the caller's own words, if any."""
-    announced: list[tuple[str, dict[str, Any]]] = [
-        (
-            "order.line_cancelled",
-            {
-                "order_id": order_id,
-                "line_id": x["line_id"],
-                "sku": x["sku"],
-                "quantity": x["quantity"],
-                "reason": reason,
-                "note": note,
-                "channel": channel,
-            },
-        )
-        for x in cancelled
-    ]
-    if order_cancelled:
-        announced.append(
-            (
-                "order.cancelled",
-                {
-                    "order_id": order_id,
-                    "channel": channel,
-                    "reason": note,
-                    "lines": cancelled,
-                },
-            )
-        )
-    return announced
-
-
 async def cancel_order(
     conn: AsyncConnection, order_id: UUID, channel: str | None, reason: str | None
 ) -> dict[str, Any]:
@@ -418,7 +364,7 @@ async def cancel_order(
         cancelled_lines.append({"line_id": line.id, "sku": line.sku, "quantity": a + b})
     shipped = sum(line.shipped for line in order.lines)
     if not changes:
-        raise _cancel_refusal(shipped, "nothing left to cancel on this order", "nothing_to_cancel")
+        raise cancel_refusal(shipped, "nothing left to cancel on this order", "nothing_to_cancel")
     await events.emit_many(
         conn,
         cancellation_events(
@@ -449,7 +395,7 @@ async def cancel_line(
     remaining = line.allocated + line.backordered
     wanted = remaining if quantity is None else quantity
     if wanted == 0 or wanted > remaining:
-        raise _cancel_refusal(
+        raise cancel_refusal(
             line.shipped,
             f"the line has {remaining} unshipped, uncancelled units",
             "nothing_to_cancel" if remaining == 0 else "exceeds_remaining",

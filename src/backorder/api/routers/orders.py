@@ -7,12 +7,13 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Body, Query, Request
+from pydantic import Field
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
 from backorder.api import cursors
 from backorder.api.deps import AnyKey, OpsKey, get_settings
-from backorder.api.docs import example, problems
+from backorder.api.docs import Problem, example, problems
 from backorder.api.execute import HONOURS_IDEMPOTENCY_KEY, read, write
 from backorder.api.schemas import examples
 from backorder.api.schemas.common import SKU_PATTERN, Page, page
@@ -34,6 +35,48 @@ from backorder.services import ordering
 
 router = APIRouter(prefix="/v1/orders", tags=["Orders"])
 
+
+class OrderProblem(Problem):
+    """A refused order or cancel: the problem, with the fields that say what to do next."""
+
+    order_id: str | None = Field(
+        default=None, description="`external_ref` taken: the order already placed with it."
+    )
+    reason: str | None = Field(
+        default=None,
+        description="Which case of the `code`: `external_ref_taken`; for cancels "
+        "`nothing_to_cancel` or `exceeds_remaining`.",
+    )
+    cancellable: int | None = Field(
+        default=None, description="Line cancels: the units the line could still cancel."
+    )
+    lines: list[dict[str, Any]] | None = Field(
+        default=None, description="Refused orders: `[{sku, requested, available}]`."
+    )
+
+
+def _with_problem_examples(
+    responses: dict[int | str, dict[str, Any]], status: int, **named: dict[str, Any]
+) -> dict[int | str, dict[str, Any]]:
+    """`responses` with example problem bodies for `status` (the machine fields it carries)."""
+    content = responses[status]["content"]["application/problem+json"]
+    content["schema"] = OrderProblem.model_json_schema()
+    content["examples"] = {name: {"value": value} for name, value in named.items()}
+    return responses
+
+
+def _problem(status: int, code: str, detail: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "type": f"https://backorder.dev/problems/{code}",
+        "title": code.replace("_", " ").capitalize(),
+        "status": status,
+        "detail": detail,
+        "code": code,
+        "request_id": "5f0c2a9e8b7d4c1a9e3f6b2d0a8c4e71",
+        **extra,
+    }
+
+
 STOREFRONT_MAX_PRIORITY = 4
 
 
@@ -53,7 +96,23 @@ def check_line_count(request: Request, count: int, what: str) -> None:
     openapi_extra=HONOURS_IDEMPOTENCY_KEY,
     status_code=201,
     response_model=OrderOut,
-    responses=problems(403, 409),
+    responses=_with_problem_examples(
+        problems(403, 409),
+        409,
+        external_ref_taken=_problem(
+            409,
+            "conflict",
+            "this channel already has an order with external_ref 'web-88812'",
+            order_id=examples.ORDER_ID,
+            reason="external_ref_taken",
+        ),
+        insufficient_stock=_problem(
+            409,
+            "insufficient_stock",
+            "not enough stock and no backorders allowed: TRAIL-42",
+            lines=[{"sku": "TRAIL-42", "requested": 100, "available": 80}],
+        ),
+    ),
     summary="Place an order",
     description="Each line takes what is available now and the rest is **backordered**: 100 "
     "ordered with 80 available gives `allocated: 80, backordered: 20`. The order is "
@@ -211,7 +270,16 @@ async def get_order(request: Request, principal: AnyKey, order_id: UUID) -> Resp
     response_model=OrderOut,
     responses={
         **example(200, examples.ORDER_CANCELLED, "The order, every unshipped unit cancelled."),
-        **problems(404, 409),
+        **_with_problem_examples(
+            problems(404, 409),
+            409,
+            nothing_to_cancel=_problem(
+                409,
+                "conflict",
+                "nothing left to cancel on this order",
+                reason="nothing_to_cancel",
+            ),
+        ),
     },
     summary="Cancel an order",
     description="Cancels every unshipped unit. Freed allocated units go to the head of each "
@@ -247,7 +315,17 @@ async def cancel_order(
             examples.ORDER_LINE_CANCELLED,
             'The order after `{"quantity": 5}`: backordered units are cancelled first.',
         ),
-        **problems(404, 409),
+        **_with_problem_examples(
+            problems(404, 409),
+            409,
+            exceeds_remaining=_problem(
+                409,
+                "conflict",
+                "the line has 3 unshipped, uncancelled units",
+                reason="exceeds_remaining",
+                cancellable=3,
+            ),
+        ),
     },
     summary="Cancel units of a line",
     description="Cancels `quantity` units (all unshipped ones if left out), **backordered "

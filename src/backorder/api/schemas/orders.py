@@ -77,7 +77,13 @@ class OrderIn(StrictModel):
                     "backorder": "allow",
                     "external_ref": "web-88812",
                     "lines": [{"sku": "TRAIL-42", "quantity": 100}],
-                }
+                },
+                {
+                    "customer_id": "c-1002",
+                    "backorder": "cancel_rest",
+                    "external_ref": "web-88813",
+                    "lines": [{"sku": "TRAIL-42", "quantity": 3}],
+                },
             ]
         }
     }

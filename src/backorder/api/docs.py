@@ -105,7 +105,16 @@ class Problem(BaseModel):
         default=None, description="`validation_error`: each bad field."
     )
     order_id: str | SkipJsonSchema[None] = Field(
-        default=None, description="The existing order, when a conflict names one."
+        default=None,
+        description="The existing order, when a conflict names one (`external_ref` taken).",
+    )
+    reason: str | SkipJsonSchema[None] = Field(
+        default=None,
+        description="Which case of the `code`: `external_ref_taken`; for cancels "
+        "`nothing_to_cancel` or `exceeds_remaining`.",
+    )
+    cancellable: int | SkipJsonSchema[None] = Field(
+        default=None, description="Line cancels: the units the line could still cancel."
     )
 
     model_config = ConfigDict(json_schema_extra=_problem_schema)

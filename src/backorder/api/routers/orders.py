@@ -7,13 +7,12 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Body, Query, Request
-from pydantic import Field
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
 from backorder.api import cursors
 from backorder.api.deps import AnyKey, OpsKey, get_settings
-from backorder.api.docs import Problem, example, problems
+from backorder.api.docs import example, problems
 from backorder.api.execute import HONOURS_IDEMPOTENCY_KEY, read, write
 from backorder.api.schemas import examples
 from backorder.api.schemas.common import SKU_PATTERN, Page, page
@@ -36,31 +35,11 @@ from backorder.services import ordering
 router = APIRouter(prefix="/v1/orders", tags=["Orders"])
 
 
-class OrderProblem(Problem):
-    """A refused order or cancel: the problem, with the fields that say what to do next."""
-
-    order_id: str | None = Field(
-        default=None, description="`external_ref` taken: the order already placed with it."
-    )
-    reason: str | None = Field(
-        default=None,
-        description="Which case of the `code`: `external_ref_taken`; for cancels "
-        "`nothing_to_cancel` or `exceeds_remaining`.",
-    )
-    cancellable: int | None = Field(
-        default=None, description="Line cancels: the units the line could still cancel."
-    )
-    lines: list[dict[str, Any]] | None = Field(
-        default=None, description="Refused orders: `[{sku, requested, available}]`."
-    )
-
-
 def _with_problem_examples(
     responses: dict[int | str, dict[str, Any]], status: int, **named: dict[str, Any]
 ) -> dict[int | str, dict[str, Any]]:
     """`responses` with example problem bodies for `status` (the machine fields it carries)."""
     content = responses[status]["content"]["application/problem+json"]
-    content["schema"] = OrderProblem.model_json_schema()
     content["examples"] = {name: {"value": value} for name, value in named.items()}
     return responses
 

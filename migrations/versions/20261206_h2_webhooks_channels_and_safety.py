@@ -9,6 +9,8 @@
   alone for a while instead of holding the workers.
 - `webhook_delivery.next_attempt_at` is null once a delivery is finished (nothing is due),
   and `manual_retries` bounds retries by hand.
+- Each subscriber named by a `product.back_in_stock` event gains its `channel` (from its
+  subscription), so that a channel's view keeps its own subscribers with a plain expression.
 - Claims take each endpoint's due deliveries through `(endpoint_id, next_attempt_at)`, so a
   backlog at one endpoint cannot fill a claim and starve the others; it replaces the index
   on `next_attempt_at` alone.
@@ -30,7 +32,23 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+_SUBSCRIBERS_WITH_CHANNEL = (
+    "UPDATE event e SET data = jsonb_set(e.data, ARRAY['subscribers'], COALESCE(("
+    "SELECT jsonb_agg(s.v || jsonb_build_object('channel', ss.channel) ORDER BY s.n) "
+    "FROM jsonb_array_elements(e.data->'subscribers') WITH ORDINALITY AS s(v, n) "
+    "LEFT JOIN stock_subscription ss ON ss.id = CAST(s.v->>'subscription_id' AS uuid)"
+    "), CAST('[]' AS jsonb))) WHERE e.type = 'product.back_in_stock'"
+)
+_SUBSCRIBERS_WITHOUT_CHANNEL = (
+    "UPDATE event e SET data = jsonb_set(e.data, ARRAY['subscribers'], COALESCE(("
+    "SELECT jsonb_agg(s.v - 'channel' ORDER BY s.n) "
+    "FROM jsonb_array_elements(e.data->'subscribers') WITH ORDINALITY AS s(v, n)"
+    "), CAST('[]' AS jsonb))) WHERE e.type = 'product.back_in_stock'"
+)
+
+
 def upgrade() -> None:
+    op.execute(_SUBSCRIBERS_WITH_CHANNEL)
     op.add_column("webhook_endpoint", sa.Column("owner_channel", sa.Text(), nullable=True))
     op.add_column("webhook_endpoint", sa.Column("channel", sa.Text(), nullable=True))
     op.add_column("webhook_endpoint", sa.Column("previous_secret", sa.Text(), nullable=True))
@@ -77,6 +95,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.execute(_SUBSCRIBERS_WITHOUT_CHANNEL)
     op.drop_index("ix_webhook_delivery_endpoint_id_next_attempt_at", table_name="webhook_delivery")
     op.create_index(
         "ix_webhook_delivery_due",

@@ -97,7 +97,7 @@ OPS_ONLY: list[tuple[str, str, dict[str, Any] | None]] = [
     ("GET", "/v1/products/SKU-1/movements", None),
     ("GET", "/v1/backorders", None),
     ("GET", "/v1/backorders?sku=SKU-1", None),
-    ("GET", "/v1/events", None),
+    ("GET", "/v1/events?channel=another-shop", None),  # its own channel's view only
     ("GET", "/v1/api-keys", None),
     ("POST", "/v1/api-keys", {"name": "sneaky", "role": "ops"}),
     ("DELETE", "/v1/api-keys/{key_id}", None),

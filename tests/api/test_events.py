@@ -409,6 +409,7 @@ async def test_a_storefront_reads_only_its_channels_view_of_the_feed(
                 "subscription_id": sub["id"],
                 "customer_id": sub["customer_id"],
                 "contact": sub["contact"],
+                "channel": channel,
             }
         ]
         other = "c-pos" if channel == "web-shop" else "c-shop"

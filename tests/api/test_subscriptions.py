@@ -78,8 +78,13 @@ async def test_one_back_in_stock_event_names_the_waiting_subscribers_once(
     assert events[0]["sku"] == "A"
     # (the event does not promise an order among subscribers)
     assert sorted(events[0]["subscribers"], key=lambda s: s["customer_id"]) == [
-        {"subscription_id": ana["id"], "customer_id": "c-ana", "contact": "ana@example.com"},
-        {"subscription_id": bo["id"], "customer_id": "c-bo", "contact": None},
+        {
+            "subscription_id": ana["id"],
+            "customer_id": "c-ana",
+            "contact": "ana@example.com",
+            "channel": "web-shop",
+        },
+        {"subscription_id": bo["id"], "customer_id": "c-bo", "contact": None, "channel": "master"},
     ]
     listed = (await client.get("/v1/products/A/subscriptions", headers=OPS)).json()["data"]
     assert {s["status"] for s in listed} == {"notified"}
@@ -119,7 +124,12 @@ async def test_a_waiting_customer_keeps_one_subscription(client: AsyncClient) ->
     await restock(client, "A", 1)
     (event,) = await back_in_stock(client)
     assert event["subscribers"] == [
-        {"subscription_id": first["id"], "customer_id": "c-1", "contact": "new@example.com"}
+        {
+            "subscription_id": first["id"],
+            "customer_id": "c-1",
+            "contact": "new@example.com",
+            "channel": "master",
+        }
     ]
 
 

@@ -307,7 +307,7 @@ _SAVE = text(
 
 _TAKE_SUBSCRIBERS = text(
     "UPDATE stock_subscription SET notified_at = clock_timestamp() "
-    "WHERE sku = :sku AND notified_at IS NULL RETURNING id, customer_id, contact"
+    "WHERE sku = :sku AND notified_at IS NULL RETURNING id, customer_id, contact, channel"
 )
 
 
@@ -365,6 +365,7 @@ async def save_counters(conn: AsyncConnection, products: list[LockedProduct]) ->
                         "subscription_id": str(s.id),
                         "customer_id": s.customer_id,
                         "contact": s.contact,
+                        "channel": s.channel,  # whose subscriber: a channel's view keeps its own
                     }
                     for s in subs
                 ]

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
 from backorder.api import cursors
-from backorder.api.deps import AnyKey, Principal
+from backorder.api.deps import AnyKey, Principal, get_settings
 from backorder.api.docs import problems
 from backorder.api.execute import HONOURS_IDEMPOTENCY_KEY, json_response, read, write
 from backorder.api.schemas.common import Page, page
@@ -30,7 +30,6 @@ from backorder.api.schemas.events import (
     WebhookEndpointPatch,
     WebhookEndpointWithSecret,
 )
-from backorder.config import Settings
 from backorder.db import webhooks as webhook_rows
 from backorder.db.engine import run_read
 from backorder.domain.errors import Forbidden, NotFound
@@ -66,11 +65,6 @@ def owner_of(principal: Principal) -> str | None:
     return None if principal.is_ops else principal.channel
 
 
-def settings_of(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
 @router.post(
     "",
     openapi_extra=HONOURS_IDEMPOTENCY_KEY,
@@ -92,7 +86,7 @@ async def create_endpoint(
     owner = owner_of(principal)
     if owner is not None and body.channel not in (None, owner):
         raise Forbidden("a storefront key's endpoints receive its own channel only")
-    settings = settings_of(request)
+    settings = get_settings(request)
     await webhook_egress.vet_url(body.url, allow_private=settings.webhook_allow_private_networks)
     return await write(
         request,
@@ -178,7 +172,7 @@ async def patch_endpoint(
             raise Forbidden("a storefront key's endpoints receive its own channel only")
         del changes["channel"]
     if "url" in changes:
-        allow = settings_of(request).webhook_allow_private_networks
+        allow = get_settings(request).webhook_allow_private_networks
         await webhook_egress.vet_url(changes["url"], allow_private=allow)
 
     async def work(conn: AsyncConnection) -> dict[str, Any]:
@@ -255,7 +249,7 @@ async def rotate_secret(
 )
 async def ping_endpoint(request: Request, principal: AnyKey, endpoint_id: UUID) -> Response:
     owner = owner_of(principal)
-    settings = settings_of(request)
+    settings = get_settings(request)
     found = await run_read(
         request.app.state.engine,
         lambda conn: webhook_rows.get_secrets(conn, endpoint_id, owner),

@@ -7,10 +7,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from backorder import __version__
 from backorder.api import docs_ui, problems
+from backorder.api.deps import refuse_nul_in_query
 from backorder.api.docs import restore_example_nulls
 from backorder.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from backorder.api.ratelimit import RateLimiter
@@ -86,6 +87,7 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,  # FastAPI's pages load from a CDN: docs_ui serves local copies
         redoc_url=None,
+        dependencies=[Depends(refuse_nul_in_query)],
     )
     app.state.settings = settings
     app.state.head_revision = head_revision(settings.require_database_url())

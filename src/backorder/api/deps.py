@@ -14,7 +14,7 @@ from backorder.api.ratelimit import RateLimiter
 from backorder.config import Settings
 from backorder.db import keys
 from backorder.db.engine import run_read
-from backorder.domain.errors import Forbidden, Unauthorized
+from backorder.domain.errors import Forbidden, Unauthorized, ValidationFailed
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -82,6 +82,25 @@ async def authenticate(
     if limiter is not None:
         limiter.check(principal.scope)
     return principal
+
+
+async def refuse_nul_in_query(request: Request) -> None:
+    """A NUL character in a query parameter, named, before any of them reaches PostgreSQL
+    (whose text columns cannot hold one). Every route depends on it."""
+    bad = sorted({name for name, value in request.query_params.multi_items() if "\x00" in value})
+    if bad:
+        raise ValidationFailed(
+            f"query parameter {', '.join(bad)} must not contain NUL characters",
+            [
+                {
+                    "loc": ["query", name],
+                    "field": name,
+                    "msg": "must not contain NUL characters",
+                    "type": "string_nul",
+                }
+                for name in bad
+            ],
+        )
 
 
 async def require_ops(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:

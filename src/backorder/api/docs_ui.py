@@ -113,17 +113,13 @@ def install(app: FastAPI) -> None:
     async def redoc(request: Request) -> HTMLResponse:
         return HTMLResponse(_redoc_html(root_of(request), title, openapi_url))
 
-    app.add_api_route("/docs", swagger_ui, methods=["GET"], include_in_schema=False)
-    app.add_api_route(
-        "/docs/swagger-ui-init.js", swagger_ui_init, methods=["GET"], include_in_schema=False
-    )
-
-    async def redoc_script() -> Response:
+    async def redoc_script(request: Request) -> Response:
         return Response(_redoc_script(), media_type="text/javascript")
 
-    app.add_api_route("/redoc", redoc, methods=["GET"], include_in_schema=False)
+    # Plain routes, as FastAPI's own docs are: pages, not operations of the API.
+    app.add_route("/docs", swagger_ui, include_in_schema=False)
+    app.add_route("/docs/swagger-ui-init.js", swagger_ui_init, include_in_schema=False)
+    app.add_route("/redoc", redoc, include_in_schema=False)
     # Before the mount, so that this copy answers instead of the file.
-    app.add_api_route(
-        f"{ASSETS_PATH}/redoc.standalone.js", redoc_script, methods=["GET"], include_in_schema=False
-    )
+    app.add_route(f"{ASSETS_PATH}/redoc.standalone.js", redoc_script, include_in_schema=False)
     app.mount(ASSETS_PATH, StaticFiles(directory=ASSETS), name="docs-assets")

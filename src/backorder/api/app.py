@@ -11,7 +11,7 @@ from fastapi import Depends, FastAPI
 
 from backorder import __version__
 from backorder.api import docs_ui, problems
-from backorder.api.deps import refuse_nul_in_query
+from backorder.api.deps import KeyUsage, refuse_nul_in_query
 from backorder.api.docs import restore_example_nulls
 from backorder.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from backorder.api.ratelimit import RateLimiter
@@ -91,6 +91,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.head_revision = head_revision(settings.require_database_url())
+    app.state.key_usage = KeyUsage()
     app.state.rate_limiter = (
         RateLimiter(settings.rate_limit_per_minute, settings.worker_processes)
         if settings.rate_limit_per_minute

@@ -27,6 +27,10 @@ class ApiKeyOut(OutModel):
     role: Literal["ops", "storefront"]
     prefix: str = Field(description="The key's first characters, to tell keys apart.")
     created_at: datetime
+    last_used_at: datetime | None = Field(
+        description="When the key was last used, to the minute (written at most once a minute); "
+        "null if never."
+    )
 
     model_config = OutModel.model_config | {"json_schema_extra": {"examples": [examples.API_KEY]}}
 

@@ -9,11 +9,11 @@ from uuid import UUID
 from pydantic import Field
 
 from backorder.api.schemas import examples
-from backorder.api.schemas.common import OutModel, StrictModel, Text
+from backorder.api.schemas.common import Name, OutModel, StrictModel
 
 
 class ApiKeyIn(StrictModel):
-    name: Text
+    name: Name
     role: Literal["ops", "storefront"]
 
     model_config = StrictModel.model_config | {

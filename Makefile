@@ -13,7 +13,7 @@ WORKERS ?= 1
 
 .DEFAULT_GOAL := help
 
-.PHONY: help install run test check lint format wrk bench soak lock clean
+.PHONY: help install run test check lint format browser wrk bench soak lock clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -35,7 +35,7 @@ install: $(STAMP) $(CLIENT_TOOLS) ## Create .venv if absent and install the proj
 run: install ## Migrate and serve (embedded PostgreSQL unless DATABASE_URL is set); HOST, PORT, WORKERS
 	$(BIN)/backorder serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
-test: install ## The whole suite on real PostgreSQL (embedded unless TEST_DATABASE_URL is set)
+test: install browser ## The whole suite on real PostgreSQL (embedded unless TEST_DATABASE_URL is set)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 check: install ## Ruff lint and format check, mypy strict
@@ -46,6 +46,12 @@ check: install ## Ruff lint and format check, mypy strict
 format: install ## Apply ruff fixes and formatting
 	$(BIN)/ruff check --fix src tests migrations bench
 	$(BIN)/ruff format src tests migrations bench
+
+browser: ## Install Debian's chromium and chromedriver, for tests/browser, if they are missing
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  else echo "make test: no chromium/chromedriver (sudo apt-get install chromium chromium-driver); tests/browser will be skipped"; fi; }
 
 wrk: ## Install wrk (Debian's package), the load generator of `make bench`, if it is missing
 	@command -v wrk >/dev/null || { \

@@ -1,4 +1,4 @@
-"""`backorder serve | migrate | api-key create | worker`."""
+"""`backorder serve | migrate | api-key create|list|revoke | worker`."""
 
 from __future__ import annotations
 
@@ -7,12 +7,19 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, TypeVar
+from uuid import UUID
 
 from backorder.config import Settings
 from backorder.embedded import DataDirBusy, EmbeddedDatabase, master_key, start
 from backorder.logging import configure as configure_logging
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
+T = TypeVar("T")
 
 
 @contextmanager
@@ -116,25 +123,68 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_api_key_create(args: argparse.Namespace) -> int:
-    from backorder.db import keys
+def _in_transaction(work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+    """Run `work` in one transaction on the configured (or embedded) database, migrated."""
     from backorder.db.engine import make_engine, migrate, run_transaction
 
     with database(Settings(), exclusive=False) as (settings, _):
         migrate(settings.require_database_url())
 
-        async def create() -> tuple[keys.ApiKeyRow, str]:
+        async def run() -> T:
             engine = make_engine(settings)
             try:
-                return await run_transaction(
-                    engine, lambda conn: keys.create_key(conn, args.name, args.role)
-                )
+                return await run_transaction(engine, work)
             finally:
                 await engine.dispose()
 
-        row, secret = asyncio.run(create())
-        print(f"id:   {row.id}\nname: {row.name}\nrole: {row.role}\nkey:  {secret}")
-        print("(the key is shown once; it is stored only as a hash)", file=sys.stderr)
+        return asyncio.run(run())
+
+
+def _name(value: str) -> str:
+    if not value.strip():
+        raise argparse.ArgumentTypeError("must not be blank")
+    return value
+
+
+def cmd_api_key_create(args: argparse.Namespace) -> int:
+    from backorder.db import keys
+
+    row, secret = _in_transaction(lambda conn: keys.create_key(conn, args.name, args.role))
+    print(f"id:   {row.id}\nname: {row.name}\nrole: {row.role}\nkey:  {secret}")
+    print("(the key is shown once; it is stored only as a hash)", file=sys.stderr)
+    return 0
+
+
+def cmd_api_key_list(args: argparse.Namespace) -> int:
+    """Active keys, oldest id first, as a table (never their secrets)."""
+    from backorder.db import keys
+
+    async def every_key(conn: AsyncConnection) -> list[keys.ApiKeyRow]:
+        rows: list[keys.ApiKeyRow] = []
+        while batch := await keys.list_keys(conn, 500, rows[-1].id if rows else None):
+            rows.extend(batch)
+        return rows
+
+    rows = _in_transaction(every_key)
+    table = [("ID", "NAME", "ROLE", "PREFIX", "CREATED", "LAST USED")]
+    for row in rows:
+        used = row.last_used_at.isoformat(timespec="seconds") if row.last_used_at else "never"
+        created = row.created_at.isoformat(timespec="seconds")
+        table.append((str(row.id), row.name, row.role, row.prefix, created, used))
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+    for line in table:
+        cells = (cell.ljust(width) for cell, width in zip(line, widths, strict=True))
+        print("  ".join(cells).rstrip())
+    return 0
+
+
+def cmd_api_key_revoke(args: argparse.Namespace) -> int:
+    from backorder.db import keys
+
+    if not _in_transaction(lambda conn: keys.revoke(conn, args.id)):
+        print(f"backorder: no active API key {args.id}", file=sys.stderr)
+        return 1
+    print(f"revoked {args.id}: it answers 401 from now on")
     return 0
 
 
@@ -192,8 +242,13 @@ def build_parser() -> argparse.ArgumentParser:
     key_sub = api_key.add_subparsers(dest="key_command", required=True)
     create = key_sub.add_parser("create", help="create a key and print its secret once")
     create.add_argument("--role", choices=["ops", "storefront"], required=True)
-    create.add_argument("--name", required=True)
+    create.add_argument("--name", type=_name, required=True)
     create.set_defaults(func=cmd_api_key_create)
+    listing = key_sub.add_parser("list", help="list the active keys (never their secrets)")
+    listing.set_defaults(func=cmd_api_key_list)
+    revoke = key_sub.add_parser("revoke", help="revoke a key: it answers 401 at once")
+    revoke.add_argument("id", type=UUID, help="the key's id, as `api-key list` shows it")
+    revoke.set_defaults(func=cmd_api_key_revoke)
     return parser
 
 

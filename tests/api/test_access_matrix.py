@@ -318,10 +318,18 @@ POLICY: dict[tuple[str, str], Policy] = {
     ("DELETE", "/v1/api-keys/{key_id}"): Policy(Who.OPS_ONLY, 204, throwaway_key),
     # operations
     ("GET", "/healthz"): Policy(Who.PUBLIC, 200, fixed()),
+    ("HEAD", "/healthz"): Policy(Who.PUBLIC, 200, fixed()),
     ("GET", "/readyz"): Policy(Who.PUBLIC, 200, fixed()),
+    ("HEAD", "/readyz"): Policy(Who.PUBLIC, 200, fixed()),
     ("GET", "/metrics"): Policy(Who.PUBLIC, 200, fixed()),
 }
-PUBLIC_ROUTES = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")}
+PUBLIC_ROUTES = {
+    ("GET", "/healthz"),
+    ("HEAD", "/healthz"),
+    ("GET", "/readyz"),
+    ("HEAD", "/readyz"),
+    ("GET", "/metrics"),
+}
 
 
 def expected(policy: Policy, principal: str) -> tuple[int, str | None]:

@@ -1,5 +1,5 @@
 """The OpenAPI schema as an ops manual: every operation explained, its errors documented,
-its tag declared, and Swagger UI able to keep the API key across reloads."""
+its tag declared, and the docs pages served from the service itself."""
 
 from __future__ import annotations
 
@@ -152,19 +152,30 @@ async def test_report_responses_carry_examples(schema: dict[str, Any]) -> None:
         assert all(p.get("description") for p in params), path
 
 
-async def test_swagger_ui_keeps_the_authorization(client: AsyncClient) -> None:
+async def test_swagger_ui_loads_everything_from_the_service_and_keeps_no_key(
+    client: AsyncClient,
+) -> None:
     r = await client.get("/docs")
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/html")
-    assert '"persistAuthorization": true' in r.text
-    assert "/openapi.json" in r.text
+    assert "http" not in r.text  # every script, style and icon from this origin
+    init = await client.get("/docs/swagger-ui-init.js")
+    assert init.status_code == 200
+    assert '"persistAuthorization":false' in init.text
+    assert '"url":"/openapi.json"' in init.text
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
+        assert (await client.get(f"/docs/static/{asset}")).status_code == 200
 
 
-async def test_redoc_is_served(client: AsyncClient) -> None:
+async def test_redoc_loads_everything_from_the_service(client: AsyncClient) -> None:
     r = await client.get("/redoc")
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/html")
-    assert "/openapi.json" in r.text
+    assert "http" not in r.text  # no CDN script, no Google fonts
+    assert 'spec-url="/openapi.json"' in r.text
+    script = await client.get("/docs/static/redoc.standalone.js")
+    assert script.status_code == 200
+    assert b"cdn.redoc.ly/redoc/logo" not in script.content
 
 
 JSON = "application/json"

@@ -427,12 +427,14 @@ async def test_readyz_reports_the_migration(client: AsyncClient, database_url: s
     assert body["migration"] == head_revision(database_url)
 
 
-@pytest.mark.parametrize("path", ["/docs", "/redoc"])
-async def test_the_docs_are_served(client: AsyncClient, path: str) -> None:
+@pytest.mark.parametrize(
+    ("path", "names"), [("/docs", "/docs/swagger-ui-init.js"), ("/redoc", "/openapi.json")]
+)
+async def test_the_docs_are_served(client: AsyncClient, path: str, names: str) -> None:
     r = await client.get(path)
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/html")
-    assert "/openapi.json" in r.text
+    assert names in r.text
 
 
 async def test_the_schema_offers_the_bearer_scheme(client: AsyncClient) -> None:

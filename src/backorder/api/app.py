@@ -10,7 +10,8 @@ from typing import Any
 from fastapi import Depends, FastAPI
 
 from backorder import __version__
-from backorder.api import problems
+from backorder.api import docs_ui, problems
+from backorder.api.deps import KeyUsage, refuse_nul_in_query
 from backorder.api.docs import restore_example_nulls
 from backorder.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from backorder.api.openapi import build_document, operation_id
@@ -97,20 +98,23 @@ def create_app(settings: Settings) -> FastAPI:
         description=DESCRIPTION,
         openapi_tags=TAGS,
         lifespan=lifespan,
-        dependencies=[Depends(refuse_unknown_query_parameters)],
-        swagger_ui_parameters={"persistAuthorization": True, "displayRequestDuration": True},
+        docs_url=None,  # FastAPI's pages load from a CDN: docs_ui serves local copies
+        redoc_url=None,
+        dependencies=[Depends(refuse_unknown_query_parameters), Depends(refuse_nul_in_query)],
         generate_unique_id_function=operation_id,
         contact=CONTACT,
         license_info=LICENSE,
     )
     app.state.settings = settings
     app.state.head_revision = head_revision(settings.require_database_url())
+    app.state.key_usage = KeyUsage()
     app.state.rate_limiter = (
         RateLimiter(settings.rate_limit_per_minute, settings.worker_processes)
         if settings.rate_limit_per_minute
         else None
     )
     problems.install(app)
+    docs_ui.install(app)
     for module in (
         orders, backorders, products, subscriptions, purchase_orders, events, webhooks,
         reports, keys, ops, metrics,

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import hmac
+import math
+import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated
+from uuid import UUID
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -13,8 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from backorder.api.ratelimit import RateLimiter
 from backorder.config import Settings
 from backorder.db import keys
-from backorder.db.engine import run_read
-from backorder.domain.errors import Forbidden, Unauthorized
+from backorder.db.engine import run_read, run_transaction
+from backorder.domain.errors import Forbidden, Unauthorized, ValidationFailed
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -43,6 +47,24 @@ class Principal:
     def channel_filter(self) -> str | None:
         """Storefronts see only their channel's orders; ops see all."""
         return None if self.is_ops else self.name
+
+
+class KeyUsage:
+    """When this process last recorded each key's use, so that `last_used_at` costs one
+    UPDATE per key and minute (`keys.touch`), never a write per request."""
+
+    def __init__(self, interval_s: float = keys.TOUCH_INTERVAL_S) -> None:
+        self.interval_s = interval_s
+        self._touched: dict[UUID, float] = {}  # key id -> time.monotonic() of the last touch
+
+    def due(self, row: keys.ApiKeyRow) -> bool:
+        now = time.monotonic()
+        if now - self._touched.get(row.id, -math.inf) < self.interval_s:
+            return False
+        self._touched[row.id] = now
+        # The row read for the key check tells whether another process touched it lately.
+        last = row.last_used_at
+        return last is None or (datetime.now(UTC) - last).total_seconds() >= self.interval_s
 
 
 def get_engine(request: Request) -> AsyncEngine:
@@ -76,12 +98,35 @@ async def authenticate(
         if row is None:
             raise Unauthorized("unknown or revoked API key")
         principal = Principal(role=row.role, name=row.name, scope=str(row.id))
+        usage: KeyUsage = request.app.state.key_usage
+        if usage.due(row):
+            key_id = row.id
+            await run_transaction(get_engine(request), lambda conn: keys.touch(conn, key_id))
     request.state.principal = principal
     # After authentication: an unknown key is a 401, never a 429.
     limiter: RateLimiter | None = request.app.state.rate_limiter
     if limiter is not None:
         limiter.check(principal.scope)
     return principal
+
+
+async def refuse_nul_in_query(request: Request) -> None:
+    """A NUL character in a query parameter, named, before any of them reaches PostgreSQL
+    (whose text columns cannot hold one). Every route depends on it."""
+    bad = sorted({name for name, value in request.query_params.multi_items() if "\x00" in value})
+    if bad:
+        raise ValidationFailed(
+            f"query parameter {', '.join(bad)} must not contain NUL characters",
+            [
+                {
+                    "loc": ["query", name],
+                    "field": name,
+                    "msg": "must not contain NUL characters",
+                    "type": "string_nul",
+                }
+                for name in bad
+            ],
+        )
 
 
 async def require_ops(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from http import HTTPStatus
 from typing import Any
 
@@ -14,6 +15,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import Match
 
+from backorder.api.schemas.common import NOT_BLANK, SKU_PATTERN
+from backorder.api.schemas.events import URL_PATTERN
 from backorder.db.engine import is_unavailable
 from backorder.domain.errors import DomainError, RateLimited, RetryLater
 
@@ -82,31 +85,126 @@ def retry_headers(exc: DomainError) -> dict[str, str] | None:
     return None
 
 
+# Pydantic names the branch of a union an error came from in its `loc` ("literal['a','b']",
+# "function-after[...]", "str"): Python's words, not the caller's field.
+_BRANCH = re.compile(r"^[a-z-]+\[.*\]$", re.DOTALL)
+_SCALAR_BRANCHES = {"str", "int", "float", "bool", "none", "constrained-str", "constrained-int"}
+_QUOTED = re.compile(r"'((?:[^'\\]|\\.)*)'")
+
+# What each pattern of the schemas means, said to a person instead of the regular expression.
+_PATTERNS = {
+    NOT_BLANK: "must not be blank",
+    SKU_PATTERN: "must be 1-64 characters of A-Z a-z 0-9 . _ -",
+    r"^[A-Za-z0-9._-]+$": "must be 1-64 characters of A-Z a-z 0-9 . _ -",
+    URL_PATTERN: "must be an absolute http:// or https:// URL of printable ASCII characters "
+    "(percent-encode the rest)",
+    r"^\d+$": "must be a whole number (digits only)",
+    r"^[a-z_]+(\.([a-z_]+|\*))?$": "must be an event type (order.created) or a family (order.*)",
+}
+
+
+def _is_branch(part: Any) -> bool:
+    return isinstance(part, str) and (part in _SCALAR_BRANCHES or bool(_BRANCH.match(part)))
+
+
+def _allowed(err: dict[str, Any]) -> list[str]:
+    return _QUOTED.findall(str(err.get("ctx", {}).get("expected", "")))
+
+
+def _message(err: dict[str, Any]) -> str:
+    kind = err.get("type")
+    ctx = err.get("ctx") or {}
+    if kind == "string_pattern_mismatch":
+        return _PATTERNS.get(str(ctx.get("pattern")), "is not in the form the schema gives")
+    return str(err.get("msg", ""))
+
+
 def _jsonable_errors(errors: Any) -> list[dict[str, Any]]:
-    out = []
+    """Errors as the caller can read them: one per field, the field named by its path in the
+    request, enumerations listing their allowed values once, patterns said in words."""
+    out: list[dict[str, Any]] = []
+    choices: dict[tuple[Any, ...], dict[str, Any]] = {}
     for err in errors:
-        loc = [str(p) if not isinstance(p, int) else p for p in err.get("loc", ())]
-        out.append(
-            {
-                "loc": loc,
-                "field": ".".join(str(p) for p in loc if p not in ("body", "query", "path")),
-                "msg": str(err.get("msg", "")),
-                "type": str(err.get("type", "")),
-            }
-        )
+        loc = [p if isinstance(p, int) else str(p) for p in err.get("loc", ()) if not _is_branch(p)]
+        item: dict[str, Any] = {
+            "loc": loc,
+            "field": ".".join(str(p) for p in loc if p not in ("body", "query", "path")),
+            "msg": _message(err),
+            "type": str(err.get("type", "")),
+        }
+        if item["type"] == "literal_error":
+            # A union of enumerations fails once per branch: one error, every allowed value.
+            key = tuple(loc)
+            if key in choices:
+                merged = choices[key]["allowed"]
+                merged.extend(v for v in _allowed(err) if v not in merged)
+                choices[key]["msg"] = "must be one of: " + ", ".join(merged)
+                continue
+            item["allowed"] = _allowed(err)
+            item["msg"] = "must be one of: " + ", ".join(item["allowed"])
+            choices[key] = item
+        out.append(item)
     return out
 
 
 def validation_problem(errors: Any, request_id: str | None) -> dict[str, Any]:
     errs = _jsonable_errors(errors)
-    fields = ", ".join(sorted({e["field"] or "body" for e in errs}))
+    if len(errs) <= 3:
+        detail = "; ".join(f"{e['field'] or 'body'}: {e['msg']}" for e in errs)
+    else:
+        detail = ", ".join(sorted({e["field"] or "body" for e in errs}))
     return problem_body(
         422,
         "validation_error",
-        f"invalid request: {fields}",
+        f"invalid request: {detail}",
         title="Validation error",
         request_id=request_id,
         errors=errs,
+    )
+
+
+def _is_json(content_type: str | None) -> bool:
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
+def body_problem(exc: RequestValidationError, request: Request) -> dict[str, Any] | None:
+    """A request whose body could not be read as JSON at all, said as such: where the JSON
+    breaks, or that the Content-Type is missing or not JSON (FastAPI then does not parse the
+    body, and the field errors that follow would only confuse)."""
+    errors = list(exc.errors())
+    broken = next((e for e in errors if e.get("type") == "json_invalid"), None)
+    if broken is not None:
+        doc = exc.body if isinstance(exc.body, str) else ""
+        pos = broken["loc"][-1] if isinstance(broken["loc"][-1], int) else 0
+        line = doc.count("\n", 0, pos) + 1
+        column = pos - doc.rfind("\n", 0, pos)
+        reason = str((broken.get("ctx") or {}).get("error", "")).lower()
+        msg = f"the body is not valid JSON (line {line}, column {column})" + (
+            f": {reason}" if reason else ""
+        )
+        return _whole_body_problem(msg, "json_invalid", request)
+    content_type = request.headers.get("content-type")
+    whole_body = any(list(e.get("loc", ())) == ["body"] for e in errors)
+    if whole_body and _is_json(content_type):  # empty, null, a list, a number...
+        return _whole_body_problem("the body must be a JSON object", "object_expected", request)
+    if whole_body and not _is_json(content_type) and request.method in ("POST", "PUT", "PATCH"):
+        got = f"it is {content_type}" if content_type else "it has none"
+        msg = f"send the body as JSON with Content-Type: application/json ({got})"
+        return _whole_body_problem(msg, "content_type", request)
+    return None
+
+
+def _whole_body_problem(msg: str, kind: str, request: Request) -> dict[str, Any]:
+    return problem_body(
+        422,
+        "validation_error",
+        msg,
+        title="Validation error",
+        request_id=request_id_of(request),
+        errors=[{"loc": ["body"], "field": "", "msg": msg, "type": kind}],
     )
 
 
@@ -146,7 +244,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
-        body = validation_problem(exc.errors(), request_id_of(request))
+        request_id = request_id_of(request)
+        body = body_problem(exc, request) or validation_problem(exc.errors(), request_id)
         if stored := await remember_refusal(request, 422, body):
             return stored
         return problem_response(body)
@@ -175,8 +274,10 @@ def install(app: FastAPI) -> None:
             # A value PostgreSQL cannot take (a NUL character, a number out of range) that got
             # past validation: the request is at fault, not the server. Logged, as the
             # validation that should have caught it is missing somewhere.
+            # PostgreSQL's own words stay in the log: they describe the server, not the request.
             log.warning("data error reached the database: %s", exc.orig)
-            errors = [{"loc": [], "msg": str(exc.orig).splitlines()[0], "type": "data_error"}]
+            msg = "a value cannot be stored: out of range, or holding a NUL character"
+            errors = [{"loc": [], "msg": msg, "type": "data_error"}]
             return problem_response(validation_problem(errors, request_id_of(request)))
         if is_unavailable(exc):
             body = problem_body(

@@ -30,9 +30,12 @@ class ApiKeyRow:
     prefix: str
     created_at: datetime
     revoked_at: datetime | None
+    last_used_at: datetime | None
 
 
-_COLUMNS = "id, name, role, prefix, created_at, revoked_at"
+_COLUMNS = "id, name, role, prefix, created_at, revoked_at, last_used_at"
+# How stale `last_used_at` may get: a key in use is written once per interval, not per request.
+TOUCH_INTERVAL_S = 60
 
 
 async def create_key(conn: AsyncConnection, name: str, role: str) -> tuple[ApiKeyRow, str]:
@@ -64,6 +67,20 @@ async def find_active(conn: AsyncConnection, secret: str) -> ApiKeyRow | None:
         )
     ).one_or_none()
     return ApiKeyRow(*row) if row else None
+
+
+async def touch(conn: AsyncConnection, key_id: UUID) -> bool:
+    """Record that the key was used, unless it already was in the last interval (by this
+    process or another: the condition is evaluated on the row, after any concurrent touch)."""
+    result = await conn.execute(
+        text(
+            "UPDATE api_key SET last_used_at = now() WHERE id = :id AND ("
+            "last_used_at IS NULL OR last_used_at < now() - make_interval(secs => :interval)"
+            ") RETURNING id"
+        ),
+        {"id": key_id, "interval": TOUCH_INTERVAL_S},
+    )
+    return result.one_or_none() is not None
 
 
 async def list_keys(conn: AsyncConnection, limit: int, after: UUID | None) -> list[ApiKeyRow]:

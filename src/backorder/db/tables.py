@@ -57,6 +57,8 @@ api_key = Table(
     Column("prefix", Text, nullable=False),
     _created_at(),
     Column("revoked_at", DateTime(timezone=True)),
+    # To the minute, not to the request: see `keys.touch`.
+    Column("last_used_at", DateTime(timezone=True)),
     CheckConstraint("role IN ('ops', 'storefront')", name="role"),
 )
 

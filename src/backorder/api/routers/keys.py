@@ -28,6 +28,7 @@ def _view(row: keys.ApiKeyRow) -> dict[str, object]:
         "role": row.role,
         "prefix": row.prefix,
         "created_at": row.created_at,
+        "last_used_at": row.last_used_at,
     }
 
 
@@ -57,7 +58,8 @@ async def create_key(
     response_model=Page[ApiKeyOut],
     responses=problems(403),
     summary="List API keys",
-    description="Active keys (never their secrets), oldest id first.",
+    description="Active keys (never their secrets), oldest id first, each with "
+    "`last_used_at`: when it was last used, to the minute (null if never).",
 )
 async def list_keys(
     request: Request,

@@ -25,6 +25,22 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
+def _without_body(response: Response) -> Response:
+    """A HEAD answer: the GET's status and headers (its Content-Length included), no body."""
+    return Response(status_code=response.status_code, headers=dict(response.headers))
+
+
+@router.head(
+    "/healthz",
+    response_class=Response,
+    summary="Liveness, headers only",
+    description="As `GET /healthz` without the body: for probes that send `HEAD`.",
+    responses={200: {"description": "The process is up."}},
+)
+async def healthz_head() -> Response:
+    return _without_body(json_response(await healthz()))
+
+
 @router.get(
     "/readyz",
     summary="Readiness: database reachable, migrations current",
@@ -59,3 +75,16 @@ async def readyz(request: Request) -> Response:
         )
         return problem_response(body, {"Retry-After": "5"})
     return json_response({"status": "ready", "database": "ok", "migration": revision})
+
+
+@router.head(
+    "/readyz",
+    response_class=Response,
+    summary="Readiness, headers only",
+    description="As `GET /readyz` without the body: 200 when ready, 503 (with `Retry-After`) "
+    "when not.",
+    # The headers of a HEAD describe the body a GET would have: a problem's, when not ready.
+    responses={200: {"description": "Ready."}, **problems(503, always=())},
+)
+async def readyz_head(request: Request) -> Response:
+    return _without_body(await readyz(request))

@@ -27,6 +27,14 @@ def _no_nul(value: str) -> str:
 Text = Annotated[
     str, StringConstraints(strict=True, min_length=1, max_length=255), AfterValidator(_no_nul)
 ]
+# Something to show a person, so not whitespace alone; said in the schema as a pattern (found
+# anywhere in the string: JSON Schema and Pydantic both search) so that clients know it too.
+NOT_BLANK = r"\S"
+Name = Annotated[
+    str,
+    StringConstraints(strict=True, min_length=1, max_length=255, pattern=NOT_BLANK),
+    AfterValidator(_no_nul),
+]
 OptionalText = Annotated[
     str, StringConstraints(strict=True, max_length=255), AfterValidator(_no_nul)
 ]

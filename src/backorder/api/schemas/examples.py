@@ -321,9 +321,11 @@ API_KEY: dict[str, Any] = {
     "role": "storefront",
     "prefix": "bo_WZugXko",
     "created_at": "2026-11-01T09:00:00Z",
+    "last_used_at": "2026-11-23T16:03:00Z",
 }
 API_KEY_CREATED: dict[str, Any] = {
     **API_KEY,
+    "last_used_at": None,
     "key": "bo_WZugXkoOGT6cl5vFSNAwcopEiEr-3SFD5UutTbUzRM0",
 }
 

@@ -9,11 +9,11 @@ from uuid import UUID
 from pydantic import Field
 
 from backorder.api.schemas import examples
-from backorder.api.schemas.common import OutModel, StrictModel, Text
+from backorder.api.schemas.common import Name, OutModel, StrictModel
 
 
 class ApiKeyIn(StrictModel):
-    name: Text
+    name: Name
     role: Literal["ops", "storefront"]
 
     model_config = StrictModel.model_config | {
@@ -27,6 +27,10 @@ class ApiKeyOut(OutModel):
     role: Literal["ops", "storefront"]
     prefix: str = Field(description="The key's first characters, to tell keys apart.")
     created_at: datetime
+    last_used_at: datetime | None = Field(
+        description="When the key was last used, to the minute (written at most once a minute); "
+        "null if never."
+    )
 
     model_config = OutModel.model_config | {"json_schema_extra": {"examples": [examples.API_KEY]}}
 

@@ -11,6 +11,7 @@ from backorder.api.schemas import examples
 from backorder.api.schemas.common import (
     WHOLE,
     Day,
+    Name,
     NonNegative,
     OutModel,
     Quantity,
@@ -35,7 +36,7 @@ class ProductIn(StrictModel):
 
     # Not nullable (a product always has a name; the router refuses a null one), but it may be
     # left out of an update: the default only marks it as not sent (`model_fields_set`).
-    name: Text | None = Field(
+    name: Name | None = Field(
         default=None, description="Required when creating.", json_schema_extra=_not_null
     )
     backorders_allowed: StrictBool = True

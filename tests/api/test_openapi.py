@@ -151,11 +151,11 @@ async def test_report_responses_carry_examples(schema: dict[str, Any]) -> None:
         assert all(p.get("description") for p in params), path
 
 
-async def test_swagger_ui_keeps_the_authorization(client: AsyncClient) -> None:
+async def test_swagger_ui_does_not_keep_the_key_in_the_browser(client: AsyncClient) -> None:
     r = await client.get("/docs")
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/html")
-    assert '"persistAuthorization": true' in r.text
+    assert '"persistAuthorization": false' in r.text
     assert "/openapi.json" in r.text
 
 

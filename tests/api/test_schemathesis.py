@@ -86,7 +86,7 @@ DOCUMENT = served_schema()
 UNDER_TEST = AppUnderTest()
 # Schemathesis builds its coverage cases, with their keys, when pytest collects the tests, before
 # any fixture runs: so the storefront's key is fixed. The `api` fixture has the service issue it.
-STOREFRONT_KEY = "bo_schemathesis-storefront"
+STOREFRONT_KEY = "bo_schemathesis-storefront-key-0123456789abcde"  # a key's shape
 
 
 def schema_for(key: str) -> BaseSchema:

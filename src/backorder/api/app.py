@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -12,8 +13,12 @@ from fastapi import FastAPI
 from backorder import __version__
 from backorder.api import problems
 from backorder.api.docs import restore_example_nulls
-from backorder.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
-from backorder.api.ratelimit import RateLimiter
+from backorder.api.middleware import (
+    BodyLimitMiddleware,
+    RequestIdMiddleware,
+    SecurityHeadersMiddleware,
+)
+from backorder.api.ratelimit import FailedAuthThrottle, RateLimiter
 from backorder.api.routers import (
     backorders,
     events,
@@ -31,6 +36,7 @@ from backorder.config import Settings
 from backorder.db.engine import head_revision, make_engine
 from backorder.logging import configure as configure_logging
 from backorder.metrics import MetricsMiddleware
+from backorder.workers import housekeeping
 from backorder.workers import webhooks as webhook_worker
 
 DESCRIPTION = """
@@ -70,12 +76,16 @@ def create_app(settings: Settings) -> FastAPI:
         worker = None
         if settings.webhook_worker:
             worker = asyncio.create_task(webhook_worker.run(app.state.engine, settings, stop))
+        keeper = asyncio.create_task(housekeeping.run(app.state.engine, settings, stop))
         try:
             yield
         finally:
             stop.set()
             if worker is not None:
                 await asyncio.wait_for(worker, timeout=settings.webhook_timeout_s + 5)
+            keeper.cancel()  # a purge cut short is rolled back and simply redone later
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
             await app.state.engine.dispose()
 
     app = FastAPI(
@@ -84,13 +94,22 @@ def create_app(settings: Settings) -> FastAPI:
         description=DESCRIPTION,
         openapi_tags=TAGS,
         lifespan=lifespan,
-        swagger_ui_parameters={"persistAuthorization": True, "displayRequestDuration": True},
+        # The key is not kept in the browser's storage, where any script of the origin (or
+        # anyone at the machine) could read it: Authorize again after a reload.
+        swagger_ui_parameters={"persistAuthorization": False, "displayRequestDuration": True},
     )
     app.state.settings = settings
     app.state.head_revision = head_revision(settings.require_database_url())
     app.state.rate_limiter = (
-        RateLimiter(settings.rate_limit_per_minute, settings.worker_processes)
+        RateLimiter(
+            settings.rate_limit_per_minute, settings.worker_processes, settings.rate_limit_burst_s
+        )
         if settings.rate_limit_per_minute
+        else None
+    )
+    app.state.auth_throttle = (
+        FailedAuthThrottle(settings.auth_failures_per_minute)
+        if settings.auth_failures_per_minute
         else None
     )
     problems.install(app)
@@ -102,6 +121,7 @@ def create_app(settings: Settings) -> FastAPI:
     _amend_openapi(app, settings.max_order_lines)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(MetricsMiddleware)  # outermost: times and counts every answer
     return app
 

@@ -60,6 +60,7 @@ async def create_endpoint(
         lambda conn: webhooks.create_endpoint(
             conn, body.url, list(body.event_types), body.description
         ),
+        secret_fields=("secret",),  # a replay shows it redacted: it is never stored
     )
 
 
@@ -162,6 +163,7 @@ async def rotate_secret(request: Request, principal: OpsKey, endpoint_id: UUID) 
         principal,
         lambda conn: webhooks.rotate_secret(conn, endpoint_id),
         status_code=200,
+        secret_fields=("secret",),  # a replay shows it redacted: it is never stored
     )
 
 

@@ -2,15 +2,36 @@
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from datetime import date, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from backorder.api.schemas import examples
 from backorder.api.schemas.common import OutModel, Priority, Quantity, Sku, StrictModel, Text
-from backorder.config import DEFAULT_MAX_ORDER_LINES
+from backorder.config import DEFAULT_MAX_ORDER_LINES, MAX_ORDER_LINES_CEILING
+
+# The deployment's cap on `lines`, checked before a single line is validated: a body of 38,000
+# bad lines then costs one comparison, not 76,000 errors. The routes set it per request (a
+# dependency, which FastAPI runs before it validates the body); elsewhere the highest cap any
+# deployment may set holds, and the route's own check does the rest.
+LINE_CAP: ContextVar[int] = ContextVar("line_cap", default=MAX_ORDER_LINES_CEILING)
+
+
+def _within_line_cap(value: Any) -> Any:
+    cap = LINE_CAP.get()
+    if isinstance(value, list) and len(value) > cap:
+        raise PydanticCustomError(
+            "too_long", "at most {cap} lines, not {count}", {"cap": cap, "count": len(value)}
+        )
+    return value
+
+
+# Last in the `Annotated`, so that it runs before the list and its items are validated.
+WITHIN_LINE_CAP = BeforeValidator(_within_line_cap)
 
 OrderStatusName = Literal[
     "cancelled",
@@ -47,6 +68,7 @@ class OrderIn(StrictModel):
             f"`BACKORDER_MAX_ORDER_LINES`, {DEFAULT_MAX_ORDER_LINES} by default).",
             json_schema_extra={"maxItems": DEFAULT_MAX_ORDER_LINES},
         ),
+        WITHIN_LINE_CAP,
     ]
 
     @model_validator(mode="after")
@@ -138,6 +160,7 @@ class ShipmentIn(StrictModel):
             f"(`BACKORDER_MAX_ORDER_LINES`, {DEFAULT_MAX_ORDER_LINES} by default).",
             json_schema_extra={"maxItems": DEFAULT_MAX_ORDER_LINES},
         ),
+        WITHIN_LINE_CAP,
     ]
 
 

@@ -27,7 +27,7 @@ async def test_a_scrape_storm_costs_one_database_read_per_process(service: Servi
 
 
 async def test_scraped_figures_are_fresh_again_once_the_cache_has_aged(service: Service) -> None:
-    async with service(metrics_cache_s=0.3) as (app, http):
+    async with service(metrics_cache_s=0.3) as (_, http):
         assert "backorder_orders_placed_total 0.0" in (await http.get("/metrics")).text
         await http.put("/v1/products/M-1", json={"name": "m"}, headers=OPS)
         await http.post("/v1/products/M-1/restocks", json={"quantity": 1}, headers=OPS)

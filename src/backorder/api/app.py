@@ -32,6 +32,7 @@ from backorder.api.routers import (
     subscriptions,
     webhooks,
 )
+from backorder.api.schemas.orders import admit_line_cap
 from backorder.config import Settings
 from backorder.db.engine import head_revision, make_engine
 from backorder.logging import configure as configure_logging
@@ -119,6 +120,7 @@ def create_app(settings: Settings) -> FastAPI:
     ):  # fmt: skip
         app.include_router(module.router)
     _amend_openapi(app, settings.max_order_lines)
+    admit_line_cap(settings.max_order_lines)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(SecurityHeadersMiddleware)

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi import APIRouter, Body, Query, Request
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
@@ -17,7 +17,6 @@ from backorder.api.execute import HONOURS_IDEMPOTENCY_KEY, read, write
 from backorder.api.schemas import examples
 from backorder.api.schemas.common import SKU_PATTERN, Page, page
 from backorder.api.schemas.orders import (
-    LINE_CAP,
     CancelIn,
     LineCancelIn,
     OrderIn,
@@ -48,15 +47,9 @@ def check_line_count(request: Request, count: int, what: str) -> None:
         )
 
 
-async def hold_line_cap(request: Request) -> None:
-    """The deployment's cap, for the schema to check before it validates any line."""
-    LINE_CAP.set(get_settings(request).max_order_lines)
-
-
 @router.post(
     "",
     openapi_extra=HONOURS_IDEMPOTENCY_KEY,
-    dependencies=[Depends(hold_line_cap)],
     status_code=201,
     response_model=OrderOut,
     responses=problems(403, 409),
@@ -239,7 +232,6 @@ async def patch_order(
 @router.post(
     "/{order_id}/shipments",
     openapi_extra=HONOURS_IDEMPOTENCY_KEY,
-    dependencies=[Depends(hold_line_cap)],
     status_code=201,
     response_model=ShipmentOut,
     responses=problems(403, 404, 409),

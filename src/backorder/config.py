@@ -10,6 +10,8 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MAX_ORDER_LINES = 500
+MAX_ORDER_LINES_CEILING = 10_000
+MIN_MASTER_KEY_LENGTH = 32
 
 
 class Settings(BaseSettings):
@@ -41,14 +43,26 @@ class Settings(BaseSettings):
     max_order_lines: int = Field(
         default=DEFAULT_MAX_ORDER_LINES,
         ge=1,
-        le=10_000,
+        le=MAX_ORDER_LINES_CEILING,
         description="Lines per order (and per shipment); more is 422 validation_error.",
     )
     rate_limit_per_minute: int = Field(
-        default=60_000,
+        default=6_000,
         ge=0,
-        description="Requests per minute per API key, shared out among the worker processes; "
-        "0 disables.",
+        description="Requests per minute per API key (100 a second by default), shared out "
+        "among the worker processes; 0 disables.",
+    )
+    rate_limit_burst_s: int = Field(
+        default=5,
+        ge=1,
+        le=60,
+        description="A key may send this many seconds' worth of its rate at once.",
+    )
+    auth_failures_per_minute: int = Field(
+        default=60,
+        ge=0,
+        description="Failed authentications per minute per client address (as many at once) "
+        "before its next attempts get 429; 0 disables.",
     )
     worker_processes: int = Field(
         default=1,
@@ -56,6 +70,16 @@ class Settings(BaseSettings):
         le=1024,
         description="Worker processes serving the API, each enforcing its share of the rate "
         "limit; `backorder serve --workers N` sets it for its workers.",
+    )
+    limit_concurrency: int = Field(
+        default=1000,
+        ge=1,
+        description="Connections and requests a `serve` worker holds at once; past it, 503.",
+    )
+    metrics_cache_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long a process reuses the SQL figures of /metrics (0: every scrape).",
     )
     idempotency_ttl_hours: int = Field(default=48, ge=24)
     webhook_worker: bool = Field(default=True, description="Run webhook delivery in `serve`.")
@@ -87,6 +111,17 @@ class Settings(BaseSettings):
         le=64,
         description="Deliveries in flight to one endpoint, per worker process.",
     )
+
+    @field_validator("master_key")
+    @classmethod
+    def _long_master_key(cls, value: SecretStr | None) -> SecretStr | None:
+        # A short master key is an ops key that can be guessed: refuse to start with one.
+        if value is not None and len(value.get_secret_value()) < MIN_MASTER_KEY_LENGTH:
+            raise ValueError(
+                f"BACKORDER_MASTER_KEY must be at least {MIN_MASTER_KEY_LENGTH} characters "
+                "(e.g. `openssl rand -hex 32`)"
+            )
+        return value
 
     @field_validator("database_url")
     @classmethod

@@ -35,12 +35,14 @@ _RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {
 _SECRET_KEYS = frozenset(
     {"authorization", "api_key", "key", "secret", "password", "token", "master_key", "headers"}
 )
-_SECRET_TEXT = re.compile(r"(?i)(bearer\s+)\S+|\bbo_[A-Za-z0-9_-]{8,}")
+# A bearer token, an API key (`bo_…`, the master key `bo_master_…` too) or a webhook signing
+# secret (`whsec_…`), wherever it appears in a message or a traceback.
+_SECRET_TEXT = re.compile(r"(?i)(bearer\s+)\S+|\b(?:bo|whsec)_[A-Za-z0-9_-]{8,}")
 _REDACTED = "[redacted]"
 
 
 def _redact_text(text: str) -> str:
-    if "earer" in text or "bo_" in text:
+    if "earer" in text or "bo_" in text or "whsec_" in text:
         return _SECRET_TEXT.sub(lambda m: (m.group(1) or "") + _REDACTED, text)
     return text
 

@@ -371,7 +371,7 @@ def app_routes(settings: Settings) -> set[tuple[str, str]]:
 # Collection needs the route table before any fixture runs; building the app opens no
 # connection, so any URL does. `test_every_route_has_a_policy` re-checks with the real settings.
 COLLECTED = app_routes(
-    Settings(database_url="postgresql://collect@127.0.0.1:1/collect", master_key="collect")
+    Settings(database_url="postgresql://collect@127.0.0.1:1/collect", master_key="collect" * 8)
 )
 CELLS = [
     (method, path, principal)

@@ -10,7 +10,7 @@ from httpx import AsyncClient, Response
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.support.api import OPS, bearer, make_key, make_product, place
+from tests.support.api import MASTER_KEY, OPS, bearer, make_key, make_product, place
 
 
 def assert_problem(r: Response, status: int, code: str) -> None:
@@ -78,7 +78,7 @@ async def test_an_unauthorized_request_is_refused_before_its_body_is_judged(
 
 
 async def test_the_bearer_scheme_is_case_insensitive(client: AsyncClient) -> None:
-    r = await client.get("/v1/products", headers={"Authorization": "bearer test-master-key"})
+    r = await client.get("/v1/products", headers={"Authorization": f"bearer {MASTER_KEY}"})
     assert r.status_code == 200, r.text
 
 

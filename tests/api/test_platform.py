@@ -546,7 +546,7 @@ async def test_readyz_is_503_on_a_database_the_migrations_have_not_reached(
         url = base.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
         empty = Settings(
             database_url=f"{url}/{name}" + (f"?{query}" if query else ""),
-            master_key="k",
+            master_key="k" * 32,
             webhook_worker=False,
         )
         app = create_app(empty)

@@ -6,7 +6,7 @@ from typing import Any
 
 from httpx import AsyncClient, Response
 
-MASTER_KEY = "test-master-key"
+MASTER_KEY = "test-master-key-long-enough-for-the-32-char-rule"
 OPS = {"Authorization": f"Bearer {MASTER_KEY}"}
 
 

@@ -111,6 +111,8 @@ class ServerProcess:
             "BACKORDER_WEBHOOK_WORKER": "false",
             "BACKORDER_WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",
             "BACKORDER_LOG_LEVEL": "WARNING",
+            # Storms of thousands of requests on one key: load, not a leaked key.
+            "BACKORDER_RATE_LIMIT_PER_MINUTE": "0",
             "PROMETHEUS_MULTIPROC_DIR": str(self._metrics_dir),
             **self.env,
         }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,9 +14,13 @@ from backorder import __version__
 from backorder.api import docs_ui, problems
 from backorder.api.deps import KeyUsage, refuse_nul_in_query
 from backorder.api.docs import restore_example_nulls
-from backorder.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from backorder.api.middleware import (
+    BodyLimitMiddleware,
+    RequestIdMiddleware,
+    SecurityHeadersMiddleware,
+)
 from backorder.api.openapi import build_document, operation_id
-from backorder.api.ratelimit import RateLimiter
+from backorder.api.ratelimit import FailedAuthThrottle, RateLimiter
 from backorder.api.routers import (
     backorders,
     events,
@@ -29,11 +34,13 @@ from backorder.api.routers import (
     subscriptions,
     webhooks,
 )
+from backorder.api.schemas.orders import admit_line_cap
 from backorder.api.strict_query import refuse_unknown_query_parameters
 from backorder.config import Settings
 from backorder.db.engine import head_revision, make_engine
 from backorder.logging import configure as configure_logging
 from backorder.metrics import MetricsMiddleware
+from backorder.workers import housekeeping
 from backorder.workers import purchase_orders as overdue_watch
 from backorder.workers import webhooks as webhook_worker
 
@@ -81,6 +88,7 @@ def create_app(settings: Settings) -> FastAPI:
             worker = asyncio.create_task(webhook_worker.run(app.state.engine, settings, stop))
         if settings.overdue_worker:
             watch = asyncio.create_task(overdue_watch.run(app.state.engine, settings, stop))
+        keeper = asyncio.create_task(housekeeping.run(app.state.engine, settings, stop))
         try:
             yield
         finally:
@@ -90,6 +98,9 @@ def create_app(settings: Settings) -> FastAPI:
             if watch is not None:
                 # A pass stops after the SKU at hand, in its own short transaction.
                 await asyncio.wait_for(watch, timeout=30)
+            keeper.cancel()  # a purge cut short is rolled back and simply redone later
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
             await app.state.engine.dispose()
 
     app = FastAPI(
@@ -109,8 +120,17 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.head_revision = head_revision(settings.require_database_url())
     app.state.key_usage = KeyUsage()
     app.state.rate_limiter = (
-        RateLimiter(settings.rate_limit_per_minute, settings.worker_processes)
+        RateLimiter(
+            settings.rate_limit_per_minute, settings.worker_processes, settings.rate_limit_burst_s
+        )
         if settings.rate_limit_per_minute
+        else None
+    )
+    app.state.auth_throttle = (
+        FailedAuthThrottle(settings.auth_failures_per_minute)
+        # BACKORDER_RATE_LIMIT_PER_MINUTE=0 is how load tests and integration suites run: they
+        # send many unknown keys from one address on purpose, so it lifts both limits.
+        if settings.auth_failures_per_minute and settings.rate_limit_per_minute
         else None
     )
     problems.install(app)
@@ -121,8 +141,10 @@ def create_app(settings: Settings) -> FastAPI:
     ):  # fmt: skip
         app.include_router(module.router)
     _amend_openapi(app, settings.max_order_lines)
+    admit_line_cap(settings.max_order_lines)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(MetricsMiddleware)  # outermost: times and counts every answer
     return app
 

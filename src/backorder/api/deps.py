@@ -14,7 +14,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backorder.api.ratelimit import RateLimiter
+from backorder.api.ratelimit import FailedAuthThrottle, RateLimiter
 from backorder.config import Settings
 from backorder.db import keys
 from backorder.db.engine import run_read, run_transaction
@@ -93,9 +93,18 @@ async def authenticate(
     if master and hmac.compare_digest(secret.encode(), master.encode()):
         principal = Principal(role="ops", name="master", scope="master")
     else:
-        # One round trip in autocommit; a revoked key is refused by the very next request.
-        row = await run_read(get_engine(request), lambda conn: keys.find_active(conn, secret))
+        throttle: FailedAuthThrottle | None = request.app.state.auth_throttle
+        address = request.client.host if request.client else "unknown"
+        if throttle is not None:
+            throttle.check(address)
+        # A token that cannot be a key is refused without a database round trip; a revoked
+        # key is refused by the very next request (one lookup in autocommit, never cached).
+        row = None
+        if keys.could_be_key(secret):
+            row = await run_read(get_engine(request), lambda conn: keys.find_active(conn, secret))
         if row is None:
+            if throttle is not None:
+                throttle.failed(address)
             raise Unauthorized("unknown or revoked API key")
         principal = Principal(role=row.role, name=row.name, scope=str(row.id))
         usage: KeyUsage = request.app.state.key_usage

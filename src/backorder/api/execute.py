@@ -4,6 +4,11 @@ A write answers from inside the transaction that made it. With an `Idempotency-K
 is claimed (advisory lock), looked up and stored in that same transaction, so a retried
 request after a crash either replays the first answer or redoes the work, never both.
 Refusals (any answer below 500) are stored and replayed too; a 5xx stores nothing.
+
+What is stored is not always the whole answer: a secret shown once (a new API key, a webhook
+signing secret) is stored redacted, so the table never holds one and a replay never shows it;
+and an answer over `MAX_STORED_ANSWER_BYTES` is kept as a short note that the request was done
+(the table's rows stay bounded whatever a request makes the service answer).
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ from backorder.domain.errors import (
 
 Work = Callable[[AsyncConnection], Awaitable[Any]]
 JSON_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
+
+MAX_STORED_ANSWER_BYTES = 1_000_000
+REDACTED_SECRET = "[redacted: shown only in the first answer]"  # noqa: S105 (a placeholder)
 
 # `openapi_extra` of every route that answers through `write`: it marks the route for the
 # exception handlers, so that a refusal made before the route ran (FastAPI's validation of the
@@ -64,11 +72,33 @@ async def read(request: Request, work: Work) -> Response:
     return json_response(body)
 
 
+def storable(status: int, body: Any, payload: bytes, secret_fields: tuple[str, ...]) -> bytes:
+    """The copy of an answer kept under its Idempotency-Key: secrets redacted, size bounded."""
+    if secret_fields and isinstance(body, dict) and any(f in body for f in secret_fields):
+        payload = dumps({k: REDACTED_SECRET if k in secret_fields else v for k, v in body.items()})
+    if len(payload) > MAX_STORED_ANSWER_BYTES:
+        payload = dumps(
+            {
+                "detail": f"the first answer ({len(payload)} bytes, status {status}) was too "
+                "large to keep; the request was done once: read the resources it changed",
+                "replay_truncated": True,
+            }
+        )
+    return payload
+
+
 async def write(
-    request: Request, principal: Principal, work: Work, *, status_code: int = 201
+    request: Request,
+    principal: Principal,
+    work: Work,
+    *,
+    status_code: int = 201,
+    secret_fields: tuple[str, ...] = (),
 ) -> Response:
     """A write; honours `Idempotency-Key` when the request carries one. Answer with what this
-    returns, whatever `status_code`: a refusal stored under the key, or a replay, is not it."""
+    returns, whatever `status_code`: a refusal stored under the key, or a replay, is not it.
+    `secret_fields`: the answer's top-level fields that hold a secret shown once (never stored
+    for a replay)."""
     request.state.in_write = True  # its own refusals are stored here, not by the handlers
     engine = request.app.state.engine
     attempts = request.app.state.settings.transaction_attempts
@@ -116,20 +146,22 @@ async def write(
             return replay(stored)
         try:
             async with conn.begin_nested():
-                status, payload = status_code, dumps(await work(conn))
+                body: Any = await work(conn)
+                status, payload = status_code, dumps(body)
         except DomainError as exc:
             if exc.status >= 500:
                 raise
-            status, payload = exc.status, dumps(domain_problem(exc, request_id))
+            body = domain_problem(exc, request_id)
+            status, payload = exc.status, dumps(body)
         except _Refused as refused:
-            status, payload = refused.status, dumps(refused.body)
+            body = refused.body
+            status, payload = refused.status, dumps(body)
+        kept = storable(status, body, payload, secret_fields)
         stored_now = await idempotency.store(
             conn,
             principal.scope,
             key,
-            idempotency.StoredResponse(
-                request.method, request.url.path, fingerprint, status, payload
-            ),
+            idempotency.StoredResponse(request.method, request.url.path, fingerprint, status, kept),
             ttl,
         )
         if not stored_now:

@@ -1,4 +1,5 @@
-"""Pure ASGI middleware (no per-request task switching): request ids and body limits."""
+"""Pure ASGI middleware (no per-request task switching): request ids, body limits and the
+security headers."""
 
 from __future__ import annotations
 
@@ -40,6 +41,61 @@ class RequestIdMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_id)
+
+
+# The HTML pages (/docs, /redoc) are static: no input of anyone's reaches them. Their scripts
+# and styles may come from this origin or the CDN FastAPI's pages load them from; Swagger UI's
+# start-up is an inline script, which a nonce cannot reach through FastAPI's page builder, so
+# inline scripts are allowed on these pages only ('unsafe-inline'; the API's JSON answers carry
+# no CSP: a browser never runs them). ReDoc renders in a blob: worker and loads Google Fonts.
+HTML_CSP = (
+    # Every script, style and font of /docs and /redoc comes from this origin (docs_ui); the
+    # inline styles are Swagger UI's and ReDoc's own, ReDoc's search runs in a blob: worker.
+    "default-src 'none'; "
+    "script-src 'self'; "
+    "style-src 'self' 'unsafe-inline'; "
+    "font-src 'self' data:; "
+    "img-src 'self' data:; "
+    "connect-src 'self'; worker-src 'self' blob:; "
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+)
+_ALWAYS = [(b"x-content-type-options", b"nosniff")]
+_API = [*_ALWAYS, (b"cache-control", b"no-store")]
+_HTML = [
+    *_ALWAYS,
+    (b"content-security-policy", HTML_CSP.encode()),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+]
+
+
+class SecurityHeadersMiddleware:
+    """`nosniff` on every answer; `no-store` on /v1/* (answers carry orders, keys, secrets:
+    no cache between the service and the client may keep them); a CSP and `X-Frame-Options`
+    on the HTML pages."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        api = scope["path"].startswith("/v1/")
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = message.get("headers", [])
+                if api:
+                    extra = _API
+                elif any(n == b"content-type" and v.startswith(b"text/html") for n, v in headers):
+                    extra = _HTML
+                else:
+                    extra = _ALWAYS
+                message["headers"] = [*headers, *extra]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 class _BodyTooLarge(Exception):

@@ -11,6 +11,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy.exc import DataError, DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import Match
@@ -37,6 +38,11 @@ _HTTP_CODES = {
     429: "rate_limited",
     503: "retry_later",
 }
+
+
+# A body of many bad items must not buy an answer many times its size (nor a stored copy of
+# it under an Idempotency-Key): the first errors name the problem, the rest are counted.
+MAX_ERRORS = 50
 
 
 def request_id_of(request: Request) -> str | None:
@@ -74,8 +80,12 @@ def problem_response(body: dict[str, Any], headers: dict[str, str] | None = None
 
 
 def domain_problem(exc: DomainError, request_id: str | None) -> dict[str, Any]:
+    extra = exc.extra
+    errors = extra.get("errors")
+    if isinstance(errors, list) and len(errors) > MAX_ERRORS:
+        extra = {**extra, "errors": errors[:MAX_ERRORS], "errors_omitted": len(errors) - MAX_ERRORS}
     return problem_body(
-        exc.status, exc.code, exc.detail, title=exc.title, request_id=request_id, **exc.extra
+        exc.status, exc.code, exc.detail, title=exc.title, request_id=request_id, **extra
     )
 
 
@@ -148,11 +158,15 @@ def _jsonable_errors(errors: Any) -> list[dict[str, Any]]:
 
 
 def validation_problem(errors: Any, request_id: str | None) -> dict[str, Any]:
-    errs = _jsonable_errors(errors)
+    errors = list(errors)
+    errs = _jsonable_errors(errors[:MAX_ERRORS])
     if len(errs) <= 3:
         detail = "; ".join(f"{e['field'] or 'body'}: {e['msg']}" for e in errs)
     else:
         detail = ", ".join(sorted({e["field"] or "body" for e in errs}))
+    extra: dict[str, Any] = {}
+    if len(errors) > MAX_ERRORS:
+        extra["errors_omitted"] = len(errors) - MAX_ERRORS
     return problem_body(
         422,
         "validation_error",
@@ -160,6 +174,7 @@ def validation_problem(errors: Any, request_id: str | None) -> dict[str, Any]:
         title="Validation error",
         request_id=request_id,
         errors=errs,
+        **extra,
     )
 
 
@@ -274,9 +289,10 @@ def install(app: FastAPI) -> None:
             # A value PostgreSQL cannot take (a NUL character, a number out of range) that got
             # past validation: the request is at fault, not the server. Logged, as the
             # validation that should have caught it is missing somewhere.
-            # PostgreSQL's own words stay in the log: they describe the server, not the request.
+            # PostgreSQL's own text (which may quote the value or name internals) is logged,
+            # never sent: the client gets a fixed message.
             log.warning("data error reached the database: %s", exc.orig)
-            msg = "a value cannot be stored: out of range, or holding a NUL character"
+            msg = "a value in the request cannot be stored (e.g. a NUL character)"
             errors = [{"loc": [], "msg": msg, "type": "data_error"}]
             return problem_response(validation_problem(errors, request_id_of(request)))
         if is_unavailable(exc):
@@ -295,7 +311,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
-        if isinstance(exc, OSError | TimeoutError):
+        if isinstance(exc, OSError | TimeoutError | PoolTimeout):
             body = problem_body(
                 503,
                 "retry_later",

@@ -1,8 +1,10 @@
 """Per-key rate limiting: one GCRA bucket (pyrate-limiter) per API key, in this process.
 
-What a key gets: up to `limit` requests at once, then `limit` a minute as the bucket refills
-(GCRA is a token bucket kept as one timestamp). A refused request spends nothing, so a client
-that waits for `Retry-After` is served again at once.
+What a key gets: `limit` requests a minute, and up to `burst_s` seconds' worth of them at once
+(at least 10, at most `limit`): with the default 6,000 a minute, 100 a second sustained and 500
+at once, a busy storefront's server can live with it, but a leaked key cannot fire a minute's
+worth in one go. (GCRA is a token bucket kept as one timestamp.) A refused request spends
+nothing, so a client that waits for `Retry-After` is served again at once.
 
 The buckets live in each worker process: a shared store would put a network round trip on
 every request. `backorder serve --workers N` tells each worker N (`worker_processes`) and each
@@ -26,16 +28,19 @@ from pyrate_limiter import GCRA, Decision, Duration, Rate, RateItem, StateBucket
 
 from backorder.domain.errors import RateLimited
 
+MIN_BURST = 10  # a small configured rate still lets a page of requests through at once
+
 
 class RateLimiter:
     """`check(scope)` admits one request of `scope` (an API key's id, or "master") or raises
     `RateLimited` with the whole seconds until it would be admitted (at least 1)."""
 
-    def __init__(self, per_minute: int, worker_processes: int = 1) -> None:
-        if per_minute < 1 or worker_processes < 1:
-            raise ValueError("per_minute and worker_processes must be at least 1")
+    def __init__(self, per_minute: int, worker_processes: int = 1, burst_s: int = 5) -> None:
+        if per_minute < 1 or worker_processes < 1 or burst_s < 1:
+            raise ValueError("per_minute, worker_processes and burst_s must be at least 1")
         self.per_process = ceil(per_minute / worker_processes)
-        self._rate = Rate(self.per_process, Duration.MINUTE)
+        self.burst = min(self.per_process, max(MIN_BURST, ceil(self.per_process * burst_s / 60)))
+        self._rate = Rate(self.per_process, Duration.MINUTE, burst=self.burst)
         self._algorithm = GCRA()
         # One bucket per key that got past authentication: bounded by the number of keys.
         self._buckets: dict[str, StateBucket] = {}
@@ -54,3 +59,42 @@ class RateLimiter:
             f"too many requests for this API key; retry in {retry_after} s",
             retry_after=retry_after,
         )
+
+
+class FailedAuthThrottle:
+    """Failed authentications per client address: `per_minute` of them at once, then one
+    every 60/`per_minute` s. An address out of attempts is refused (429) before its key is
+    even looked up, so guessing keys cannot keep the database busy; keys that work are not
+    counted. Per process, like the key buckets, and bounded: past `MAX_ADDRESSES` tracked
+    addresses the table starts afresh (an attacker with that many addresses gains little)."""
+
+    MAX_ADDRESSES = 10_000
+
+    def __init__(self, per_minute: int) -> None:
+        if per_minute < 1:
+            raise ValueError("per_minute must be at least 1")
+        self.capacity = float(per_minute)
+        self.per_ns = per_minute / 60e9
+        self._tokens: dict[str, tuple[float, int]] = {}
+
+    def _level(self, address: str, now: int) -> float:
+        tokens, then = self._tokens.get(address, (self.capacity, now))
+        return min(self.capacity, tokens + (now - then) * self.per_ns)
+
+    def check(self, address: str) -> None:
+        """Raise `RateLimited` when `address` has no attempts left."""
+        if address not in self._tokens:
+            return
+        level = self._level(address, monotonic_ns())
+        if level < 1:
+            retry_after = max(1, ceil((1 - level) / (self.per_ns * 1e9)))
+            raise RateLimited(
+                f"too many failed authentications from this address; retry in {retry_after} s",
+                retry_after=retry_after,
+            )
+
+    def failed(self, address: str) -> None:
+        now = monotonic_ns()
+        if address not in self._tokens and len(self._tokens) >= self.MAX_ADDRESSES:
+            self._tokens.clear()
+        self._tokens[address] = (self._level(address, now) - 1, now)

@@ -13,6 +13,7 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, pool, text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from backorder.config import Settings
@@ -44,6 +45,8 @@ def make_engine(settings: Settings) -> AsyncEngine:
     )
     return create_async_engine(
         settings.require_database_url(),
+        # Bound parameters (customer ids, contacts, key hashes) stay out of logged errors.
+        hide_parameters=True,
         pool_size=settings.pool_size,
         max_overflow=settings.max_overflow,
         pool_timeout=settings.pool_timeout_s,
@@ -86,7 +89,7 @@ async def run_transaction(
                 continue
             _raise_retry_later(exc)
             raise
-        except (OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError, PoolTimeout) as exc:
             _raise_retry_later(exc)
             raise
     raise AssertionError("unreachable")
@@ -103,7 +106,7 @@ async def run_read(engine: AsyncEngine, work: Callable[[AsyncConnection], Awaita
         async with engine.connect() as conn:
             await conn.execution_options(isolation_level="AUTOCOMMIT")
             return await work(conn)
-    except (DBAPIError, OSError, TimeoutError) as exc:
+    except (DBAPIError, OSError, TimeoutError, PoolTimeout) as exc:
         _raise_retry_later(exc)
         raise
 
@@ -111,6 +114,10 @@ async def run_read(engine: AsyncEngine, work: Callable[[AsyncConnection], Awaita
 def _raise_retry_later(exc: BaseException) -> None:
     """A busy SKU or an unavailable database is not the caller's fault: a 503 with
     Retry-After. Anything else returns, for the caller to raise as it is."""
+    if isinstance(exc, PoolTimeout):
+        # Every pooled connection stayed busy for pool_timeout_s: the service is saturated,
+        # which a client fixes by waiting, not by reporting a bug.
+        raise RetryLater("the service is busy; retry shortly", retry_after=1) from exc
     if isinstance(exc, OSError | TimeoutError):
         raise RetryLater("the database is briefly unavailable", retry_after=2) from exc
     state = sqlstate(exc)

@@ -84,12 +84,15 @@ async def store(
     return result.one_or_none() is not None
 
 
-async def purge_expired(conn: AsyncConnection, ttl_hours: int) -> int:
+async def purge_expired(conn: AsyncConnection, ttl_hours: int, batch: int) -> int:
+    """Delete up to `batch` expired keys (oldest first, by the `created_at` index); rows
+    another process is purging are skipped, so several purgers never wait on each other."""
     result = await conn.execute(
         text(
-            "DELETE FROM idempotency_key "
-            "WHERE created_at < clock_timestamp() - make_interval(hours => :ttl)"
+            "DELETE FROM idempotency_key WHERE id IN (SELECT id FROM idempotency_key "
+            "WHERE created_at < clock_timestamp() - make_interval(hours => :ttl) "
+            "ORDER BY created_at LIMIT :batch FOR UPDATE SKIP LOCKED)"
         ),
-        {"ttl": ttl_hours},
+        {"ttl": ttl_hours, "batch": batch},
     )
     return result.rowcount

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -12,6 +13,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 KEY_PREFIX = "bo_"
+# What `new_secret` makes: the prefix and 43 URL-safe base64 characters (32 random bytes).
+_KEY_SHAPE = re.compile(r"bo_[A-Za-z0-9_-]{43}")
 
 
 def hash_key(secret: str) -> str:
@@ -20,6 +23,11 @@ def hash_key(secret: str) -> str:
 
 def new_secret() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def could_be_key(secret: str) -> bool:
+    """Whether `secret` has the shape of a key `new_secret` made (no need to look it up)."""
+    return _KEY_SHAPE.fullmatch(secret) is not None
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,8 +40,10 @@ def _view(row: keys.ApiKeyRow) -> dict[str, object]:
     responses=problems(403),
     summary="Create an API key",
     description="Creates a key for a storefront or ops staff. The secret `key` is shown in this "
-    "answer only and stored as a hash. A storefront key's **channel is its name**: to rotate "
-    "a key, create one with the same name, then delete the old one; orders follow the name.",
+    "answer only and stored as a hash: a retry with the same `Idempotency-Key` replays the "
+    "answer with `key` redacted (create another key if it was lost). A storefront key's "
+    "**channel is its name**: to rotate a key, create one with the same name, then delete the "
+    "old one; orders follow the name.",
 )
 async def create_key(
     request: Request, principal: OpsKey, body: Annotated[ApiKeyIn, Body()]
@@ -50,7 +52,7 @@ async def create_key(
         row, secret = await keys.create_key(conn, body.name, body.role)
         return {**_view(row), "key": secret}
 
-    return await write(request, principal, work)
+    return await write(request, principal, work, secret_fields=("key",))
 
 
 @router.get(

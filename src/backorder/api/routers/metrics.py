@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 
 from fastapi import APIRouter, Request
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.responses import Response
 
 from backorder import metrics
@@ -53,21 +56,50 @@ backorder_open_backorder_units 20.0
     "`backorder_units_filled_from_queue_total`, `backorder_open_backorder_units`, "
     "`backorder_open_backorder_lines`, `backorder_webhook_deliveries{status}`;\n"
     "* `backorder_db_pool_checked_out` and `backorder_db_pool_size`.\n\n"
-    "When the database does not answer within 2 s, the SQL figures are left out and "
-    "`backorder_metrics_database_up` is 0; the scrape itself still succeeds.",
+    "The SQL figures are read at most once every `BACKORDER_METRICS_CACHE_S` (5 s) per worker "
+    "process; a scrape within that reuses them. When the database does not answer within 2 s, "
+    "the SQL figures are left out and `backorder_metrics_database_up` is 0; the scrape itself "
+    "still succeeds.",
 )
 async def scrape(request: Request) -> Response:
     engine = request.app.state.engine
-    pool = engine.pool
-    metrics.observe_pool(pool)  # before the scrape's own connection is taken
-    figures: MetricFigures | None
-    try:
-        figures = await run_transaction(
-            engine,
-            lambda conn: reports.metric_figures(conn, timeout_ms=SCRAPE_SQL_TIMEOUT_MS),
-            attempts=1,
-        )
-    except (DBAPIError, RetryLater, OSError, TimeoutError) as exc:
-        log.warning("metrics: database figures unavailable: %s", type(exc).__name__)
-        figures = None
+    metrics.observe_pool(engine.pool)  # before the scrape's own connection is taken
+    state = request.app.state
+    cache: FigureCache | None = getattr(state, "metric_figures", None)
+    if cache is None:
+        cache = state.metric_figures = FigureCache(state.settings.metrics_cache_s)
+    figures = await cache.get(engine)
     return Response(metrics.exposition(figures), media_type=metrics.CONTENT_TYPE)
+
+
+class FigureCache:
+    """The SQL figures, read at most once per `ttl_s` in a process: `/metrics` needs no key,
+    so a scrape storm must not become a storm of counting queries. Concurrent scrapes wait for
+    the one read under way; a failed read is kept just as long (no retry storm)."""
+
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        self._lock = asyncio.Lock()
+        self._read_at: float | None = None
+        self._figures: MetricFigures | None = None
+
+    def _fresh(self) -> bool:
+        return self._read_at is not None and time.monotonic() - self._read_at < self.ttl_s
+
+    async def get(self, engine: AsyncEngine) -> MetricFigures | None:
+        if self._fresh():
+            return self._figures
+        async with self._lock:
+            if self._fresh():
+                return self._figures
+            try:
+                self._figures = await run_transaction(
+                    engine,
+                    lambda conn: reports.metric_figures(conn, timeout_ms=SCRAPE_SQL_TIMEOUT_MS),
+                    attempts=1,
+                )
+            except (DBAPIError, RetryLater, OSError, TimeoutError) as exc:
+                log.warning("metrics: database figures unavailable: %s", type(exc).__name__)
+                self._figures = None
+            self._read_at = time.monotonic()
+            return self._figures

@@ -100,6 +100,7 @@ async def create_endpoint(
             channel=body.channel,
             cap=settings.webhook_max_endpoints_per_channel,
         ),
+        secret_fields=("secret",),  # a replay shows it redacted: it is never stored
     )
 
 
@@ -232,6 +233,7 @@ async def rotate_secret(
         principal,
         lambda conn: webhooks.rotate_secret(conn, endpoint_id, owner, overlap),
         status_code=200,
+        secret_fields=("secret",),  # a replay shows it redacted: it is never stored
     )
 
 

@@ -53,3 +53,15 @@ async def test_the_refusal_names_every_unknown_parameter_once_and_what_the_route
     body = assert_problem(r, 422, "validation_error")
     assert [e["field"] for e in body["errors"]] == ["customer", "skuu"]
     assert "customer_id" in body["errors"][0]["msg"]
+
+
+async def test_without_a_valid_key_an_unknown_parameter_is_still_a_401(client: AsyncClient) -> None:
+    # The key is checked first: a caller without one learns only that it needs one.
+    for headers in ({}, {"Authorization": "Bearer bo_" + "x" * 43}):
+        r = await client.get("/v1/orders", params={"no_such_filter": "x"}, headers=headers)
+        assert_problem(r, 401, "unauthorized")
+        r = await client.get("/v1/orders", params={"customer_id": "c\x00"}, headers=headers)
+        assert_problem(r, 401, "unauthorized")
+    # A route that needs no key refuses it at once.
+    r = await client.get("/healthz", params={"no_such_filter": "x"})
+    assert error_fields(assert_problem(r, 422, "validation_error")) == {"no_such_filter"}

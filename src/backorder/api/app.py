@@ -12,7 +12,7 @@ from fastapi import Depends, FastAPI
 
 from backorder import __version__
 from backorder.api import docs_ui, problems
-from backorder.api.deps import KeyUsage, refuse_nul_in_query
+from backorder.api.deps import KeyUsage
 from backorder.api.docs import restore_example_nulls
 from backorder.api.middleware import (
     BodyLimitMiddleware,
@@ -35,7 +35,7 @@ from backorder.api.routers import (
     webhooks,
 )
 from backorder.api.schemas.orders import admit_line_cap
-from backorder.api.strict_query import refuse_unknown_query_parameters
+from backorder.api.strict_query import check_query_string
 from backorder.config import Settings
 from backorder.db.engine import head_revision, make_engine
 from backorder.logging import configure as configure_logging
@@ -111,7 +111,7 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,  # FastAPI's pages load from a CDN: docs_ui serves local copies
         redoc_url=None,
-        dependencies=[Depends(refuse_unknown_query_parameters), Depends(refuse_nul_in_query)],
+        dependencies=[Depends(check_query_string)],
         generate_unique_id_function=operation_id,
         contact=CONTACT,
         license_info=LICENSE,

@@ -18,7 +18,9 @@ from backorder.api.ratelimit import FailedAuthThrottle, RateLimiter
 from backorder.config import Settings
 from backorder.db import keys
 from backorder.db.engine import run_read, run_transaction
-from backorder.domain.errors import Forbidden, Unauthorized, ValidationFailed
+from backorder.domain.errors import Forbidden, Unauthorized
+
+QUERY_PROBLEM = "query_problem"  # request.state: strict_query's refusal, raised after the key
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -116,26 +118,12 @@ async def authenticate(
     limiter: RateLimiter | None = request.app.state.rate_limiter
     if limiter is not None:
         limiter.check(principal.scope)
+    # A bad query string found before the key was checked (strict_query) is answered now, so
+    # that a caller without a valid key learns only that it needs one.
+    query_problem: Exception | None = getattr(request.state, QUERY_PROBLEM, None)
+    if query_problem is not None:
+        raise query_problem
     return principal
-
-
-async def refuse_nul_in_query(request: Request) -> None:
-    """A NUL character in a query parameter, named, before any of them reaches PostgreSQL
-    (whose text columns cannot hold one). Every route depends on it."""
-    bad = sorted({name for name, value in request.query_params.multi_items() if "\x00" in value})
-    if bad:
-        raise ValidationFailed(
-            f"query parameter {', '.join(bad)} must not contain NUL characters",
-            [
-                {
-                    "loc": ["query", name],
-                    "field": name,
-                    "msg": "must not contain NUL characters",
-                    "type": "string_nul",
-                }
-                for name in bad
-            ],
-        )
 
 
 async def require_ops(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:

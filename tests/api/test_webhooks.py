@@ -15,12 +15,15 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 from httpx import AsyncClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backorder.api.app import create_app
 from backorder.config import Settings
+from backorder.domain.errors import ValidationFailed
+from backorder.services import webhook_egress
 from backorder.services import webhooks as service
 from backorder.workers import webhooks as worker
 from tests.support.api import OPS, make_key, make_product, place
@@ -112,6 +115,47 @@ async def test_bad_endpoint_bodies_are_validation_errors(client: AsyncClient) ->
     ):
         r = await client.post(ENDPOINTS, json=bad, headers=OPS)
         assert (r.status_code, r.json()["code"]) == (422, "validation_error"), bad
+
+
+MALFORMED_URLS = [
+    "http://example.com:99999/",  # a port past 65535
+    "http://example.com:65536/hooks",
+    "http://example.com:0/",
+    "http://example.com:-1/",
+    "http://example.com:8o/",
+    "http://example.com:/",
+    "http://[::1/",  # an unclosed IPv6 bracket
+    "http://[::1]:99999/",
+    "http://[not-an-ip]/",
+    "http://user@/",  # user-info and no host
+    "http://user:pass@:8080/",
+    "http://:80/",
+    "http:///hooks",
+    "http://@/",
+    "http://exa mple.com/",
+]
+
+
+@pytest.mark.parametrize("url", MALFORMED_URLS)
+async def test_a_malformed_url_is_a_validation_error_naming_url_on_create_and_change(
+    client: AsyncClient, url: str
+) -> None:
+    r = await client.post(ENDPOINTS, json={"url": url, "event_types": ["*"]}, headers=OPS)
+    assert (r.status_code, r.json()["code"]) == (422, "validation_error"), r.text
+    assert [e["field"] for e in r.json()["errors"]] == ["url"]
+    ep = await create_endpoint(client, ["*"])
+    r = await client.patch(f"{ENDPOINTS}/{ep['id']}", json={"url": url}, headers=OPS)
+    assert (r.status_code, r.json()["code"]) == (422, "validation_error"), r.text
+    assert [e["field"] for e in r.json()["errors"]] == ["url"]
+
+
+@pytest.mark.parametrize(
+    "url", [*MALFORMED_URLS, "http://a..b/", "http://xn--/", "http://" + "a" * 64 + ".com/"]
+)
+async def test_vetting_refuses_a_url_it_cannot_read_rather_than_raising(url: str) -> None:
+    with pytest.raises(ValidationFailed) as refused:
+        await webhook_egress.vet_url(url, allow_private=False)
+    assert [e["field"] for e in refused.value.extra["errors"]] == ["url"]
 
 
 async def test_a_storefront_manages_its_own_endpoints_and_no_other_channels(

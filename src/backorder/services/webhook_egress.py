@@ -73,7 +73,7 @@ async def resolve(host: str, port: int) -> list[IPAddress]:
     loop = asyncio.get_running_loop()
     try:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
+    except (OSError, ValueError) as exc:  # gaierror; IDNA's UnicodeError; a NUL in the name
         raise UnresolvedHost(f"{host} does not resolve") from exc
     addresses: list[IPAddress] = []
     for _family, _type, _proto, _name, sockaddr in infos:
@@ -93,17 +93,25 @@ async def vet_url(url: str, *, allow_private: bool, field: str = "url") -> None:
     """Refuse (422 `validation_error` naming `field`) a URL that webhooks may not reach."""
     if allow_private:
         return
-    parts = urlsplit(url)
-    host = parts.hostname or ""
 
     def invalid(msg: str) -> ValidationFailed:
         return ValidationFailed(
             f"{field}: {msg}", [{"loc": ["body", field], "field": field, "msg": msg}]
         )
 
+    # urllib parses lazily and raises ValueError for what it cannot read (a port past 65535,
+    # an unclosed IPv6 bracket): whatever reaches here, a URL it cannot read is a refusal.
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise invalid("not a URL webhooks can be sent to") from None
+    if not host:
+        raise invalid("the URL names no host")
     try:
         async with asyncio.timeout(RESOLVE_TIMEOUT_S):
-            addresses = await resolve(host, parts.port or (443 if parts.scheme == "https" else 80))
+            addresses = await resolve(host, port)
     except UnresolvedHost:
         raise invalid(f"the host {host!r} does not resolve") from None
     except TimeoutError:

@@ -349,6 +349,33 @@ async def test_deliveries_are_listed_with_their_attempts_and_outcomes(
     assert [d["id"] for d in page.json()["data"] + rest] == [d["id"] for d in rows]
 
 
+async def test_an_attempt_whose_transport_raises_is_recorded_as_a_coarse_failure(
+    client: AsyncClient, engine: AsyncEngine, settings: Settings
+) -> None:
+    await make_product(client, "A")
+    ep = await create_endpoint(client, ["order.created"])
+    await place(client, [("A", 1)])
+    await place(client, [("A", 1)])
+    one_try = settings.model_copy(update={"webhook_max_attempts": 1})
+    calls = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("internal detail: 10.0.0.7 refused")  # not an httpx error
+        return httpx.Response(200)
+
+    async def both_done() -> bool:
+        rows = await deliveries(client, ep["id"])
+        return len(rows) == 2 and all(r["status"] != "pending" for r in rows)
+
+    await run_worker_until(engine, one_try, handler, both_done)
+    rows = await deliveries(client, ep["id"])
+    outcomes = sorted((r["status"], r["last_status_code"], r["last_error"]) for r in rows)
+    assert outcomes == [("failed", None, "connection failed"), ("succeeded", 200, None)]
+
+
 async def test_a_failed_delivery_can_be_retried_by_hand(
     client: AsyncClient, engine: AsyncEngine, settings: Settings
 ) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ import httpx
 
 from backorder import __version__
 from backorder.domain.errors import RetryLater, ValidationFailed
+
+log = logging.getLogger("backorder.webhooks")
 
 RESOLVE_TIMEOUT_S = 5.0
 USER_AGENT = f"backorder-webhooks/{__version__}"
@@ -243,6 +246,12 @@ async def post(
             async with client.stream("POST", url, content=body, headers=headers) as r:
                 status = r.status_code
     except (TimeoutError, httpx.HTTPError) as exc:
+        return Outcome(None, coarse_error(exc))
+    except Exception as exc:
+        # Not only httpx's own errors escape a request: a stored URL httpx cannot read
+        # (InvalidURL), a host name IDNA refuses (UnicodeError), a transport's bug. Each is a
+        # failed attempt, recorded and retried like any other, never a lost outcome.
+        log.warning("a webhook attempt raised %s", type(exc).__name__, exc_info=True)
         return Outcome(None, coarse_error(exc))
     if 200 <= status < 300:
         return Outcome(status, None)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import ipaddress
 import re
 import textwrap
 import time
@@ -282,6 +283,60 @@ async def test_private_and_loopback_webhook_urls_are_refused(
         assert (r.status_code, r.json()["code"]) == (422, "validation_error")
         got = await client.get(f"{ENDPOINTS}/{ep.json()['id']}", headers=shop)
         assert got.json()["url"] == public["url"]
+
+
+async def test_an_idempotent_replay_does_not_depend_on_what_dns_says_now(
+    settings: Settings, clean_db: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    answers = {"hooks.shop.test": "93.184.216.34", "new.shop.test": "93.184.216.35"}
+    looked_up: list[str] = []
+
+    async def resolve(host: str, port: int) -> list[webhook_egress.IPAddress]:
+        looked_up.append(host)
+        if host not in answers:
+            await asyncio.sleep(1)  # longer than the lookup may take: 503, try again
+        return [ipaddress.ip_address(answers[host])]
+
+    monkeypatch.setattr(webhook_egress, "resolve", resolve)
+    monkeypatch.setattr(webhook_egress, "RESOLVE_TIMEOUT_S", 0.05)
+    strict = settings.model_copy(update={"webhook_allow_private_networks": False})
+    app = create_app(strict)
+    async with (
+        app.router.lifespan_context(app),
+        AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client,
+    ):
+        body = {"url": "https://hooks.shop.test/in", "event_types": ["*"]}
+        keyed = {**OPS, "Idempotency-Key": "create-1"}
+        first = await client.post(ENDPOINTS, json=body, headers=keyed)
+        assert first.status_code == 201, first.text
+        patch = {"url": "https://new.shop.test/in"}
+        where = f"{ENDPOINTS}/{first.json()['id']}"
+        patch_keyed = {**OPS, "Idempotency-Key": "change-1"}
+        changed = await client.patch(where, json=patch, headers=patch_keyed)
+        assert changed.status_code == 200, changed.text
+        assert looked_up == ["hooks.shop.test", "new.shop.test"]
+
+        # the names now resolve to private addresses, or not in time: new requests are refused
+        answers.update({"hooks.shop.test": "10.0.0.1", "new.shop.test": "10.0.0.2"})
+        refused_key = {**OPS, "Idempotency-Key": "create-2"}
+        r = await client.post(ENDPOINTS, json=body, headers=refused_key)
+        assert (r.status_code, r.json()["code"]) == (422, "validation_error")
+        del answers["hooks.shop.test"], answers["new.shop.test"]
+        r = await client.post(ENDPOINTS, json=body, headers=OPS)
+        assert r.status_code == 503, r.text
+        looked_up.clear()
+
+        # but the retries of what was done replay it, without a lookup
+        again = await client.post(ENDPOINTS, json=body, headers=keyed)
+        assert (again.status_code, again.headers.get("idempotent-replayed")) == (201, "true")
+        assert again.json()["id"] == first.json()["id"]
+        again = await client.patch(where, json=patch, headers=patch_keyed)
+        assert (again.status_code, again.headers.get("idempotent-replayed")) == (200, "true")
+        assert again.json() == changed.json()
+        # a refusal is stored under its key like any other answer, and replayed as well
+        r = await client.post(ENDPOINTS, json=body, headers=refused_key)
+        assert (r.status_code, r.headers.get("idempotent-replayed")) == (422, "true")
+        assert looked_up == []
 
 
 async def test_an_endpoint_changes_rotates_and_deletes(client: AsyncClient) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import ipaddress
 import re
 import textwrap
 import time
@@ -15,12 +16,15 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 from httpx import AsyncClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backorder.api.app import create_app
 from backorder.config import Settings
+from backorder.domain.errors import ValidationFailed
+from backorder.services import webhook_egress
 from backorder.services import webhooks as service
 from backorder.workers import webhooks as worker
 from tests.support.api import OPS, make_key, make_product, place
@@ -112,6 +116,47 @@ async def test_bad_endpoint_bodies_are_validation_errors(client: AsyncClient) ->
     ):
         r = await client.post(ENDPOINTS, json=bad, headers=OPS)
         assert (r.status_code, r.json()["code"]) == (422, "validation_error"), bad
+
+
+MALFORMED_URLS = [
+    "http://example.com:99999/",  # a port past 65535
+    "http://example.com:65536/hooks",
+    "http://example.com:0/",
+    "http://example.com:-1/",
+    "http://example.com:8o/",
+    "http://example.com:/",
+    "http://[::1/",  # an unclosed IPv6 bracket
+    "http://[::1]:99999/",
+    "http://[not-an-ip]/",
+    "http://user@/",  # user-info and no host
+    "http://user:pass@:8080/",
+    "http://:80/",
+    "http:///hooks",
+    "http://@/",
+    "http://exa mple.com/",
+]
+
+
+@pytest.mark.parametrize("url", MALFORMED_URLS)
+async def test_a_malformed_url_is_a_validation_error_naming_url_on_create_and_change(
+    client: AsyncClient, url: str
+) -> None:
+    r = await client.post(ENDPOINTS, json={"url": url, "event_types": ["*"]}, headers=OPS)
+    assert (r.status_code, r.json()["code"]) == (422, "validation_error"), r.text
+    assert [e["field"] for e in r.json()["errors"]] == ["url"]
+    ep = await create_endpoint(client, ["*"])
+    r = await client.patch(f"{ENDPOINTS}/{ep['id']}", json={"url": url}, headers=OPS)
+    assert (r.status_code, r.json()["code"]) == (422, "validation_error"), r.text
+    assert [e["field"] for e in r.json()["errors"]] == ["url"]
+
+
+@pytest.mark.parametrize(
+    "url", [*MALFORMED_URLS, "http://a..b/", "http://xn--/", "http://" + "a" * 64 + ".com/"]
+)
+async def test_vetting_refuses_a_url_it_cannot_read_rather_than_raising(url: str) -> None:
+    with pytest.raises(ValidationFailed) as refused:
+        await webhook_egress.vet_url(url, allow_private=False)
+    assert [e["field"] for e in refused.value.extra["errors"]] == ["url"]
 
 
 async def test_a_storefront_manages_its_own_endpoints_and_no_other_channels(
@@ -240,6 +285,60 @@ async def test_private_and_loopback_webhook_urls_are_refused(
         assert got.json()["url"] == public["url"]
 
 
+async def test_an_idempotent_replay_does_not_depend_on_what_dns_says_now(
+    settings: Settings, clean_db: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    answers = {"hooks.shop.test": "93.184.216.34", "new.shop.test": "93.184.216.35"}
+    looked_up: list[str] = []
+
+    async def resolve(host: str, port: int) -> list[webhook_egress.IPAddress]:
+        looked_up.append(host)
+        if host not in answers:
+            await asyncio.sleep(1)  # longer than the lookup may take: 503, try again
+        return [ipaddress.ip_address(answers[host])]
+
+    monkeypatch.setattr(webhook_egress, "resolve", resolve)
+    monkeypatch.setattr(webhook_egress, "RESOLVE_TIMEOUT_S", 0.05)
+    strict = settings.model_copy(update={"webhook_allow_private_networks": False})
+    app = create_app(strict)
+    async with (
+        app.router.lifespan_context(app),
+        AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client,
+    ):
+        body = {"url": "https://hooks.shop.test/in", "event_types": ["*"]}
+        keyed = {**OPS, "Idempotency-Key": "create-1"}
+        first = await client.post(ENDPOINTS, json=body, headers=keyed)
+        assert first.status_code == 201, first.text
+        patch = {"url": "https://new.shop.test/in"}
+        where = f"{ENDPOINTS}/{first.json()['id']}"
+        patch_keyed = {**OPS, "Idempotency-Key": "change-1"}
+        changed = await client.patch(where, json=patch, headers=patch_keyed)
+        assert changed.status_code == 200, changed.text
+        assert looked_up == ["hooks.shop.test", "new.shop.test"]
+
+        # the names now resolve to private addresses, or not in time: new requests are refused
+        answers.update({"hooks.shop.test": "10.0.0.1", "new.shop.test": "10.0.0.2"})
+        refused_key = {**OPS, "Idempotency-Key": "create-2"}
+        r = await client.post(ENDPOINTS, json=body, headers=refused_key)
+        assert (r.status_code, r.json()["code"]) == (422, "validation_error")
+        del answers["hooks.shop.test"], answers["new.shop.test"]
+        r = await client.post(ENDPOINTS, json=body, headers=OPS)
+        assert r.status_code == 503, r.text
+        looked_up.clear()
+
+        # but the retries of what was done replay it, without a lookup
+        again = await client.post(ENDPOINTS, json=body, headers=keyed)
+        assert (again.status_code, again.headers.get("idempotent-replayed")) == (201, "true")
+        assert again.json()["id"] == first.json()["id"]
+        again = await client.patch(where, json=patch, headers=patch_keyed)
+        assert (again.status_code, again.headers.get("idempotent-replayed")) == (200, "true")
+        assert again.json() == changed.json()
+        # a refusal is stored under its key like any other answer, and replayed as well
+        r = await client.post(ENDPOINTS, json=body, headers=refused_key)
+        assert (r.status_code, r.headers.get("idempotent-replayed")) == (422, "true")
+        assert looked_up == []
+
+
 async def test_an_endpoint_changes_rotates_and_deletes(client: AsyncClient) -> None:
     ep = await create_endpoint(client, ["order.created"])
     r = await client.patch(
@@ -303,6 +402,33 @@ async def test_deliveries_are_listed_with_their_attempts_and_outcomes(
     page = await client.get(f"{ENDPOINTS}/{ep['id']}/deliveries?limit=1", headers=OPS)
     rest = await deliveries(client, ep["id"], cursor=page.json()["next_cursor"])
     assert [d["id"] for d in page.json()["data"] + rest] == [d["id"] for d in rows]
+
+
+async def test_an_attempt_whose_transport_raises_is_recorded_as_a_coarse_failure(
+    client: AsyncClient, engine: AsyncEngine, settings: Settings
+) -> None:
+    await make_product(client, "A")
+    ep = await create_endpoint(client, ["order.created"])
+    await place(client, [("A", 1)])
+    await place(client, [("A", 1)])
+    one_try = settings.model_copy(update={"webhook_max_attempts": 1})
+    calls = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("internal detail: 10.0.0.7 refused")  # not an httpx error
+        return httpx.Response(200)
+
+    async def both_done() -> bool:
+        rows = await deliveries(client, ep["id"])
+        return len(rows) == 2 and all(r["status"] != "pending" for r in rows)
+
+    await run_worker_until(engine, one_try, handler, both_done)
+    rows = await deliveries(client, ep["id"])
+    outcomes = sorted((r["status"], r["last_status_code"], r["last_error"]) for r in rows)
+    assert outcomes == [("failed", None, "connection failed"), ("succeeded", 200, None)]
 
 
 async def test_a_failed_delivery_can_be_retried_by_hand(

@@ -136,6 +136,30 @@ async def test_failed_attempts_are_recorded_in_coarse_words_only(
     assert errors == ["connection failed", "host does not resolve"]
 
 
+async def test_a_url_the_http_client_cannot_read_is_a_failed_attempt_not_a_lost_one(
+    client: AsyncClient, engine: AsyncEngine, fast: Settings
+) -> None:
+    # One the schema lets through (IDNA refuses it only when a request is made), one stored
+    # before today's checks: both made httpx raise past `post`, and nothing was recorded.
+    await make_product(client, "A")
+    await endpoint(client, "http://xn--/hooks", ["order.created"])
+    old = await endpoint(client, "http://hooks.example.com/hooks", ["order.created"])
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE webhook_endpoint SET url = 'http://[::1/hooks' WHERE id = :id"),
+            {"id": old["id"]},
+        )
+    await place(client, [("A", 1)])
+    twice = fast.model_copy(update={"webhook_max_attempts": 2})
+    async with Running(engine, twice, concurrency=1):
+        await until(all_in(engine, "failed", count=2))
+    rows = await delivery_rows(engine)
+    assert [(r.attempts, r.last_status_code, r.last_error) for r in rows] == [
+        (2, None, "connection failed"),
+        (2, None, "connection failed"),
+    ]
+
+
 async def test_one_slow_receiver_does_not_hold_the_other_endpoints(
     client: AsyncClient, engine: AsyncEngine, fast: Settings
 ) -> None:

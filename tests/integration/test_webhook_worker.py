@@ -11,6 +11,7 @@ from httpx import AsyncClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backorder.config import Settings
+from backorder.db import webhook_queue as queue
 from backorder.services.webhooks import verify
 from backorder.workers import webhooks as worker
 from tests.support.api import OPS, make_product, place
@@ -126,6 +127,51 @@ async def test_a_stopped_worker_stops_at_once_and_hands_its_claims_back(
 
     async with Running(engine, fast, lease_s=600.0):
         await until(all_in(engine, "succeeded"))
+
+
+async def test_a_delivery_whose_outcomes_never_arrive_fails_for_good_after_the_last_attempt(
+    client: AsyncClient, engine: AsyncEngine, fast: Settings, receiver: Receiver
+) -> None:
+    # Each request outlives its lease, so no outcome is ever recorded: only the count taken
+    # at the claim can end it.
+    receiver.script = ["hang"] * 20
+    await make_product(client, "A")
+    await endpoint(client, receiver.url, ["order.created"])
+    await place(client, [("A", 1)])
+    lost = fast.model_copy(
+        update={
+            "webhook_timeout_s": 30.0,
+            "webhook_max_attempts": 2,
+            "webhook_endpoint_concurrency": 8,
+        }
+    )
+    async with Running(engine, lost, lease_s=0.2):
+        await until(all_in(engine, "failed"))
+        await asyncio.sleep(0.6)  # three more leases' time: it is not claimed again
+        (row,) = await delivery_rows(engine)
+        assert (row.status, row.attempts, row.next_attempt_at) == ("failed", 2, None)
+        assert row.last_error == queue.SPENT_ERROR
+        assert len(receiver.requests) == 2
+
+
+async def test_a_last_attempt_interrupted_by_a_stop_is_made_again_after_a_restart(
+    client: AsyncClient, engine: AsyncEngine, fast: Settings, receiver: Receiver
+) -> None:
+    receiver.script = ["hang"]
+    await make_product(client, "A")
+    await endpoint(client, receiver.url, ["order.created"])
+    await place(client, [("A", 1)])
+    once = fast.model_copy(update={"webhook_timeout_s": 30.0, "webhook_max_attempts": 1})
+    async with Running(engine, once, lease_s=600.0):
+        await receiver.wait_for_requests(1)
+    (row,) = await delivery_rows(engine)
+    assert (row.status, row.attempts) == ("pending", 0)  # the handed-back claim is undone
+
+    async with Running(engine, once, lease_s=600.0):
+        await until(all_in(engine, "succeeded"))
+    (row,) = await delivery_rows(engine)
+    assert row.attempts == 1
+    assert len(receiver.requests) == 2
 
 
 async def test_several_workers_deliver_each_event_to_each_endpoint_once(

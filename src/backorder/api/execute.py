@@ -94,16 +94,23 @@ async def write(
     *,
     status_code: int = 201,
     secret_fields: tuple[str, ...] = (),
+    prepare: Callable[[], Awaitable[None]] | None = None,
 ) -> Response:
     """A write; honours `Idempotency-Key` when the request carries one. Answer with what this
     returns, whatever `status_code`: a refusal stored under the key, or a replay, is not it.
     `secret_fields`: the answer's top-level fields that hold a secret shown once (never stored
-    for a replay)."""
+    for a replay). `prepare`: a check too slow for a transaction (a DNS lookup), made before
+    the work and outside it, but never for a replay: a stored answer does not depend on it."""
     request.state.in_write = True  # its own refusals are stored here, not by the handlers
     engine = request.app.state.engine
     attempts = request.app.state.settings.transaction_attempts
     key = request.headers.get("idempotency-key")
+    prepared = _Prepared(prepare, work) if prepare is not None else None
+    if prepared is not None:
+        work = prepared
     if key is None:
+        if prepared is not None:
+            await prepared.ensure()
         body = await run_transaction(engine, work, attempts=attempts)
         return Response(status_code=204) if status_code == 204 else json_response(body, status_code)
     if not 1 <= len(key) <= 255:
@@ -120,6 +127,19 @@ async def write(
     fingerprint = await _fingerprint(request)
     ttl = request.app.state.settings.idempotency_ttl_hours
     request_id = request_id_of(request)
+    if prepared is not None:
+        # Found: `guarded` replays it (or refuses a reused key) without the check. Should the
+        # answer be gone by then (it expired), the work makes the check itself.
+        found = await run_read(
+            engine, lambda conn: idempotency.find(conn, principal.scope, key, ttl)
+        )
+        if found is None:
+            try:
+                await prepared.ensure()
+            except DomainError as exc:
+                if exc.status >= 500:
+                    raise
+                work = _refusing(exc)  # stored under the key like any other refusal
 
     def replay(stored: idempotency.StoredResponse) -> tuple[int, bytes, bool]:
         same = (stored.method, stored.path, stored.request_hash) == (
@@ -174,6 +194,32 @@ async def write(
         return Response(status_code=204, headers=headers)
     media = "application/json" if status < 400 else "application/problem+json"
     return Response(payload, status_code=status, media_type=media, headers=headers)
+
+
+def _refusing(exc: DomainError) -> Work:
+    async def refuse(conn: AsyncConnection) -> Any:
+        raise exc
+
+    return refuse
+
+
+class _Prepared:
+    """`work` after `check`, which runs once per request: before the transaction when `write`
+    can tell that the work will run, else (rarely) inside it."""
+
+    def __init__(self, check: Callable[[], Awaitable[None]], work: Work) -> None:
+        self.check = check
+        self.work = work
+        self.done = False
+
+    async def ensure(self) -> None:
+        if not self.done:
+            await self.check()
+            self.done = True
+
+    async def __call__(self, conn: AsyncConnection) -> Any:
+        await self.ensure()
+        return await self.work(conn)
 
 
 async def remember_refusal(request: Request, status: int, body: dict[str, Any]) -> Response | None:

@@ -107,7 +107,7 @@ _PATTERNS = {
     SKU_PATTERN: "must be 1-64 characters of A-Z a-z 0-9 . _ -",
     r"^[A-Za-z0-9._-]+$": "must be 1-64 characters of A-Z a-z 0-9 . _ -",
     URL_PATTERN: "must be an absolute http:// or https:// URL of printable ASCII characters "
-    "(percent-encode the rest)",
+    "(percent-encode the rest), with a port (if any) of 1-65535",
     r"^\d+$": "must be a whole number (digits only)",
     r"^[a-z_]+(\.([a-z_]+|\*))?$": "must be an event type (order.created) or a family (order.*)",
 }

@@ -61,8 +61,10 @@ async def fan_out(conn: AsyncConnection, name: str, batch: int) -> int:
 
 
 # A claim is a lease: the delivery stays `pending` but is not due again until the lease ends,
-# so a worker that dies mid-delivery only delays it. The attempt is counted at the claim,
-# which bounds the attempts even for a payload that kills its worker.
+# so a worker that dies mid-delivery only delays it. The attempt is counted at the claim, and
+# a delivery whose attempts are spent (`max_attempts`, plus one per retry by hand) is not
+# claimed again but failed for good: an attempt whose outcome never arrives (its worker died,
+# or its request outlived the lease) must not make it due forever.
 #
 # Fairness: each live endpoint offers at most its free room (the per-endpoint limit less what
 # this worker already has in flight there), read through its own index range, so a backlog
@@ -81,8 +83,10 @@ WITH room AS (
     WHERE w.enabled AND w.deleted_at IS NULL
       AND (w.circuit_open_until IS NULL OR w.circuit_open_until <= clock_timestamp())
 ), due AS (
-    SELECT x.id FROM room CROSS JOIN LATERAL (
-        SELECT d.id, d.next_attempt_at FROM webhook_delivery d
+    SELECT x.id, x.spent FROM room CROSS JOIN LATERAL (
+        SELECT d.id, d.next_attempt_at,
+               d.attempts >= :max_attempts + d.manual_retries AS spent
+        FROM webhook_delivery d
         WHERE d.endpoint_id = room.id AND d.status = 'pending'
           AND d.next_attempt_at <= clock_timestamp()
         ORDER BY d.next_attempt_at, d.id
@@ -91,18 +95,27 @@ WITH room AS (
     ) x
     ORDER BY x.next_attempt_at, x.id
     LIMIT :limit
+), taken AS (
+    UPDATE webhook_delivery d
+    SET attempts = d.attempts + CASE WHEN due.spent THEN 0 ELSE 1 END,
+        status = CASE WHEN due.spent THEN 'failed' ELSE d.status END,
+        last_attempt_at = CASE WHEN due.spent THEN d.last_attempt_at ELSE clock_timestamp() END,
+        next_attempt_at = CASE WHEN due.spent THEN NULL
+                          ELSE clock_timestamp() + make_interval(secs => :lease) END,
+        last_error = CASE WHEN due.spent THEN :spent_error ELSE d.last_error END
+    FROM due, event e, webhook_endpoint w
+    WHERE d.id = due.id AND e.id = d.event_id AND w.id = d.endpoint_id
+    RETURNING due.spent, d.id, d.endpoint_id, d.attempts, d.event_id, e.type, e.created_at,
+              {data_in_view("e", "w.channel")} AS data, w.url, w.secret,
+              CASE WHEN w.previous_secret_expires_at > clock_timestamp()
+                   THEN w.previous_secret END AS previous_secret
 )
-UPDATE webhook_delivery d
-SET attempts = d.attempts + 1, last_attempt_at = clock_timestamp(),
-    next_attempt_at = clock_timestamp() + make_interval(secs => :lease)
-FROM due, event e, webhook_endpoint w
-WHERE d.id = due.id AND e.id = d.event_id AND w.id = d.endpoint_id
-RETURNING d.id, d.endpoint_id, d.attempts, d.event_id, e.type, e.created_at,
-          {data_in_view("e", "w.channel")} AS data, w.url, w.secret,
-          CASE WHEN w.previous_secret_expires_at > clock_timestamp()
-               THEN w.previous_secret END AS previous_secret
+SELECT id, endpoint_id, attempts, event_id, type, created_at, data, url, secret,
+       previous_secret
+FROM taken WHERE NOT spent
 """
 )
+SPENT_ERROR = "no outcome from the last attempt; attempts exhausted"
 # Outcomes only apply to the claim they answer: a worker whose lease ran out (and whose
 # delivery another worker took) must not overwrite the newer attempt. A success closes the
 # endpoint's circuit (a write only when it was not already closed).
@@ -131,8 +144,11 @@ _FAILED = text(
     "ELSE w.circuit_open_until END "
     "FROM d WHERE w.id = d.endpoint_id"
 )
+# A claim handed back on a stop is undone, its attempt uncounted: the worker chose not to
+# wait for the outcome, and a last attempt interrupted so must not find its attempts spent.
 _RELEASE = text(
-    "UPDATE webhook_delivery d SET next_attempt_at = clock_timestamp(), last_error = :error "
+    "UPDATE webhook_delivery d SET next_attempt_at = clock_timestamp(), last_error = :error, "
+    "attempts = d.attempts - 1 "
     "FROM unnest(CAST(:ids AS bigint[]), CAST(:attempts AS integer[])) AS c(id, attempts) "
     "WHERE d.id = c.id AND d.attempts = c.attempts AND d.status = 'pending'"
 )
@@ -146,10 +162,14 @@ async def claim_due(
     per_endpoint: int,
     busy: Mapping[UUID, int],
     threshold: int,
+    max_attempts: int,
 ) -> list[Any]:
     """Up to `limit` due deliveries, at most `per_endpoint` in flight per endpoint counting
-    `busy` (what the caller already has in flight, by endpoint)."""
+    `busy` (what the caller already has in flight, by endpoint). Due ones whose attempts are
+    spent are failed instead (and not returned)."""
     params = {
+        "max_attempts": max_attempts,
+        "spent_error": SPENT_ERROR,
         "limit": limit,
         "lease": lease_s,
         "per_endpoint": per_endpoint,

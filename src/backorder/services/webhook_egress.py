@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ import httpx
 
 from backorder import __version__
 from backorder.domain.errors import RetryLater, ValidationFailed
+
+log = logging.getLogger("backorder.webhooks")
 
 RESOLVE_TIMEOUT_S = 5.0
 USER_AGENT = f"backorder-webhooks/{__version__}"
@@ -73,7 +76,7 @@ async def resolve(host: str, port: int) -> list[IPAddress]:
     loop = asyncio.get_running_loop()
     try:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
+    except (OSError, ValueError) as exc:  # gaierror; IDNA's UnicodeError; a NUL in the name
         raise UnresolvedHost(f"{host} does not resolve") from exc
     addresses: list[IPAddress] = []
     for _family, _type, _proto, _name, sockaddr in infos:
@@ -93,17 +96,25 @@ async def vet_url(url: str, *, allow_private: bool, field: str = "url") -> None:
     """Refuse (422 `validation_error` naming `field`) a URL that webhooks may not reach."""
     if allow_private:
         return
-    parts = urlsplit(url)
-    host = parts.hostname or ""
 
     def invalid(msg: str) -> ValidationFailed:
         return ValidationFailed(
             f"{field}: {msg}", [{"loc": ["body", field], "field": field, "msg": msg}]
         )
 
+    # urllib parses lazily and raises ValueError for what it cannot read (a port past 65535,
+    # an unclosed IPv6 bracket): whatever reaches here, a URL it cannot read is a refusal.
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise invalid("not a URL webhooks can be sent to") from None
+    if not host:
+        raise invalid("the URL names no host")
     try:
         async with asyncio.timeout(RESOLVE_TIMEOUT_S):
-            addresses = await resolve(host, parts.port or (443 if parts.scheme == "https" else 80))
+            addresses = await resolve(host, port)
     except UnresolvedHost:
         raise invalid(f"the host {host!r} does not resolve") from None
     except TimeoutError:
@@ -235,6 +246,12 @@ async def post(
             async with client.stream("POST", url, content=body, headers=headers) as r:
                 status = r.status_code
     except (TimeoutError, httpx.HTTPError) as exc:
+        return Outcome(None, coarse_error(exc))
+    except Exception as exc:
+        # Not only httpx's own errors escape a request: a stored URL httpx cannot read
+        # (InvalidURL), a host name IDNA refuses (UnicodeError), a transport's bug. Each is a
+        # failed attempt, recorded and retried like any other, never a lost outcome.
+        log.warning("a webhook attempt raised %s", type(exc).__name__, exc_info=True)
         return Outcome(None, coarse_error(exc))
     if 200 <= status < 300:
         return Outcome(status, None)

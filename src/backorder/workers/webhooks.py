@@ -154,6 +154,7 @@ class Worker:
                 per_endpoint=self.settings.webhook_endpoint_concurrency,
                 busy=busy,
                 threshold=CIRCUIT_THRESHOLD,
+                max_attempts=self.settings.webhook_max_attempts,
             ),
         )
         for c in claims:

@@ -3,7 +3,8 @@
 Ops keys manage every endpoint; a storefront key manages the endpoints it registered, which
 receive its channel's view of the feed only (another channel's endpoints answer 404). URLs
 are vetted before anything is written (`services/webhook_egress.py`): outside any
-transaction, since a DNS lookup may take seconds.
+transaction, since a DNS lookup may take seconds, and never for an idempotent replay, whose
+stored answer must not depend on what DNS says now (`write`'s `prepare`).
 """
 
 from __future__ import annotations
@@ -87,7 +88,8 @@ async def create_endpoint(
     if owner is not None and body.channel not in (None, owner):
         raise Forbidden("a storefront key's endpoints receive its own channel only")
     settings = get_settings(request)
-    await webhook_egress.vet_url(body.url, allow_private=settings.webhook_allow_private_networks)
+    allow = settings.webhook_allow_private_networks
+    vet = None if allow else lambda: webhook_egress.vet_url(body.url, allow_private=False)
     return await write(
         request,
         principal,
@@ -101,6 +103,7 @@ async def create_endpoint(
             cap=settings.webhook_max_endpoints_per_channel,
         ),
         secret_fields=("secret",),  # a replay shows it redacted: it is never stored
+        prepare=vet,
     )
 
 
@@ -172,9 +175,9 @@ async def patch_endpoint(
         if changes["channel"] != owner:
             raise Forbidden("a storefront key's endpoints receive its own channel only")
         del changes["channel"]
-    if "url" in changes:
-        allow = get_settings(request).webhook_allow_private_networks
-        await webhook_egress.vet_url(changes["url"], allow_private=allow)
+    allow = get_settings(request).webhook_allow_private_networks
+    url = changes.get("url")
+    vet = None if url is None or allow else lambda: webhook_egress.vet_url(url, allow_private=False)
 
     async def work(conn: AsyncConnection) -> dict[str, Any]:
         if "channel" in changes:
@@ -185,7 +188,7 @@ async def patch_endpoint(
                 raise Forbidden("a storefront's endpoint receives its own channel only")
         return await webhooks.update_endpoint(conn, endpoint_id, owner, changes)
 
-    return await write(request, principal, work, status_code=200)
+    return await write(request, principal, work, status_code=200, prepare=vet)
 
 
 @router.delete(

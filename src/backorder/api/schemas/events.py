@@ -29,9 +29,12 @@ EventTypeOrAll = EventType | Literal["*"]
 URL_MAX_LENGTH = 2048
 # What a webhook URL may be, said in the schema too (so that a client, and Schemathesis, can
 # tell a good one): http(s), an optional user-info, a host name or IPv4 address, an optional
-# port, then printable ASCII only (percent-encode the rest; no whitespace or control characters).
+# port of 1-65535 (spelled out: five digits alone let 99999 through, which nothing can reach),
+# then printable ASCII only (percent-encode the rest; no whitespace or control characters).
+_PORT = r"([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
 URL_PATTERN = (
-    r"^https?://([A-Za-z0-9._~%!$&'()*+,;=:-]+@)?[A-Za-z0-9._~-]+(:[0-9]{1,5})?([/?#][!-~]*)?$"
+    r"^https?://([A-Za-z0-9._~%!$&'()*+,;=:-]+@)?[A-Za-z0-9._~-]+"
+    rf"(:{_PORT})?([/?#][!-~]*)?$"
 )
 
 

@@ -16,17 +16,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from backorder.db import events, orders, promises, stock
 from backorder.db.orders import LineChange, NewLine, OrderRow
 from backorder.db.stock import LockedProduct
-from backorder.domain.allocation import take_now
 from backorder.domain.errors import (
-    BackorderLimitExceeded,
     Conflict,
-    Discontinued,
     DomainError,
-    InsufficientStock,
     NotAllocated,
     NotFound,
     OrderIncomplete,
-    UnknownSku,
     ValidationFailed,
 )
 from backorder.domain.orders import (
@@ -37,13 +32,8 @@ from backorder.domain.orders import (
     status_of,
     total,
 )
+from backorder.domain.placement import LineRequest, split_lines
 from backorder.services.cancellations import cancel_refusal, cancellation_events
-
-
-@dataclass(frozen=True, slots=True)
-class LineRequest:
-    sku: str
-    quantity: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,75 +88,6 @@ def order_view(order: OrderRow) -> dict[str, Any]:
     }
 
 
-def _refusal_lines(
-    lines: list[LineRequest], locked: dict[str, LockedProduct], skus: set[str]
-) -> list[dict[str, Any]]:
-    out = []
-    for line in lines:
-        if line.sku in skus:
-            product = locked.get(line.sku)
-            out.append(
-                {
-                    "sku": line.sku,
-                    "requested": line.quantity,
-                    "available": max(0, product.available) if product else 0,
-                }
-            )
-    return out
-
-
-def _check(cmd: PlaceOrder, locked: dict[str, LockedProduct]) -> list[NewLine]:
-    """Split each line into allocated and backordered units, or refuse the order whole."""
-    unknown = {line.sku for line in cmd.lines if line.sku not in locked}
-    if unknown:
-        raise UnknownSku(
-            f"unknown SKU: {', '.join(sorted(unknown))}",
-            lines=_refusal_lines(cmd.lines, locked, unknown),
-        )
-    discontinued = {line.sku for line in cmd.lines if locked[line.sku].discontinued}
-    if discontinued:
-        raise Discontinued(
-            f"discontinued: {', '.join(sorted(discontinued))}",
-            lines=_refusal_lines(cmd.lines, locked, discontinued),
-        )
-    new_lines: list[NewLine] = []
-    short: set[str] = set()
-    over_limit: set[str] = set()
-    for line in cmd.lines:
-        product = locked[line.sku]
-        allocated, backordered = take_now(line.quantity, product.available)
-        if cmd.backorder == "cancel_rest":
-            # Nothing waits, so no backorder rule can refuse it.
-            new_lines.append(
-                NewLine(uuid4(), line.sku, line.quantity, allocated, 0, cancelled=backordered)
-            )
-            continue
-        if backordered and not product.backorders_allowed:
-            short.add(line.sku)
-        elif (
-            backordered
-            and product.backorder_limit is not None
-            and product.backordered + backordered > product.backorder_limit
-        ):
-            over_limit.add(line.sku)
-        new_lines.append(NewLine(uuid4(), line.sku, line.quantity, allocated, backordered))
-    if short:
-        raise InsufficientStock(
-            f"not enough stock and no backorders allowed: {', '.join(sorted(short))}",
-            lines=_refusal_lines(cmd.lines, locked, short),
-        )
-    if over_limit:
-        lines = _refusal_lines(cmd.lines, locked, over_limit)
-        for entry in lines:
-            product = locked[entry["sku"]]
-            limit = product.backorder_limit or 0
-            entry["backorder_capacity"] = max(0, limit - product.backordered)
-        raise BackorderLimitExceeded(
-            f"backorder limit reached: {', '.join(sorted(over_limit))}", lines=lines
-        )
-    return new_lines
-
-
 async def _refuse_reused_ref(conn: AsyncConnection, cmd: PlaceOrder) -> None:
     """409 naming the channel's order already placed with this `external_ref`, if any."""
     if cmd.external_ref is None:
@@ -183,7 +104,10 @@ async def _refuse_reused_ref(conn: AsyncConnection, cmd: PlaceOrder) -> None:
 async def place_order(conn: AsyncConnection, cmd: PlaceOrder) -> dict[str, Any]:
     locked = await stock.lock_products(conn, [line.sku for line in cmd.lines])
     try:
-        new_lines = _check(cmd, locked)
+        new_lines = [
+            NewLine(uuid4(), x.sku, x.quantity, x.allocated, x.backordered, x.cancelled)
+            for x in split_lines(cmd.lines, locked, cmd.backorder)
+        ]
     except DomainError:
         # A retry of an order that was placed should learn that, not that stock ran out
         # since: looked up on the refusal path only, the happy path pays nothing for it.

@@ -30,6 +30,7 @@ from backorder.api.schemas.reports import Instant
 from backorder.db import orders
 from backorder.domain.errors import Forbidden, ValidationFailed
 from backorder.domain.orders import ShipPolicy
+from backorder.domain.placement import LineRequest
 from backorder.services import ordering
 
 router = APIRouter(prefix="/v1/orders", tags=["Orders"])
@@ -134,7 +135,7 @@ async def place_order(
         priority=body.priority,
         ship_policy=ShipPolicy(body.ship_policy),
         external_ref=body.external_ref,
-        lines=[ordering.LineRequest(line.sku, line.quantity) for line in body.lines],
+        lines=[LineRequest(line.sku, line.quantity) for line in body.lines],
         backorder=body.backorder,
     )
     return await write(request, principal, lambda conn: ordering.place_order(conn, cmd))

@@ -31,7 +31,7 @@ from backorder.db import orders
 from backorder.domain.errors import Forbidden, ValidationFailed
 from backorder.domain.orders import ShipPolicy
 from backorder.domain.placement import LineRequest
-from backorder.services import ordering
+from backorder.services import ordering, placement
 
 router = APIRouter(prefix="/v1/orders", tags=["Orders"])
 
@@ -129,7 +129,7 @@ async def place_order(
                 }
             ],
         )
-    cmd = ordering.PlaceOrder(
+    cmd = placement.PlaceOrder(
         channel=principal.channel,
         customer_id=body.customer_id,
         priority=body.priority,
@@ -138,7 +138,7 @@ async def place_order(
         lines=[LineRequest(line.sku, line.quantity) for line in body.lines],
         backorder=body.backorder,
     )
-    return await write(request, principal, lambda conn: ordering.place_order(conn, cmd))
+    return await write(request, principal, lambda conn: placement.place_order(conn, cmd))
 
 
 @router.get(

@@ -7,6 +7,7 @@ Runs inside one transaction given by the caller; refusals raise before anything 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -15,11 +16,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from backorder.db import orders, promises, stock
 from backorder.db.orders import NewLine, OrderRow
-from backorder.domain.errors import Conflict, DomainError
+from backorder.domain.errors import Conflict, DomainError, RetryLater
 from backorder.domain.orders import ShipPolicy, Units, ready_to_ship, status_of, total
 from backorder.domain.placement import LineRequest, split_lines
 from backorder.services.cancellations import cancellation_events
 from backorder.services.ordering import order_view
+
+# Writes tried again when the order holding the reference vanishes mid-placement (see below).
+_REF_RETRIES = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,23 +127,37 @@ async def place_order(conn: AsyncConnection, cmd: PlaceOrder) -> dict[str, Any]:
     if ready:
         announced.append(("order.ready_to_ship", {"order_id": order_id, "channel": cmd.channel}))
     counters, transitions = stock.counters_after_placement([locked[s] for s in sorted(locked)])
-    created_at = await orders.place_order(
-        conn,
-        order_id=order_id,
-        channel=cmd.channel,
-        customer_id=cmd.customer_id,
-        priority=cmd.priority,
-        ship_policy=cmd.ship_policy.value,
-        external_ref=cmd.external_ref,
-        status=status,
-        ready=ready,
-        lines=new_lines,
-        events=announced + transitions,
-        counters=counters,
-    )
-    if created_at is None:
+
+    async def write() -> datetime | None:
+        return await orders.place_order(
+            conn,
+            order_id=order_id,
+            channel=cmd.channel,
+            customer_id=cmd.customer_id,
+            priority=cmd.priority,
+            ship_policy=cmd.ship_policy.value,
+            external_ref=cmd.external_ref,
+            status=status,
+            ready=ready,
+            lines=new_lines,
+            events=announced + transitions,
+            counters=counters,
+        )
+
+    created_at = await write()
+    retries = 0
+    while created_at is None:
         await _refuse_reused_ref(conn, cmd)
-        raise Conflict(f"external_ref {cmd.external_ref!r} was just used by another order")
+        # The write found the channel's order with this reference, yet the lookup right after
+        # it does not: that order was deleted in between (by hand; the service deletes no
+        # order). A twin that rolled back cannot lead here: ON CONFLICT waits for it and then
+        # inserts. So the reference is free again, and a 409 naming no order would break the
+        # contract: the write wrote nothing and the SKU locks are still held, so make it again.
+        if retries == _REF_RETRIES:
+            # Orders with this reference keep vanishing under us: let the caller try again.
+            raise RetryLater(f"external_ref {cmd.external_ref!r} is changing hands; retry")
+        retries += 1
+        created_at = await write()
     dates: dict[UUID, Any] = {}
     if waiting:
         for sku in sorted({x.sku for x in waiting}):

@@ -12,7 +12,7 @@ upgrade stops with the duplicates named, to be fixed (e.g. by suffixing the newe
 before running it again.
 
 Revision ID: 20261206_h1
-Revises: 0005
+Revises: h7_0006
 Create Date: 2026-12-06 09:30:00
 """
 

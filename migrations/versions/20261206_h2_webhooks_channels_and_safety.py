@@ -16,7 +16,7 @@
   on `next_attempt_at` alone.
 
 Revision ID: 20261206_h2
-Revises: 0005
+Revises: 20261206_h1
 Create Date: 2026-12-06 09:30:00
 """
 

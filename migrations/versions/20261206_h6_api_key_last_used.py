@@ -5,7 +5,7 @@ request touches it, and the UPDATE's own condition keeps several processes from 
 twice in one minute), never once per request: the key check stays a read.
 
 Revision ID: 0006_h6
-Revises: 0005
+Revises: 20261206_h2
 Create Date: 2026-12-06 09:45:00
 """
 

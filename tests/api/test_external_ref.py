@@ -149,3 +149,36 @@ async def test_an_order_waits_for_a_twin_in_flight_and_wins_when_it_rolls_back(
         await held.close()
     assert r.status_code == 201, r.text
     assert r.json()["external_ref"] == "race-3"
+
+
+async def test_an_order_whose_reference_frees_up_mid_placement_is_placed_not_refused(
+    client: AsyncClient, database_url: str
+) -> None:
+    """The write finds the reference taken, but the order holding it is deleted before the
+    lookup that would name it (an operator's DELETE, here a trigger at the end of the write):
+    the reference is free again, so the order is placed, not refused with a 409 naming none."""
+    await make_product(client, "A", on_hand=5)
+    url = database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as db:
+        twin_id = uuid.uuid4()
+        await db.execute(
+            "INSERT INTO sales_order (id, channel, customer_id, external_ref, status, "
+            "created_at) VALUES (%s, 'master', 'c-0', 'vanishing', 'allocated', now())",
+            (twin_id,),
+        )
+        await db.execute(
+            "CREATE FUNCTION test_vanish_twin() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            f"DELETE FROM sales_order WHERE id = '{twin_id}'; RETURN NULL; END $$"
+        )
+        await db.execute(
+            "CREATE TRIGGER test_vanish_twin AFTER INSERT ON sales_order "
+            "FOR EACH STATEMENT EXECUTE FUNCTION test_vanish_twin()"
+        )
+        try:
+            r = await client.post("/v1/orders", json=order_body("A", 1, "vanishing"), headers=OPS)
+        finally:
+            await db.execute("DROP TRIGGER test_vanish_twin ON sales_order")
+            await db.execute("DROP FUNCTION test_vanish_twin()")
+    assert r.status_code == 201, r.text
+    assert r.json()["external_ref"] == "vanishing"
+    assert (await client.get("/v1/products/A", headers=OPS)).json()["allocated"] == 1

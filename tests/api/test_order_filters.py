@@ -75,6 +75,10 @@ async def test_ops_filter_by_channel_and_a_storefront_cannot_name_another(
     assert_problem(r, 403, "forbidden")
     r = await client.get("/v1/orders", params={"channel": "no-such"}, headers=shop)
     assert_problem(r, 403, "forbidden")
+    # The same `channel` parameter as the event feed's: no blank, control or over-long name.
+    for bad in ("", "x\x00y", "x\x01y", "x" * 256):
+        r = await client.get("/v1/orders", params={"channel": bad}, headers=OPS)
+        assert_problem(r, 422, "validation_error")
 
 
 async def test_the_cursor_walks_a_filtered_list_without_gaps_or_repeats(

@@ -8,6 +8,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
+from backorder.api.problems import problem_body
+from backorder.domain.errors import DomainError
+
 PROBLEM_JSON = "application/problem+json"
 SCHEMAS = "#/components/schemas/"
 PROBLEM_REF = {"$ref": SCHEMAS + "Problem"}
@@ -148,6 +151,31 @@ def example(
     if description is not None:
         response["description"] = description
     return {status: response}
+
+
+EXAMPLE_REQUEST_ID = "5f0c2a9e8b7d4c1a9e3f6b2d0a8c4e71"
+
+
+def problem_example(error: type[DomainError], detail: str, **extra: Any) -> dict[str, Any]:
+    """The problem body the service answers for `error`, as an example for a route's docs
+    (built by the handler's own `problem_body`, so the two cannot drift apart)."""
+    return problem_body(
+        error.status,
+        error.code,
+        detail,
+        title=error.title,
+        request_id=EXAMPLE_REQUEST_ID,
+        **extra,
+    )
+
+
+def with_problem_examples(
+    responses: dict[int | str, dict[str, Any]], status: int, **named: dict[str, Any]
+) -> dict[int | str, dict[str, Any]]:
+    """`responses` with example problem bodies for `status` (the machine fields it carries)."""
+    content = responses[status]["content"][PROBLEM_JSON]
+    content["examples"] = {name: {"value": value} for name, value in named.items()}
+    return responses
 
 
 def restore_example_nulls(document: dict[str, Any]) -> dict[str, Any]:

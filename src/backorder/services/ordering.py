@@ -1,4 +1,5 @@
-"""Use cases of orders: place, cancel (whole or a line), ship, reprioritise.
+"""Use cases of orders after placement (`placement.py`): read, cancel (whole or a line), ship,
+reprioritise.
 
 Each runs inside one transaction given by the caller and takes the SKU locks of every product
 it touches first, in sorted order. Refusals raise before anything is written.
@@ -6,7 +7,6 @@ it touches first, in sorted order. Refusals raise before anything is written.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -14,49 +14,22 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from backorder.db import events, orders, promises, stock
-from backorder.db.orders import LineChange, NewLine, OrderRow
+from backorder.db.orders import LineChange, OrderRow
 from backorder.db.stock import LockedProduct
-from backorder.domain.allocation import take_now
 from backorder.domain.errors import (
-    BackorderLimitExceeded,
-    Conflict,
-    Discontinued,
-    DomainError,
-    InsufficientStock,
     NotAllocated,
     NotFound,
     OrderIncomplete,
-    UnknownSku,
     ValidationFailed,
 )
 from backorder.domain.orders import (
     ShipPolicy,
-    Units,
     backorder_type_of,
     ready_to_ship,
     status_of,
     total,
 )
 from backorder.services.cancellations import cancel_refusal, cancellation_events
-
-
-@dataclass(frozen=True, slots=True)
-class LineRequest:
-    sku: str
-    quantity: int
-
-
-@dataclass(frozen=True, slots=True)
-class PlaceOrder:
-    channel: str
-    customer_id: str
-    priority: int
-    ship_policy: ShipPolicy
-    external_ref: str | None
-    lines: list[LineRequest]
-    # "allow": what stock cannot cover now waits (a backorder); "cancel_rest": it is
-    # cancelled at once and the order never waits.
-    backorder: str = "allow"
 
 
 def line_view(line: orders.LineRow) -> dict[str, Any]:
@@ -96,217 +69,6 @@ def order_view(order: OrderRow) -> dict[str, Any]:
         "updated_at": order.updated_at,
         "lines": [line_view(line) for line in order.lines],
     }
-
-
-def _refusal_lines(
-    lines: list[LineRequest], locked: dict[str, LockedProduct], skus: set[str]
-) -> list[dict[str, Any]]:
-    out = []
-    for line in lines:
-        if line.sku in skus:
-            product = locked.get(line.sku)
-            out.append(
-                {
-                    "sku": line.sku,
-                    "requested": line.quantity,
-                    "available": max(0, product.available) if product else 0,
-                }
-            )
-    return out
-
-
-def _check(cmd: PlaceOrder, locked: dict[str, LockedProduct]) -> list[NewLine]:
-    """Split each line into allocated and backordered units, or refuse the order whole."""
-    unknown = {line.sku for line in cmd.lines if line.sku not in locked}
-    if unknown:
-        raise UnknownSku(
-            f"unknown SKU: {', '.join(sorted(unknown))}",
-            lines=_refusal_lines(cmd.lines, locked, unknown),
-        )
-    discontinued = {line.sku for line in cmd.lines if locked[line.sku].discontinued}
-    if discontinued:
-        raise Discontinued(
-            f"discontinued: {', '.join(sorted(discontinued))}",
-            lines=_refusal_lines(cmd.lines, locked, discontinued),
-        )
-    new_lines: list[NewLine] = []
-    short: set[str] = set()
-    over_limit: set[str] = set()
-    for line in cmd.lines:
-        product = locked[line.sku]
-        allocated, backordered = take_now(line.quantity, product.available)
-        if cmd.backorder == "cancel_rest":
-            # Nothing waits, so no backorder rule can refuse it.
-            new_lines.append(
-                NewLine(uuid4(), line.sku, line.quantity, allocated, 0, cancelled=backordered)
-            )
-            continue
-        if backordered and not product.backorders_allowed:
-            short.add(line.sku)
-        elif (
-            backordered
-            and product.backorder_limit is not None
-            and product.backordered + backordered > product.backorder_limit
-        ):
-            over_limit.add(line.sku)
-        new_lines.append(NewLine(uuid4(), line.sku, line.quantity, allocated, backordered))
-    if short:
-        raise InsufficientStock(
-            f"not enough stock and no backorders allowed: {', '.join(sorted(short))}",
-            lines=_refusal_lines(cmd.lines, locked, short),
-        )
-    if over_limit:
-        lines = _refusal_lines(cmd.lines, locked, over_limit)
-        for entry in lines:
-            product = locked[entry["sku"]]
-            limit = product.backorder_limit or 0
-            entry["backorder_capacity"] = max(0, limit - product.backordered)
-        raise BackorderLimitExceeded(
-            f"backorder limit reached: {', '.join(sorted(over_limit))}", lines=lines
-        )
-    return new_lines
-
-
-async def _refuse_reused_ref(conn: AsyncConnection, cmd: PlaceOrder) -> None:
-    """409 naming the channel's order already placed with this `external_ref`, if any."""
-    if cmd.external_ref is None:
-        return
-    existing = await orders.order_with_ref(conn, cmd.channel, cmd.external_ref)
-    if existing is not None:
-        raise Conflict(
-            f"this channel already has an order with external_ref {cmd.external_ref!r}",
-            order_id=str(existing),
-            reason="external_ref_taken",
-        )
-
-
-async def place_order(conn: AsyncConnection, cmd: PlaceOrder) -> dict[str, Any]:
-    locked = await stock.lock_products(conn, [line.sku for line in cmd.lines])
-    try:
-        new_lines = _check(cmd, locked)
-    except DomainError:
-        # A retry of an order that was placed should learn that, not that stock ran out
-        # since: looked up on the refusal path only, the happy path pays nothing for it.
-        await _refuse_reused_ref(conn, cmd)
-        raise
-    for line in new_lines:
-        product = locked[line.sku]
-        product.allocated += line.allocated
-        product.backordered += line.backordered
-    units = total(
-        [Units(x.quantity, x.allocated, x.backordered, 0, x.cancelled) for x in new_lines]
-    )
-    status = status_of(units).value
-    ready = ready_to_ship(units, cmd.ship_policy)
-    order_id = uuid4()
-    announced: list[tuple[str, dict[str, Any]]] = [
-        (
-            "order.created",
-            {
-                "order_id": order_id,
-                "customer_id": cmd.customer_id,
-                "channel": cmd.channel,
-                "status": status,
-                "lines": [
-                    {
-                        "line_id": x.id,
-                        "sku": x.sku,
-                        "quantity": x.quantity,
-                        "allocated": x.allocated,
-                        "backordered": x.backordered,
-                        "cancelled": x.cancelled,
-                    }
-                    for x in new_lines
-                ],
-            },
-        ),
-    ]
-    waiting = [x for x in new_lines if x.backordered]
-    if waiting:
-        announced.append(
-            (
-                "order.backordered",
-                {
-                    "order_id": order_id,
-                    "customer_id": cmd.customer_id,
-                    "channel": cmd.channel,
-                    "lines": [
-                        {"line_id": x.id, "sku": x.sku, "backordered": x.backordered}
-                        for x in waiting
-                    ],
-                },
-            )
-        )
-    short = [x for x in new_lines if x.cancelled]
-    if short:
-        # `cancel_rest`: what stock could not cover is cancelled now. With nothing in stock
-        # at all the order is placed cancelled whole (the answer says what happened).
-        announced += cancellation_events(
-            order_id,
-            cmd.channel,
-            [{"line_id": x.id, "sku": x.sku, "quantity": x.cancelled} for x in short],
-            reason="short_stock",
-            note=None,
-            order_cancelled=status == "cancelled",
-        )
-    if ready:
-        announced.append(("order.ready_to_ship", {"order_id": order_id, "channel": cmd.channel}))
-    counters, transitions = stock.counters_after_placement([locked[s] for s in sorted(locked)])
-    created_at = await orders.place_order(
-        conn,
-        order_id=order_id,
-        channel=cmd.channel,
-        customer_id=cmd.customer_id,
-        priority=cmd.priority,
-        ship_policy=cmd.ship_policy.value,
-        external_ref=cmd.external_ref,
-        status=status,
-        ready=ready,
-        lines=new_lines,
-        events=announced + transitions,
-        counters=counters,
-    )
-    if created_at is None:
-        await _refuse_reused_ref(conn, cmd)
-        raise Conflict(f"external_ref {cmd.external_ref!r} was just used by another order")
-    dates: dict[UUID, Any] = {}
-    if waiting:
-        for sku in sorted({x.sku for x in waiting}):
-            await promises.refresh(conn, sku, locked[sku].allocation_strategy, new_order=order_id)
-        rows = await conn.execute(
-            text(
-                "SELECT id, expected_date FROM order_line WHERE order_id = :id AND backordered > 0"
-            ),
-            {"id": order_id},
-        )
-        dates = {r.id: r.expected_date for r in rows}
-    order = OrderRow(
-        order_id,
-        cmd.channel,
-        cmd.customer_id,
-        cmd.priority,
-        cmd.ship_policy.value,
-        cmd.external_ref,
-        status,
-        created_at,
-        created_at,
-        [
-            orders.LineRow(
-                x.id,
-                order_id,
-                n,
-                x.sku,
-                x.quantity,
-                x.allocated,
-                x.backordered,
-                0,
-                x.cancelled,
-                dates.get(x.id),
-            )
-            for n, x in enumerate(new_lines, start=1)
-        ],
-    )
-    return order_view(order)
 
 
 async def _lock_order(

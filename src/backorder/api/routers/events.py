@@ -12,7 +12,7 @@ from backorder.api import cursors
 from backorder.api.deps import AnyKey
 from backorder.api.docs import problems
 from backorder.api.execute import read
-from backorder.api.schemas.common import Page, page
+from backorder.api.schemas.common import ChannelQuery, Page, page
 from backorder.api.schemas.events import EVENT_TYPES, EventOut
 from backorder.db import feed
 from backorder.domain.errors import Forbidden
@@ -62,16 +62,7 @@ async def list_events(
             examples=["order.backordered"],
         ),
     ] = None,
-    channel: Annotated[
-        str | None,
-        Query(
-            min_length=1,
-            max_length=255,
-            pattern=r"^[^\x00-\x1f\x7f]+$",
-            description="Ops: only this channel's view (a storefront's is always its own).",
-            examples=["web-shop"],
-        ),
-    ] = None,
+    channel: ChannelQuery = None,
     limit: cursors.LimitQuery = 50,
     cursor: cursors.CursorQuery = None,
 ) -> Response:

@@ -12,10 +12,10 @@ from starlette.responses import Response
 
 from backorder.api import cursors
 from backorder.api.deps import AnyKey, OpsKey, get_settings
-from backorder.api.docs import example, problems
+from backorder.api.docs import example, problem_example, problems, with_problem_examples
 from backorder.api.execute import HONOURS_IDEMPOTENCY_KEY, read, write
 from backorder.api.schemas import examples
-from backorder.api.schemas.common import SKU_PATTERN, Page, page
+from backorder.api.schemas.common import SKU_PATTERN, ChannelQuery, Page, page
 from backorder.api.schemas.orders import (
     CancelIn,
     LineCancelIn,
@@ -28,32 +28,12 @@ from backorder.api.schemas.orders import (
 )
 from backorder.api.schemas.reports import Instant
 from backorder.db import orders
-from backorder.domain.errors import Forbidden, ValidationFailed
+from backorder.domain.errors import Conflict, Forbidden, InsufficientStock, ValidationFailed
 from backorder.domain.orders import ShipPolicy
-from backorder.services import ordering
+from backorder.domain.placement import LineRequest
+from backorder.services import ordering, placement
 
 router = APIRouter(prefix="/v1/orders", tags=["Orders"])
-
-
-def _with_problem_examples(
-    responses: dict[int | str, dict[str, Any]], status: int, **named: dict[str, Any]
-) -> dict[int | str, dict[str, Any]]:
-    """`responses` with example problem bodies for `status` (the machine fields it carries)."""
-    content = responses[status]["content"]["application/problem+json"]
-    content["examples"] = {name: {"value": value} for name, value in named.items()}
-    return responses
-
-
-def _problem(status: int, code: str, detail: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "type": f"https://backorder.dev/problems/{code}",
-        "title": code.replace("_", " ").capitalize(),
-        "status": status,
-        "detail": detail,
-        "code": code,
-        "request_id": "5f0c2a9e8b7d4c1a9e3f6b2d0a8c4e71",
-        **extra,
-    }
 
 
 STOREFRONT_MAX_PRIORITY = 4
@@ -75,19 +55,17 @@ def check_line_count(request: Request, count: int, what: str) -> None:
     openapi_extra=HONOURS_IDEMPOTENCY_KEY,
     status_code=201,
     response_model=OrderOut,
-    responses=_with_problem_examples(
+    responses=with_problem_examples(
         problems(403, 409),
         409,
-        external_ref_taken=_problem(
-            409,
-            "conflict",
+        external_ref_taken=problem_example(
+            Conflict,
             "this channel already has an order with external_ref 'web-88812'",
             order_id=examples.ORDER_ID,
             reason="external_ref_taken",
         ),
-        insufficient_stock=_problem(
-            409,
-            "insufficient_stock",
+        insufficient_stock=problem_example(
+            InsufficientStock,
             "not enough stock and no backorders allowed: TRAIL-42",
             lines=[{"sku": "TRAIL-42", "requested": 100, "available": 80}],
         ),
@@ -128,16 +106,16 @@ async def place_order(
                 }
             ],
         )
-    cmd = ordering.PlaceOrder(
+    cmd = placement.PlaceOrder(
         channel=principal.channel,
         customer_id=body.customer_id,
         priority=body.priority,
         ship_policy=ShipPolicy(body.ship_policy),
         external_ref=body.external_ref,
-        lines=[ordering.LineRequest(line.sku, line.quantity) for line in body.lines],
+        lines=[LineRequest(line.sku, line.quantity) for line in body.lines],
         backorder=body.backorder,
     )
-    return await write(request, principal, lambda conn: ordering.place_order(conn, cmd))
+    return await write(request, principal, lambda conn: placement.place_order(conn, cmd))
 
 
 @router.get(
@@ -189,16 +167,7 @@ async def list_orders(
             examples=["2026-12-02T00:00:00Z"],
         ),
     ] = None,
-    channel: Annotated[
-        str | None,
-        Query(
-            min_length=1,
-            max_length=255,
-            description="Ops keys: only this channel's orders (a key's name; `master` for the "
-            "master key). Storefront keys: their own channel only, else 403.",
-            examples=["web-shop"],
-        ),
-    ] = None,
+    channel: ChannelQuery = None,
     limit: cursors.LimitQuery = 50,
     cursor: cursors.CursorQuery = None,
 ) -> Response:
@@ -249,12 +218,11 @@ async def get_order(request: Request, principal: AnyKey, order_id: UUID) -> Resp
     response_model=OrderOut,
     responses={
         **example(200, examples.ORDER_CANCELLED, "The order, every unshipped unit cancelled."),
-        **_with_problem_examples(
+        **with_problem_examples(
             problems(404, 409),
             409,
-            nothing_to_cancel=_problem(
-                409,
-                "conflict",
+            nothing_to_cancel=problem_example(
+                Conflict,
                 "nothing left to cancel on this order",
                 reason="nothing_to_cancel",
             ),
@@ -294,12 +262,11 @@ async def cancel_order(
             examples.ORDER_LINE_CANCELLED,
             'The order after `{"quantity": 5}`: backordered units are cancelled first.',
         ),
-        **_with_problem_examples(
+        **with_problem_examples(
             problems(404, 409),
             409,
-            exceeds_remaining=_problem(
-                409,
-                "conflict",
+            exceeds_remaining=problem_example(
+                Conflict,
                 "the line has 3 unshipped, uncancelled units",
                 reason="exceeds_remaining",
                 cancellable=3,

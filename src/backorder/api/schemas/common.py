@@ -6,6 +6,7 @@ import re
 from datetime import date
 from typing import Annotated, Any, Generic, TypeVar
 
+from fastapi import Query
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -74,6 +75,19 @@ Day = Annotated[date, BeforeValidator(_iso_date)]
 """A calendar date in a request body, `YYYY-MM-DD`."""
 
 SKU_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
+
+# The `channel` filter of the lists that hold several channels' records (orders, events).
+ChannelQuery = Annotated[
+    str | None,
+    Query(
+        min_length=1,
+        max_length=255,
+        pattern=r"^[^\x00-\x1f\x7f]+$",
+        description="Ops keys: only this channel's records (a key's name; `master` for the "
+        "master key). Storefront keys: their own channel only (the default), else 403.",
+        examples=["web-shop"],
+    ),
+]
 
 
 class StrictModel(BaseModel):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 from uuid import UUID
 
@@ -11,19 +11,13 @@ from pydantic import AfterValidator, Field, Strict, StrictBool, StringConstraint
 
 from backorder.api.schemas.common import WHOLE, OutModel, StrictModel, Text
 
-EVENT_TYPES = (
-    "order.created", "order.backordered", "order.line_allocated", "order.ready_to_ship",
-    "order.shipped", "order.line_cancelled", "order.cancelled",
-    "backorder.expected_date_changed",
-    "product.low_stock", "product.back_in_stock", "purchase_order.overdue",
-)  # fmt: skip
-
 EventType = Literal[
     "order.created", "order.backordered", "order.line_allocated", "order.ready_to_ship",
     "order.shipped", "order.line_cancelled", "order.cancelled",
     "backorder.expected_date_changed",
     "product.low_stock", "product.back_in_stock", "purchase_order.overdue",
 ]  # fmt: skip
+EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 EventTypeOrAll = EventType | Literal["*"]
 
 URL_MAX_LENGTH = 2048

@@ -1,0 +1,198 @@
+"""Placing an order: lock the SKUs, split each line by the placement rule, write the order,
+its lines, events and counters in one statement, then date what waits.
+
+Runs inside one transaction given by the caller; refusals raise before anything is written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from backorder.db import orders, promises, stock
+from backorder.db.orders import NewLine, OrderRow
+from backorder.domain.errors import Conflict, DomainError, RetryLater
+from backorder.domain.orders import ShipPolicy, Units, ready_to_ship, status_of, total
+from backorder.domain.placement import LineRequest, split_lines
+from backorder.services.cancellations import cancellation_events
+from backorder.services.ordering import order_view
+
+# Writes tried again when the order holding the reference vanishes mid-placement (see below).
+_REF_RETRIES = 2
+
+
+@dataclass(frozen=True, slots=True)
+class PlaceOrder:
+    channel: str
+    customer_id: str
+    priority: int
+    ship_policy: ShipPolicy
+    external_ref: str | None
+    lines: list[LineRequest]
+    # "allow": what stock cannot cover now waits (a backorder); "cancel_rest": it is
+    # cancelled at once and the order never waits.
+    backorder: str = "allow"
+
+
+async def _refuse_reused_ref(conn: AsyncConnection, cmd: PlaceOrder) -> None:
+    """409 naming the channel's order already placed with this `external_ref`, if any."""
+    if cmd.external_ref is None:
+        return
+    existing = await orders.order_with_ref(conn, cmd.channel, cmd.external_ref)
+    if existing is not None:
+        raise Conflict(
+            f"this channel already has an order with external_ref {cmd.external_ref!r}",
+            order_id=str(existing),
+            reason="external_ref_taken",
+        )
+
+
+async def place_order(conn: AsyncConnection, cmd: PlaceOrder) -> dict[str, Any]:
+    locked = await stock.lock_products(conn, [line.sku for line in cmd.lines])
+    try:
+        new_lines = [
+            NewLine(uuid4(), x.sku, x.quantity, x.allocated, x.backordered, x.cancelled)
+            for x in split_lines(cmd.lines, locked, cmd.backorder)
+        ]
+    except DomainError:
+        # A retry of an order that was placed should learn that, not that stock ran out
+        # since: looked up on the refusal path only, the happy path pays nothing for it.
+        await _refuse_reused_ref(conn, cmd)
+        raise
+    for line in new_lines:
+        product = locked[line.sku]
+        product.allocated += line.allocated
+        product.backordered += line.backordered
+    units = total(
+        [Units(x.quantity, x.allocated, x.backordered, 0, x.cancelled) for x in new_lines]
+    )
+    status = status_of(units).value
+    ready = ready_to_ship(units, cmd.ship_policy)
+    order_id = uuid4()
+    announced: list[tuple[str, dict[str, Any]]] = [
+        (
+            "order.created",
+            {
+                "order_id": order_id,
+                "customer_id": cmd.customer_id,
+                "channel": cmd.channel,
+                "status": status,
+                "lines": [
+                    {
+                        "line_id": x.id,
+                        "sku": x.sku,
+                        "quantity": x.quantity,
+                        "allocated": x.allocated,
+                        "backordered": x.backordered,
+                        "cancelled": x.cancelled,
+                    }
+                    for x in new_lines
+                ],
+            },
+        ),
+    ]
+    waiting = [x for x in new_lines if x.backordered]
+    if waiting:
+        announced.append(
+            (
+                "order.backordered",
+                {
+                    "order_id": order_id,
+                    "customer_id": cmd.customer_id,
+                    "channel": cmd.channel,
+                    "lines": [
+                        {"line_id": x.id, "sku": x.sku, "backordered": x.backordered}
+                        for x in waiting
+                    ],
+                },
+            )
+        )
+    short = [x for x in new_lines if x.cancelled]
+    if short:
+        # `cancel_rest`: what stock could not cover is cancelled now. With nothing in stock
+        # at all the order is placed cancelled whole (the answer says what happened).
+        announced += cancellation_events(
+            order_id,
+            cmd.channel,
+            [{"line_id": x.id, "sku": x.sku, "quantity": x.cancelled} for x in short],
+            reason="short_stock",
+            note=None,
+            order_cancelled=status == "cancelled",
+        )
+    if ready:
+        announced.append(("order.ready_to_ship", {"order_id": order_id, "channel": cmd.channel}))
+    counters, transitions = stock.counters_after_placement([locked[s] for s in sorted(locked)])
+
+    async def write() -> datetime | None:
+        return await orders.place_order(
+            conn,
+            order_id=order_id,
+            channel=cmd.channel,
+            customer_id=cmd.customer_id,
+            priority=cmd.priority,
+            ship_policy=cmd.ship_policy.value,
+            external_ref=cmd.external_ref,
+            status=status,
+            ready=ready,
+            lines=new_lines,
+            events=announced + transitions,
+            counters=counters,
+        )
+
+    created_at = await write()
+    retries = 0
+    while created_at is None:
+        await _refuse_reused_ref(conn, cmd)
+        # The write found the channel's order with this reference, yet the lookup right after
+        # it does not: that order was deleted in between (by hand; the service deletes no
+        # order). A twin that rolled back cannot lead here: ON CONFLICT waits for it and then
+        # inserts. So the reference is free again, and a 409 naming no order would break the
+        # contract: the write wrote nothing and the SKU locks are still held, so make it again.
+        if retries == _REF_RETRIES:
+            # Orders with this reference keep vanishing under us: let the caller try again.
+            raise RetryLater(f"external_ref {cmd.external_ref!r} is changing hands; retry")
+        retries += 1
+        created_at = await write()
+    dates: dict[UUID, Any] = {}
+    if waiting:
+        for sku in sorted({x.sku for x in waiting}):
+            await promises.refresh(conn, sku, locked[sku].allocation_strategy, new_order=order_id)
+        rows = await conn.execute(
+            text(
+                "SELECT id, expected_date FROM order_line WHERE order_id = :id AND backordered > 0"
+            ),
+            {"id": order_id},
+        )
+        dates = {r.id: r.expected_date for r in rows}
+    order = OrderRow(
+        order_id,
+        cmd.channel,
+        cmd.customer_id,
+        cmd.priority,
+        cmd.ship_policy.value,
+        cmd.external_ref,
+        status,
+        created_at,
+        created_at,
+        [
+            orders.LineRow(
+                x.id,
+                order_id,
+                n,
+                x.sku,
+                x.quantity,
+                x.allocated,
+                x.backordered,
+                0,
+                x.cancelled,
+                dates.get(x.id),
+            )
+            for n, x in enumerate(new_lines, start=1)
+        ],
+    )
+    return order_view(order)

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 
 from backorder import __version__
 from backorder.api import docs_ui, problems
@@ -35,7 +35,6 @@ from backorder.api.routers import (
     webhooks,
 )
 from backorder.api.schemas.orders import admit_line_cap
-from backorder.api.strict_query import check_query_string
 from backorder.config import Settings
 from backorder.db.engine import head_revision, make_engine
 from backorder.logging import configure as configure_logging
@@ -111,7 +110,6 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,  # FastAPI's pages load from a CDN: docs_ui serves local copies
         redoc_url=None,
-        dependencies=[Depends(check_query_string)],
         generate_unique_id_function=operation_id,
         contact=CONTACT,
         license_info=LICENSE,

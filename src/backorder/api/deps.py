@@ -15,12 +15,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backorder.api.ratelimit import FailedAuthThrottle, RateLimiter
+from backorder.api.strict_query import check_query_string
 from backorder.config import Settings
 from backorder.db import keys
 from backorder.db.engine import run_read, run_transaction
 from backorder.domain.errors import Forbidden, Unauthorized
-
-QUERY_PROBLEM = "query_problem"  # request.state: strict_query's refusal, raised after the key
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -118,11 +117,9 @@ async def authenticate(
     limiter: RateLimiter | None = request.app.state.rate_limiter
     if limiter is not None:
         limiter.check(principal.scope)
-    # A bad query string found before the key was checked (strict_query) is answered now, so
-    # that a caller without a valid key learns only that it needs one.
-    query_problem: Exception | None = getattr(request.state, QUERY_PROBLEM, None)
-    if query_problem is not None:
-        raise query_problem
+    # The query string is judged once the key is known: a caller without a valid key learns
+    # only that it needs one.
+    check_query_string(request)
     return principal
 
 

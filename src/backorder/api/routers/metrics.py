@@ -6,18 +6,20 @@ import asyncio
 import logging
 import time
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.responses import Response
 
 from backorder import metrics
+from backorder.api.strict_query import check_query_string
 from backorder.db import reports
 from backorder.db.engine import run_transaction
 from backorder.db.reports import MetricFigures
 from backorder.domain.errors import RetryLater
 
-router = APIRouter(tags=["Operations"])
+# No key here, so no `authenticate` to judge the query string: the router does.
+router = APIRouter(tags=["Operations"], dependencies=[Depends(check_query_string)])
 log = logging.getLogger("backorder.metrics")
 
 # A scrape must stay cheap and never hang: its SQL gets its own, short statement timeout.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from sqlalchemy import text
 from starlette.responses import Response
 
@@ -10,9 +10,11 @@ from backorder.api.docs import example, problems
 from backorder.api.execute import json_response
 from backorder.api.problems import problem_body, problem_response, request_id_of
 from backorder.api.schemas import examples
+from backorder.api.strict_query import check_query_string
 from backorder.db.engine import current_revision
 
-router = APIRouter(tags=["Operations"])
+# No key here, so no `authenticate` to judge the query string: the router does.
+router = APIRouter(tags=["Operations"], dependencies=[Depends(check_query_string)])
 
 
 @router.get(

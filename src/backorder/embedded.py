@@ -17,8 +17,11 @@ superuser (the server trusts every local connection). Here:
 * the data directory is 0700 (0710 with the server user's group when run as root: PostgreSQL
   refuses to run as root, so it runs as the system user `pgserver`, which must pass through
   the data directory to its `pgdata`, and nothing else);
-* no ancestor's mode is ever changed: when the server's user cannot reach the data directory
-  or the binaries, start-up is refused with a message that says what to do instead;
+* no ancestor is opened to others: where the server's user cannot pass through an ancestor of
+  the data directory or of the binaries (run as root, under `/root` or pytest's private
+  `/tmp/pytest-of-root`), that directory gets one ACL entry letting that user alone pass
+  (`user:pgserver:--x`); where the file system keeps no ACLs, start-up is refused with a
+  message that says what to do instead;
 * a server found running (joined by `migrate`, or left by a killed `serve`) is used only if its
   socket is private and it has no TCP listener; else `serve` restarts it safely and the
   one-shot commands refuse.
@@ -33,6 +36,7 @@ import secrets
 import shlex
 import shutil
 import stat
+import struct
 import subprocess
 import tempfile
 import time
@@ -158,8 +162,8 @@ def _start(data_dir: Path, *, restart_unsafe: bool) -> tuple[Postgres, bool]:
     bin_dir = _bin_dir(pgdata)
     user = _server_user()
     if user is not None:
-        _require_reachable(bin_dir.parent, user, "the PostgreSQL binaries")
-        _require_reachable(data_dir, user, "the data directory")
+        _ensure_reachable(bin_dir.parent, user, "the PostgreSQL binaries")
+        _ensure_reachable(data_dir, user, "the data directory")
     # One starter at a time (a `serve` and a `migrate` launched together).
     with (data_dir / "embedded.lock").open("a+") as guard:
         fcntl.flock(guard, fcntl.LOCK_EX)
@@ -222,27 +226,95 @@ def _server_user() -> pwd.struct_passwd | None:
         return pwd.getpwnam(SERVER_USER)
 
 
-def _require_reachable(path: Path, user: pwd.struct_passwd, what: str) -> None:
-    """Refuse, naming the directory, when `user` cannot pass through every ancestor of
-    `path` (the path itself included): widening them would open them to everyone."""
-    groups = {user.pw_gid, *(g for g in os.getgrouplist(user.pw_name, user.pw_gid))}
-    current = path
-    for directory in [current, *current.parents]:
-        st = directory.stat()
-        if st.st_uid == user.pw_uid:
-            ok = bool(st.st_mode & stat.S_IXUSR)
-        elif st.st_gid in groups:
-            ok = bool(st.st_mode & stat.S_IXGRP)
-        else:
-            ok = bool(st.st_mode & stat.S_IXOTH)
-        if not ok:
+# POSIX ACLs as Linux stores them in the `system.posix_acl_access` attribute: a version, then
+# (tag, permissions, id) entries sorted by tag and id.
+_ACL_XATTR = "system.posix_acl_access"
+_ACL_VERSION = 2
+_ACL_USER_OBJ, _ACL_USER, _ACL_GROUP_OBJ, _ACL_GROUP, _ACL_MASK, _ACL_OTHER = (
+    0x01, 0x02, 0x04, 0x08, 0x10, 0x20,
+)  # fmt: skip
+_ACL_NO_ID = 0xFFFFFFFF
+_SEARCH = 0o1  # the x bit of a directory: pass through it
+
+
+def _acl(directory: Path) -> dict[tuple[int, int], int] | None:
+    """The directory's ACL as {(tag, id): permissions}, or None when it has only its mode."""
+    try:
+        raw = os.getxattr(directory, _ACL_XATTR)
+    except OSError:
+        return None
+    entries = {}
+    for offset in range(4, len(raw), 8):
+        tag, perm, id_ = struct.unpack_from("<HHI", raw, offset)
+        entries[(tag, id_)] = perm
+    return entries
+
+
+def _passes(directory: Path, user: pwd.struct_passwd, groups: set[int]) -> bool:
+    """Whether `user` may pass through `directory` (POSIX ACL rules, as the kernel checks)."""
+    st = directory.stat()
+    if st.st_uid == user.pw_uid:
+        return bool(st.st_mode & stat.S_IXUSR)
+    acl = _acl(directory) or {}
+    mask = acl.get((_ACL_MASK, _ACL_NO_ID), 0o7)
+    if (_ACL_USER, user.pw_uid) in acl:
+        return bool(acl[(_ACL_USER, user.pw_uid)] & mask & _SEARCH)
+    if st.st_gid in groups:
+        group_perm = acl.get((_ACL_GROUP_OBJ, _ACL_NO_ID), (st.st_mode >> 3) & 0o7)
+        return bool(group_perm & mask & _SEARCH)
+    return bool(st.st_mode & stat.S_IXOTH)
+
+
+def _grant_passage(directory: Path, user: pwd.struct_passwd) -> None:
+    """Let `user` alone pass through `directory`: one ACL entry, `user:<name>:--x`. The owner's,
+    the group's and everyone else's access stay exactly as they were (the mode's group bits
+    then show the ACL's mask, `--x`, as `ls -l` and `stat` do for any directory with an ACL;
+    the group itself still gets nothing)."""
+    st = directory.stat()
+    mode = stat.S_IMODE(st.st_mode)
+    acl = _acl(directory) or {
+        (_ACL_USER_OBJ, _ACL_NO_ID): (mode >> 6) & 0o7,
+        (_ACL_GROUP_OBJ, _ACL_NO_ID): (mode >> 3) & 0o7,
+        (_ACL_OTHER, _ACL_NO_ID): mode & 0o7,
+    }
+    acl[(_ACL_USER, user.pw_uid)] = acl.get((_ACL_USER, user.pw_uid), 0) | _SEARCH
+    # The mask bounds every group-class entry: it must cover each of them (their union).
+    mask = 0
+    for (tag, _), perm in acl.items():
+        if tag in (_ACL_USER, _ACL_GROUP_OBJ, _ACL_GROUP):
+            mask |= perm
+    acl[(_ACL_MASK, _ACL_NO_ID)] = mask
+    raw = struct.pack("<I", _ACL_VERSION) + b"".join(
+        struct.pack("<HHI", tag, perm, id_) for (tag, id_), perm in sorted(acl.items())
+    )
+    os.setxattr(directory, _ACL_XATTR, raw)
+
+
+def _ensure_reachable(path: Path, user: pwd.struct_passwd, what: str) -> None:
+    """Make sure `user` can pass through every ancestor of `path` (the path itself included).
+
+    Run as root, the server's user must reach the data directory and the binaries, often
+    under directories only root may enter (`/root`, pytest's `/tmp/pytest-of-root`). Widening
+    their mode would open them to every local user; instead each blocking directory gets an
+    ACL entry for the server's user alone. Where the file system keeps no ACLs, start-up is
+    refused with a message that says what to do instead."""
+    groups = {user.pw_gid, *os.getgrouplist(user.pw_name, user.pw_gid)}
+    for directory in reversed([path, *path.parents]):
+        if _passes(directory, user, groups):
+            continue
+        try:
+            _grant_passage(directory, user)
+        except OSError as exc:
             raise EmbeddedUnsafe(
                 f"run as root, the embedded PostgreSQL runs as the system user "
                 f"'{user.pw_name}', which cannot reach {what} ({path}): {directory} has mode "
-                f"{stat.S_IMODE(st.st_mode):04o}. backorder will not widen it. Put "
-                "BACKORDER_DATA_DIR (and the virtualenv) where that user can pass, run "
-                "backorder as an ordinary user, or set DATABASE_URL"
-            )
+                f"{stat.S_IMODE(directory.stat().st_mode):04o} and takes no ACL ({exc.strerror})."
+                " backorder will not widen it. Put BACKORDER_DATA_DIR (and the virtualenv) "
+                "where that user can pass, run backorder as an ordinary user, or set "
+                "DATABASE_URL"
+            ) from exc
+        if not _passes(directory, user, groups):
+            raise EmbeddedUnsafe(f"granting '{user.pw_name}' passage through {directory} failed")
 
 
 def _initdb(pgdata: Path, bin_dir: Path, user: pwd.struct_passwd | None) -> None:

@@ -5,6 +5,7 @@ directory but its own."""
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import stat
 import subprocess
@@ -108,16 +109,33 @@ def test_starting_the_embedded_database_never_widens_an_ancestors_mode(base: Pat
     assert modes(base / "open") == before
 
 
-def test_a_data_directory_the_server_user_cannot_reach_is_refused_not_opened(base: Path) -> None:
+def passes_as(uid: int, directory: Path) -> bool:
+    """Whether user `uid` may pass through `directory` (the kernel's own answer)."""
+    probe = subprocess.run(
+        ["/bin/sh", "-c", f"cd {directory}"], user=uid, group=uid, extra_groups=[], cwd="/",
+        capture_output=True, check=False,
+    )  # fmt: skip
+    return probe.returncode == 0
+
+
+def test_behind_a_private_ancestor_only_the_server_user_is_let_through(base: Path) -> None:
+    """Run as root with the data under a directory only root may enter (`/root`, pytest's
+    `/tmp/pytest-of-root`): the server's user alone is let through, by one ACL entry; nobody
+    else gains anything, and the database stays private."""
     private = base / "private"
     private.mkdir(mode=0o700)
     private.chmod(0o700)
-    with pytest.raises(embedded.EmbeddedUnsafe) as refused:
-        embedded.start(private / "data", exclusive=False)
-    message = str(refused.value)
-    assert str(private) in message and "0700" in message and "will not widen" in message
-    assert stat.S_IMODE(private.stat().st_mode) == 0o700
-    assert not (private / "data" / "pgdata").exists()
+    server_user = pwd.getpwnam("pgserver")
+    db = embedded.start(private / "data", exclusive=False)
+    try:
+        assert passes_as(server_user.pw_uid, private)
+        assert not passes_as(NOBODY, private)
+        st = private.stat()
+        assert stat.S_IMODE(st.st_mode) & 0o707 == 0o700  # owner and others as they were
+        refused = psql_as(NOBODY, db.server.socket_dir, db.server.pgdata)
+        assert refused.returncode != 0
+    finally:
+        db.stop()
 
 
 def test_a_server_found_with_an_open_socket_is_refused_by_commands_and_restarted_by_serve(

@@ -102,6 +102,17 @@ def observe_pool(pool: Any) -> None:
         DB_POOL_SIZE.set(size())
 
 
+class _Writes:
+    """How many writes (a non-GET answered below 400) this process has answered: the
+    scrape's cache of SQL figures (`routers/metrics.FigureCache`) is stale after one."""
+
+    answered = 0
+
+
+WRITES = _Writes()
+_READS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 class MetricsMiddleware:
     """Pure ASGI: time each request, count it by route template, log it, note the pool.
 
@@ -137,6 +148,8 @@ class MetricsMiddleware:
             labels = (method, route, f"{status // 100}xx")
             HTTP_REQUESTS.labels(*labels).inc()
             HTTP_DURATION.labels(*labels).observe(elapsed)
+            if method not in _READS and status < 400:
+                WRITES.answered += 1
             observe_pool(_pool_of(scope))
             log_request(scope, method, route, status, elapsed)
 

@@ -34,3 +34,14 @@ async def test_scraped_figures_are_fresh_again_once_the_cache_has_aged(service: 
         await place(http, [("M-1", 1)])
         await asyncio.sleep(0.4)  # the cache's age, not a synchronisation
         assert "backorder_orders_placed_total 1.0" in (await http.get("/metrics")).text
+
+
+async def test_a_scrape_after_a_write_counts_it_without_waiting_for_the_cache(
+    service: Service,
+) -> None:
+    async with service() as (_, http):  # the default: figures reused for 5 s without writes
+        assert "backorder_orders_placed_total 0.0" in (await http.get("/metrics")).text
+        assert "backorder_orders_placed_total 0.0" in (await http.get("/metrics")).text
+        await http.put("/v1/products/M-1", json={"name": "m"}, headers=OPS)
+        await place(http, [("M-1", 1)])
+        assert "backorder_orders_placed_total 1.0" in (await http.get("/metrics")).text

@@ -59,7 +59,8 @@ backorder_open_backorder_units 20.0
     "`backorder_open_backorder_lines`, `backorder_webhook_deliveries{status}`;\n"
     "* `backorder_db_pool_checked_out` and `backorder_db_pool_size`.\n\n"
     "The SQL figures are read at most once every `BACKORDER_METRICS_CACHE_S` (5 s) per worker "
-    "process; a scrape within that reuses them. When the database does not answer within 2 s, "
+    "process; a scrape within that reuses them, unless the process answered a write since. "
+    "When the database does not answer within 2 s, "
     "the SQL figures are left out and `backorder_metrics_database_up` is 0; the scrape itself "
     "still succeeds.",
 )
@@ -76,17 +77,25 @@ async def scrape(request: Request) -> Response:
 
 class FigureCache:
     """The SQL figures, read at most once per `ttl_s` in a process: `/metrics` needs no key,
-    so a scrape storm must not become a storm of counting queries. Concurrent scrapes wait for
-    the one read under way; a failed read is kept just as long (no retry storm)."""
+    so a scrape storm must not become a storm of counting queries. A write this process
+    answered since the read makes them stale at once (a scrape after an order counts it), so
+    reads are bounded by the scrape rate and by the write rate, whichever is lower, besides
+    the ttl. Concurrent scrapes wait for the one read under way; a failed read is kept just
+    as long (no retry storm)."""
 
     def __init__(self, ttl_s: float) -> None:
         self.ttl_s = ttl_s
         self._lock = asyncio.Lock()
         self._read_at: float | None = None
+        self._writes_at_read = -1
         self._figures: MetricFigures | None = None
 
     def _fresh(self) -> bool:
-        return self._read_at is not None and time.monotonic() - self._read_at < self.ttl_s
+        return (
+            self._read_at is not None
+            and self._writes_at_read == metrics.WRITES.answered
+            and time.monotonic() - self._read_at < self.ttl_s
+        )
 
     async def get(self, engine: AsyncEngine) -> MetricFigures | None:
         if self._fresh():
@@ -94,6 +103,7 @@ class FigureCache:
         async with self._lock:
             if self._fresh():
                 return self._figures
+            self._writes_at_read = metrics.WRITES.answered  # before: a write now is not seen
             try:
                 self._figures = await run_transaction(
                     engine,

@@ -10,7 +10,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.security.conftest import Service
-from tests.support.api import OPS, assert_problem, bearer
+from tests.support.api import OPS, assert_problem, bearer, make_key
 
 A_WELL_FORMED_UNKNOWN_KEY = "bo_" + "x" * 43
 
@@ -91,3 +91,23 @@ async def test_failed_authentication_is_throttled_per_client_address(service: Se
         async with AsyncClient(transport=transport, base_url="http://test") as other:
             r = await other.get("/v1/products", headers=bearer(A_WELL_FORMED_UNKNOWN_KEY))
             assert_problem(r, 401, "unauthorized")
+
+
+async def test_a_guesser_behind_the_same_address_does_not_lock_out_a_working_key(
+    service: Service,
+) -> None:
+    # Storefronts behind one NAT or TLS proxy share an address with whoever guesses keys.
+    async with service(auth_failures_per_minute=3) as (_, http):
+        shop = await make_key(http, "web-shop")
+        assert (await http.get("/v1/products", headers=shop)).status_code == 200
+        for _ in range(3):
+            r = await http.get("/v1/products", headers=bearer(A_WELL_FORMED_UNKNOWN_KEY))
+            assert_problem(r, 401, "unauthorized")
+        guess = await http.get("/v1/products", headers=bearer(A_WELL_FORMED_UNKNOWN_KEY))
+        assert_problem(guess, 429, "rate_limited")  # the guesser is throttled
+        assert (await http.get("/v1/products", headers=shop)).status_code == 200
+        # A key that worked is still looked up: revoked, it gets its 401 at once.
+        keys = (await http.get("/v1/api-keys", headers=OPS)).json()["data"]
+        shop_id = next(k["id"] for k in keys if k["name"] == "web-shop")
+        assert (await http.delete(f"/v1/api-keys/{shop_id}", headers=OPS)).status_code == 204
+        assert_problem(await http.get("/v1/products", headers=shop), 401, "unauthorized")

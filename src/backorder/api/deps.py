@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from backorder.config import Settings
 from backorder.db import keys
 from backorder.db.engine import run_read, run_transaction
 from backorder.domain.errors import Forbidden, Unauthorized
+
+log = logging.getLogger("backorder.auth")
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -97,7 +100,7 @@ async def authenticate(
         throttle: FailedAuthThrottle | None = request.app.state.auth_throttle
         address = request.client.host if request.client else "unknown"
         if throttle is not None:
-            throttle.check(address)
+            throttle.check(address, secret)
         # A token that cannot be a key is refused without a database round trip; a revoked
         # key is refused by the very next request (one lookup in autocommit, never cached).
         row = None
@@ -108,10 +111,17 @@ async def authenticate(
                 throttle.failed(address)
             raise Unauthorized("unknown or revoked API key")
         principal = Principal(role=row.role, name=row.name, scope=str(row.id))
+        if throttle is not None:
+            throttle.succeeded(secret)
         usage: KeyUsage = request.app.state.key_usage
         if usage.due(row):
             key_id = row.id
-            await run_transaction(get_engine(request), lambda conn: keys.touch(conn, key_id))
+            try:
+                await run_transaction(
+                    get_engine(request), lambda conn: keys.touch(conn, key_id), attempts=1
+                )
+            except Exception:  # bookkeeping: never the reason a request fails
+                log.warning("recording an API key's use failed", exc_info=True)
     request.state.principal = principal
     # After authentication: an unknown key is a 401, never a 429.
     limiter: RateLimiter | None = request.app.state.rate_limiter

@@ -20,6 +20,8 @@ background thread and costs a few microseconds.
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from math import ceil
 from time import monotonic_ns
 from typing import cast
@@ -69,6 +71,7 @@ class FailedAuthThrottle:
     addresses the table starts afresh (an attacker with that many addresses gains little)."""
 
     MAX_ADDRESSES = 10_000
+    MAX_KNOWN_KEYS = 10_000
 
     def __init__(self, per_minute: int) -> None:
         if per_minute < 1:
@@ -76,14 +79,18 @@ class FailedAuthThrottle:
         self.capacity = float(per_minute)
         self.per_ns = per_minute / 60e9
         self._tokens: dict[str, tuple[float, int]] = {}
+        self._good: OrderedDict[bytes, None] = OrderedDict()  # digests of keys that worked
 
     def _level(self, address: str, now: int) -> float:
         tokens, then = self._tokens.get(address, (self.capacity, now))
         return min(self.capacity, tokens + (now - then) * self.per_ns)
 
-    def check(self, address: str) -> None:
-        """Raise `RateLimited` when `address` has no attempts left."""
-        if address not in self._tokens:
+    def check(self, address: str, secret: str) -> None:
+        """Raise `RateLimited` when `address` has no attempts left, unless `secret` is a key
+        that authenticated in this process lately: a guesser sharing the address (a NAT, the
+        TLS proxy in front) must not lock out the storefronts behind it. Such a key is still
+        looked up, so a revoked one gets its 401."""
+        if address not in self._tokens or self._known(secret):
             return
         level = self._level(address, monotonic_ns())
         if level < 1:
@@ -92,6 +99,17 @@ class FailedAuthThrottle:
                 f"too many failed authentications from this address; retry in {retry_after} s",
                 retry_after=retry_after,
             )
+
+    def _known(self, secret: str) -> bool:
+        return hashlib.sha256(secret.encode()).digest() in self._good
+
+    def succeeded(self, secret: str) -> None:
+        """`secret` authenticated: its holder passes the throttle (bounded, oldest out)."""
+        digest = hashlib.sha256(secret.encode()).digest()
+        self._good[digest] = None
+        self._good.move_to_end(digest)
+        if len(self._good) > self.MAX_KNOWN_KEYS:
+            self._good.popitem(last=False)
 
     def failed(self, address: str) -> None:
         now = monotonic_ns()

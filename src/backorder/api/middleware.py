@@ -43,11 +43,8 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
-# The HTML pages (/docs, /redoc) are static: no input of anyone's reaches them. Their scripts
-# and styles may come from this origin or the CDN FastAPI's pages load them from; Swagger UI's
-# start-up is an inline script, which a nonce cannot reach through FastAPI's page builder, so
-# inline scripts are allowed on these pages only ('unsafe-inline'; the API's JSON answers carry
-# no CSP: a browser never runs them). ReDoc renders in a blob: worker and loads Google Fonts.
+# The HTML pages (/docs, /redoc) are static: no input of anyone's reaches them. The API's JSON
+# answers carry no CSP: a browser never runs them.
 HTML_CSP = (
     # Every script, style and font of /docs and /redoc comes from this origin (docs_ui); the
     # inline styles are Swagger UI's and ReDoc's own, ReDoc's search runs in a blob: worker.

@@ -2,10 +2,10 @@
 and so is a NUL character in any of them (PostgreSQL's text cannot hold one).
 
 A misspelt or unsupported filter (`?external_reff=`, `?customer=`) that answered the whole
-list looked like an empty filter result to a caller; now it names the parameter. One
-app-wide dependency does it for every route: what a route takes is read once from its
-declared parameters (its own and its dependencies'), so a request costs one set lookup per
-query key, nothing when it has no query string. A route behind a key checks its query
+list looked like an empty filter result to a caller; now it names the parameter, on every
+route: what a route takes is read once from its declared parameters (its own and its
+dependencies'), so a request costs one set lookup per query key, nothing when it has no
+query string. A route behind a key checks its query
 string in `deps.authenticate`, once the key is known, so that a caller without a valid key
 gets 401 whatever its query string says; the routes that need no key (probes, metrics)
 depend on `check_query_string` through their routers. No app-wide dependency: each one costs

@@ -71,7 +71,7 @@ async def test_renaming_a_product_to_blank_is_refused_and_keeps_its_name(
     await make_product(client, "SKU-1")
     r = await client.put("/v1/products/SKU-1", json={"name": "  "}, headers=OPS)
     body = assert_problem(r, 422, "validation_error")
-    assert body["errors"][0]["msg"] == "must not be blank"
+    assert body["errors"][0]["msg"] == "must not be blank or contain NUL characters"
     product = (await client.get("/v1/products/SKU-1", headers=OPS)).json()
     assert product["name"] == "Product SKU-1"
 

@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import Match
 
-from backorder.api.schemas.common import NOT_BLANK, SKU_PATTERN
+from backorder.api.schemas.common import NO_NUL, NOT_BLANK, SKU_PATTERN
 from backorder.api.schemas.events import URL_PATTERN
 from backorder.db.engine import is_unavailable
 from backorder.domain.errors import DomainError, RateLimited, RetryLater
@@ -103,7 +103,8 @@ _QUOTED = re.compile(r"'((?:[^'\\]|\\.)*)'")
 
 # What each pattern of the schemas means, said to a person instead of the regular expression.
 _PATTERNS = {
-    NOT_BLANK: "must not be blank",
+    NOT_BLANK: "must not be blank or contain NUL characters",
+    NO_NUL: "must not contain NUL characters",
     SKU_PATTERN: "must be 1-64 characters of A-Z a-z 0-9 . _ -",
     r"^[A-Za-z0-9._-]+$": "must be 1-64 characters of A-Z a-z 0-9 . _ -",
     URL_PATTERN: "must be an absolute http:// or https:// URL of printable ASCII characters "

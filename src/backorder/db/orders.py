@@ -288,21 +288,17 @@ async def list_orders(
     if after is not None:
         where.append("(created_at, id) < (:after_at, :after_id)")
         params["after_at"], params["after_id"] = after
-    if channel is not None:
-        where.append("channel = :channel")
-        params["channel"] = channel
-    if status is not None:
-        where.append("status = :status")
-        params["status"] = status
-    if customer_id is not None:
-        where.append("customer_id = :customer_id")
-        params["customer_id"] = customer_id
-    if external_ref is not None:
-        where.append("external_ref = :external_ref")
-        params["external_ref"] = external_ref
-    if ready_to_ship is not None:
-        where.append("ready_to_ship = :ready_to_ship")
-        params["ready_to_ship"] = ready_to_ship
+    equal = {
+        "channel": channel,
+        "status": status,
+        "customer_id": customer_id,
+        "external_ref": external_ref,
+        "ready_to_ship": ready_to_ship,
+    }
+    for column, value in equal.items():  # fixed column names: only the values are bound
+        if value is not None:
+            where.append(f"{column} = :{column}")
+            params[column] = value
     if created_since is not None:
         where.append("created_at >= :created_since")
         params["created_since"] = created_since

@@ -16,8 +16,7 @@ from backorder.api.deps import KeyUsage
 from backorder.api.docs import restore_example_nulls
 from backorder.api.middleware import (
     BodyLimitMiddleware,
-    RequestIdMiddleware,
-    SecurityHeadersMiddleware,
+    ResponseHeadersMiddleware,
 )
 from backorder.api.openapi import build_document, operation_id
 from backorder.api.ratelimit import FailedAuthThrottle, RateLimiter
@@ -141,8 +140,7 @@ def create_app(settings: Settings) -> FastAPI:
     _amend_openapi(app, settings.max_order_lines)
     admit_line_cap(settings.max_order_lines)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(RequestIdMiddleware)
-    app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(ResponseHeadersMiddleware)
     app.add_middleware(MetricsMiddleware)  # outermost: times and counts every answer
     return app
 

@@ -14,35 +14,6 @@ from backorder.api.problems import problem_body
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
-class RequestIdMiddleware:
-    """Every response carries `X-Request-ID` (the caller's, if sent and sane)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        request_id = None
-        for name, value in scope["headers"]:
-            if name == b"x-request-id":
-                candidate = value.decode("latin-1")
-                if _SAFE_ID.match(candidate):
-                    request_id = candidate
-                break
-        request_id = request_id or uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
-        header = (b"x-request-id", request_id.encode())
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), header]
-            await send(message)
-
-        await self.app(scope, receive, send_with_id)
-
-
 # The HTML pages (/docs, /redoc) are static: no input of anyone's reaches them. The API's JSON
 # answers carry no CSP: a browser never runs them.
 HTML_CSP = (
@@ -66,10 +37,11 @@ _HTML = [
 ]
 
 
-class SecurityHeadersMiddleware:
-    """`nosniff` on every answer; `no-store` on /v1/* (answers carry orders, keys, secrets:
-    no cache between the service and the client may keep them); a CSP and `X-Frame-Options`
-    on the HTML pages."""
+class ResponseHeadersMiddleware:
+    """The headers every answer carries, added in one pass over the response start:
+    `X-Request-ID` (the caller's, if sent and sane), `nosniff`, `no-store` on /v1/* (answers
+    carry orders, keys, secrets: no cache between the service and the client may keep them),
+    and a CSP and `X-Frame-Options` on the HTML pages."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -78,6 +50,16 @@ class SecurityHeadersMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        request_id = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                candidate = value.decode("latin-1")
+                if _SAFE_ID.match(candidate):
+                    request_id = candidate
+                break
+        request_id = request_id or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        id_header = (b"x-request-id", request_id.encode())
         api = scope["path"].startswith("/v1/")
 
         async def send_with_headers(message: Message) -> None:
@@ -89,7 +71,7 @@ class SecurityHeadersMiddleware:
                     extra = _HTML
                 else:
                     extra = _ALWAYS
-                message["headers"] = [*headers, *extra]
+                message["headers"] = [*headers, id_header, *extra]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

@@ -40,6 +40,7 @@ from starlette.routing import BaseRoute
 from backorder.api.app import create_app
 from backorder.api.schemas.orders import OrderStatusName
 from backorder.config import Settings
+from tests.conftest import MAIN_LOCATION
 from tests.support.api import OPS, bearer
 from tests.support.dates import days_ahead
 
@@ -403,6 +404,7 @@ def test_every_route_has_a_policy(settings: Settings) -> None:
 async def _truncate(engine: AsyncEngine, tables: list[str]) -> None:
     async with engine.begin() as conn:
         await conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        await conn.execute(text(MAIN_LOCATION))
 
 
 @pytest.fixture(scope="module")

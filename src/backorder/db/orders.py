@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 from uuid import UUID
@@ -10,6 +10,7 @@ from uuid import UUID
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from backorder.db import locations
 from backorder.db.events import to_json
 from backorder.domain.orders import Units
 
@@ -35,6 +36,8 @@ class NewLine:
     backordered: int
     # Units cancelled at placement (`backorder: cancel_rest`): what stock could not cover.
     cancelled: int = 0
+    # Where the allocated units were taken: `[(location, units)]`.
+    allocations: tuple[tuple[str, int], ...] = ()
 
 
 _PLACE_ORDER = text(
@@ -82,6 +85,18 @@ WITH o AS (
                   FROM unnest(CAST(:skus AS text[]), CAST(:bs AS bigint[])) AS n(sku, b)
                   WHERE n.sku = x.sku) w
     WHERE product.sku = x.sku AND EXISTS (SELECT FROM o)
+), a AS (
+    INSERT INTO line_allocation (line_id, location, allocated)
+    SELECT x.line_id, x.location, x.units
+    FROM unnest(CAST(:alloc_line_ids AS uuid[]), CAST(:alloc_locations AS text[]),
+                CAST(:alloc_units AS bigint[])) AS x(line_id, location, units)
+    WHERE EXISTS (SELECT FROM o)
+), s AS (
+    UPDATE stock_level SET allocated = x.allocated
+    FROM unnest(CAST(:level_skus AS text[]), CAST(:level_locations AS text[]),
+                CAST(:level_allocated AS bigint[])) AS x(sku, location, allocated)
+    WHERE stock_level.sku = x.sku AND stock_level.location = x.location
+      AND EXISTS (SELECT FROM o)
 )
 SELECT created_at FROM o
 """
@@ -90,12 +105,14 @@ SELECT created_at FROM o
 
 @dataclass(frozen=True, slots=True)
 class CounterUpdate:
-    """A locked product's counters after placement (`on_hand` does not move)."""
+    """A locked product's counters after placement (`on_hand` does not move), with the
+    allocated units of the locations it took from: `[(location, allocated)]`."""
 
     sku: str
     allocated: int
     backordered: int
     stock_state: str
+    levels: tuple[tuple[str, int], ...] = ()
 
 
 async def place_order(
@@ -144,6 +161,12 @@ async def place_order(
                 "product_allocated": [c.allocated for c in counters],
                 "product_backordered": [c.backordered for c in counters],
                 "product_states": [c.stock_state for c in counters],
+                "alloc_line_ids": [line.id for line in lines for _ in line.allocations],
+                "alloc_locations": [loc for line in lines for loc, _ in line.allocations],
+                "alloc_units": [n for line in lines for _, n in line.allocations],
+                "level_skus": [c.sku for c in counters for _ in c.levels],
+                "level_locations": [loc for c in counters for loc, _ in c.levels],
+                "level_allocated": [n for c in counters for _, n in c.levels],
             },
         )
     ).one_or_none()
@@ -176,6 +199,8 @@ class LineRow:
     shipped: int
     cancelled: int
     expected_date: date | None
+    # Units per location that holds any: `[(location, allocated, shipped)]`, by rank, code.
+    allocations: list[tuple[str, int, int]] = field(default_factory=list)
 
     @property
     def units(self) -> Units:
@@ -232,9 +257,12 @@ async def _attach_lines(conn: AsyncConnection, orders: list[Any]) -> list[OrderR
             {"ids": [o.id for o in orders]},
         )
     ).all()
+    placed = await locations.line_allocations(conn, [r.id for r in lines])
     by_order: dict[UUID, list[LineRow]] = {}
     for r in lines:
-        by_order.setdefault(r.order_id, []).append(_line(r))
+        line = _line(r)
+        line.allocations = placed.get(r.id, [])
+        by_order.setdefault(r.order_id, []).append(line)
     return [
         OrderRow(
             o.id,
@@ -347,6 +375,11 @@ WITH changed AS (
 ), dequeued AS (
     DELETE FROM backorder_queue q USING changed c
     WHERE q.line_id = c.id AND c.backordered = 0 AND c.db < 0
+), placed AS (
+    UPDATE line_allocation a SET allocated = a.allocated + d.da, shipped = a.shipped + d.ds
+    FROM unnest(CAST(:at_ids AS uuid[]), CAST(:at_locations AS text[]),
+                CAST(:at_da AS bigint[]), CAST(:at_ds AS bigint[])) AS d(id, location, da, ds)
+    WHERE a.line_id = d.id AND a.location = d.location
 )
 UPDATE sales_order so
 SET allocated = so.allocated + c.da, backordered = so.backordered + c.db,
@@ -365,6 +398,9 @@ class LineChange:
     backordered: int = 0
     shipped: int = 0
     cancelled: int = 0
+    # The allocated and shipped units' moves per location: `[(location, allocated, shipped)]`
+    # (they sum to `allocated` and `shipped`).
+    at: tuple[tuple[str, int, int], ...] = ()
 
 
 async def apply_line_changes(conn: AsyncConnection, changes: list[LineChange]) -> None:
@@ -379,5 +415,9 @@ async def apply_line_changes(conn: AsyncConnection, changes: list[LineChange]) -
             "db": [c.backordered for c in changes],
             "ds": [c.shipped for c in changes],
             "dc": [c.cancelled for c in changes],
+            "at_ids": [c.line_id for c in changes for _ in c.at],
+            "at_locations": [loc for c in changes for loc, _, _ in c.at],
+            "at_da": [da for c in changes for _, da, _ in c.at],
+            "at_ds": [ds for c in changes for _, _, ds in c.at],
         },
     )

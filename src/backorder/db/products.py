@@ -21,24 +21,35 @@ SETTINGS = (
     "lead_time_days",
     "alternatives",
 )
+# Stock per location rides along as one JSON column (by rank, then code): the product and
+# its locations in one statement, one index probe per location.
+_LOCATIONS = """(SELECT COALESCE(json_agg(json_build_object(
+        'location', s.location, 'active', l.active, 'on_hand', s.on_hand,
+        'allocated', s.allocated,
+        'available', CASE WHEN l.active THEN s.on_hand - s.allocated ELSE 0 END)
+        ORDER BY l.rank, s.location), '[]')
+    FROM stock_level s JOIN location l ON l.code = s.location
+    WHERE s.sku = product.sku) AS locations"""
 _COLUMNS = ", ".join(
     (
         *SETTINGS,
         "sku",
         "on_hand",
         "allocated",
+        "unavailable",
         "backordered",
         "incoming",
         "created_at",
         "updated_at",
+        _LOCATIONS,
     )
 )
 
 # The status rule of `domain/products.py` in SQL, for filtering lists (a test keeps them equal).
 STATUS_SQL = """CASE
     WHEN discontinued THEN 'discontinued'
-    WHEN on_hand - allocated > COALESCE(reorder_point, 0) THEN 'in_stock'
-    WHEN on_hand - allocated > 0 THEN 'low_stock'
+    WHEN on_hand - allocated - unavailable > COALESCE(reorder_point, 0) THEN 'in_stock'
+    WHEN on_hand - allocated - unavailable > 0 THEN 'low_stock'
     WHEN backorders_allowed THEN 'backorder'
     ELSE 'out_of_stock' END"""
 
@@ -46,7 +57,7 @@ STATUS_SQL = """CASE
 def view(row: Any) -> dict[str, Any]:
     """A product as the API shows it: settings plus live figures and status."""
     m = row._mapping
-    available = m["on_hand"] - m["allocated"]
+    available = m["on_hand"] - m["allocated"] - m["unavailable"]
     out = {"sku": m["sku"]}
     out.update({k: m[k] for k in SETTINGS})
     out["alternatives"] = list(m["alternatives"])
@@ -56,6 +67,7 @@ def view(row: Any) -> dict[str, Any]:
         available=available,
         backordered=m["backordered"],
         incoming=m["incoming"],
+        locations=m["locations"],
         status=product_status(
             available=available,
             reorder_point=m["reorder_point"],
@@ -120,8 +132,9 @@ async def existing_skus(conn: AsyncConnection, skus: list[str]) -> set[str]:
 
 async def available_alternatives(conn: AsyncConnection, skus: list[str]) -> list[Any]:
     sql = (
-        f"SELECT {_COLUMNS} FROM product WHERE sku = ANY(:skus) AND on_hand - allocated > 0 "
-        "ORDER BY on_hand - allocated DESC, sku LIMIT 200"
+        f"SELECT {_COLUMNS} FROM product WHERE sku = ANY(:skus) "
+        "AND on_hand - allocated - unavailable > 0 "
+        "ORDER BY on_hand - allocated - unavailable DESC, sku LIMIT 200"
     )
     return list((await conn.execute(text(sql), {"skus": skus})).all())
 
@@ -129,8 +142,8 @@ async def available_alternatives(conn: AsyncConnection, skus: list[str]) -> list
 async def movements(conn: AsyncConnection, sku: str, *, limit: int, after: int | None) -> list[Any]:
     rows = await conn.execute(
         text(
-            "SELECT id, sku, kind, quantity, reference, reason, order_id, shipment_id, "
-            "purchase_order_id, created_at FROM stock_movement "
+            "SELECT id, sku, location, kind, quantity, reference, reason, order_id, shipment_id, "
+            "purchase_order_id, transfer_id, created_at FROM stock_movement "
             "WHERE sku = :sku AND id > :after ORDER BY id LIMIT :limit"
         ),
         {"sku": sku, "after": after or 0, "limit": limit},

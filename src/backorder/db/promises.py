@@ -113,14 +113,17 @@ WHERE p.sku = :sku AND l.order_id = :new_order AND l.sku = :sku AND l.backordere
 # its last unit, whose running demand is the queue's plus its own backordered units. One
 # statement, so that all of it is read from one snapshot.
 # The running demand of the would-be line's last unit: the queue's, plus what it would wait for.
-_QUOTE_DEMAND = "p.backordered + CAST(:quantity AS bigint) - GREATEST(p.on_hand - p.allocated, 0)"
+_QUOTE_DEMAND = (
+    "p.backordered + CAST(:quantity AS bigint) "
+    "- GREATEST(p.on_hand - p.allocated - p.unavailable, 0)"
+)
 _QUOTE = text(
     f"""
 SELECT p.sku, p.backorders_allowed, p.backorder_limit, p.allocation_strategy, p.discontinued,
        p.expected_restock_date, p.reorder_point, p.on_hand, p.allocated, p.backordered,
-       p.incoming, p.stock_state,
+       p.incoming, p.stock_state, p.unavailable,
        (SELECT count(*) FROM backorder_queue b WHERE b.sku = p.sku) AS lines_waiting,
-       CASE WHEN CAST(:quantity AS bigint) > p.on_hand - p.allocated
+       CASE WHEN CAST(:quantity AS bigint) > p.on_hand - p.allocated - p.unavailable
             THEN {tail_date(_QUOTE_DEMAND)} END AS tail_date
 FROM product p
 WHERE p.sku = :sku

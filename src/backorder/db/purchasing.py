@@ -10,17 +10,17 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 COLUMNS = (
-    "id, sku, quantity, received, expected_date, reference, status, overdue_at, created_at, "
-    "updated_at"
+    "id, sku, location, quantity, received, expected_date, reference, status, overdue_at, "
+    "created_at, updated_at"
 )
 
 _INSERT = text(
-    "INSERT INTO purchase_order (id, sku, quantity, expected_date, reference) "
-    f"VALUES (:id, :sku, :quantity, :expected_date, :reference) RETURNING {COLUMNS}"
+    "INSERT INTO purchase_order (id, sku, location, quantity, expected_date, reference) "
+    f"VALUES (:id, :sku, :location, :quantity, :expected_date, :reference) RETURNING {COLUMNS}"
 )
 _GET = text(f"SELECT {COLUMNS} FROM purchase_order WHERE id = :id")
 _LOCK = text(f"SELECT {COLUMNS} FROM purchase_order WHERE id = :id FOR UPDATE")
-_SKU_OF = text("SELECT sku FROM purchase_order WHERE id = :id")
+_SKU_OF = text("SELECT sku, location FROM purchase_order WHERE id = :id")
 _LIST = text(
     f"SELECT {COLUMNS} FROM purchase_order "
     "WHERE (CAST(:sku AS text) IS NULL OR sku = :sku) "
@@ -77,10 +77,12 @@ async def insert(
     quantity: int,
     expected_date: date,
     reference: str | None,
+    location: str,
 ) -> Any:
     params = {
         "id": po_id,
         "sku": sku,
+        "location": location,
         "quantity": quantity,
         "expected_date": expected_date,
         "reference": reference,
@@ -92,9 +94,9 @@ async def get(conn: AsyncConnection, po_id: UUID) -> Any | None:
     return (await conn.execute(_GET, {"id": po_id})).one_or_none()
 
 
-async def sku_of(conn: AsyncConnection, po_id: UUID) -> str | None:
-    sku: str | None = await conn.scalar(_SKU_OF, {"id": po_id})
-    return sku
+async def sku_of(conn: AsyncConnection, po_id: UUID) -> Any | None:
+    """The PO's SKU and location (neither ever changes), read without a lock."""
+    return (await conn.execute(_SKU_OF, {"id": po_id})).one_or_none()
 
 
 async def lock(conn: AsyncConnection, po_id: UUID) -> Any:

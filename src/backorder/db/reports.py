@@ -143,7 +143,7 @@ class ReplenishmentFigures:
 # over 30 days with a 15-day lead time is exactly 10, not 11 from rounding.
 _REPLENISHMENT = """
 WITH page AS (
-    SELECT p.sku, p.on_hand - p.allocated AS available, p.backordered, p.incoming,
+    SELECT p.sku, p.on_hand - p.allocated - p.unavailable AS available, p.backordered, p.incoming,
            p.discontinued,
            COALESCE(p.lead_time_days, 0) AS lead_time_days,
            COALESCE(p.safety_stock, 0) AS safety_stock,

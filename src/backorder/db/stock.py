@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 from uuid import UUID
@@ -16,10 +16,11 @@ from uuid import UUID
 from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from backorder.db import events
+from backorder.db import events, locations
 from backorder.db.orders import READY_SQL, STATUS_SQL, CounterUpdate
 from backorder.db.queue import QUEUE_ORDER
 from backorder.domain.allocation import AllocationStrategy
+from backorder.domain.locations import LocationStock, fill_segments
 from backorder.domain.products import StockState, stock_state, transition_events
 
 PRODUCT_COLUMNS = (
@@ -31,7 +32,8 @@ PRODUCT_COLUMNS = (
 
 @dataclass(slots=True)
 class LockedProduct:
-    """A product row read under its lock; counters are kept current by the callers."""
+    """A product row read under its lock, with its stock per location; the callers keep the
+    counters current through the methods below, and `save_counters` writes them."""
 
     sku: str
     backorders_allowed: bool
@@ -45,23 +47,59 @@ class LockedProduct:
     backordered: int
     incoming: int
     stock_state: StockState
+    # Unallocated units at inactive locations (the product row's counter, kept current).
+    unavailable: int = 0
+    # Stock per location, by rank then code (empty when read without the lock: a what-if).
+    levels: dict[str, LocationStock] = field(default_factory=dict)
+    # The locations whose level changed since the lock (`save_counters` writes those).
+    touched: set[str] = field(default_factory=set)
 
     @property
     def available(self) -> int:
-        return self.on_hand - self.allocated
+        return self.on_hand - self.allocated - self.unavailable
+
+    def level(self, location: str, rank: int = 100, active: bool = True) -> LocationStock:
+        """The stock at a location, made empty on its first movement there."""
+        found = self.levels.get(location)
+        if found is None:
+            found = self.levels[location] = LocationStock(location, rank, active, 0, 0)
+        return found
+
+    def move(self, location: str, on_hand: int = 0, allocated: int = 0) -> None:
+        """Change the units on hand and allocated at a location, and the network totals."""
+        level = self.levels[location]
+        before = level.unavailable
+        self.touched.add(location)
+        level.on_hand += on_hand
+        level.allocated += allocated
+        self.on_hand += on_hand
+        self.allocated += allocated
+        self.unavailable += level.unavailable - before
+
+    def set_active(self, location: str, active: bool) -> None:
+        level = self.levels[location]
+        before = level.unavailable
+        level.active = active
+        self.unavailable += level.unavailable - before
 
 
 _LOCK = text(
     "SELECT sku, backorders_allowed, backorder_limit, allocation_strategy, discontinued, "
     "expected_restock_date, reorder_point, on_hand, allocated, backordered, incoming, "
-    "stock_state FROM product WHERE sku = ANY(:skus) ORDER BY sku FOR UPDATE"
+    "stock_state, unavailable FROM product WHERE sku = ANY(:skus) ORDER BY sku FOR UPDATE"
 )
 
 
 async def lock_products(conn: AsyncConnection, skus: list[str]) -> dict[str, LockedProduct]:
-    """Lock the products in sorted SKU order (one global order: no deadlocks between orders)."""
+    """Lock the products in sorted SKU order (one global order: no deadlocks between orders),
+    then read their stock per location (a statement of its own, after the locks: see
+    `db/locations.py`)."""
     rows = (await conn.execute(_LOCK, {"skus": sorted(set(skus))})).all()
-    return {r.sku: product_of(r) for r in rows}
+    found = {r.sku: product_of(r) for r in rows}
+    if found:
+        for sku, levels in (await locations.load_levels(conn, found)).items():
+            found[sku].levels = levels
+    return found
 
 
 def product_of(r: Any) -> LockedProduct:
@@ -79,13 +117,19 @@ def product_of(r: Any) -> LockedProduct:
         backordered=r.backordered,
         incoming=r.incoming,
         stock_state=StockState(r.stock_state),
+        unavailable=r.unavailable,
     )
 
 
+# The stock level is made on the SKU's first movement at the location (the ledger row's key
+# points at it); the caller holds the SKU lock, so no one else writes it meanwhile.
 _MOVE = text(
-    "INSERT INTO stock_movement (sku, kind, quantity, reference, reason, order_id, shipment_id, "
-    "purchase_order_id) VALUES (:sku, :kind, :quantity, :reference, :reason, :order_id, "
-    ":shipment_id, :purchase_order_id) RETURNING id, created_at"
+    "WITH level AS (INSERT INTO stock_level (sku, location) VALUES (:sku, :location) "
+    "ON CONFLICT (sku, location) DO NOTHING) "
+    "INSERT INTO stock_movement (sku, location, kind, quantity, reference, reason, order_id, "
+    "shipment_id, purchase_order_id, transfer_id) VALUES (:sku, :location, :kind, :quantity, "
+    ":reference, :reason, :order_id, :shipment_id, :purchase_order_id, :transfer_id) "
+    "RETURNING id, created_at, location"
 )
 
 
@@ -95,18 +139,23 @@ async def record_movement(
     kind: str,
     quantity: int,
     *,
+    location: str,
     reference: str | None = None,
     reason: str | None = None,
     order_id: UUID | None = None,
     shipment_id: UUID | None = None,
     purchase_order_id: UUID | None = None,
+    transfer_id: UUID | None = None,
+    allocated: int = 0,
 ) -> Any:
-    """Append to the ledger; the caller writes the counters (`save_counters`)."""
+    """Append to the ledger at a location (whose level the caller made with `product.level`)
+    and move `on_hand` (and `allocated`, for a shipment) there; `save_counters` writes them."""
     row = (
         await conn.execute(
             _MOVE,
             {
                 "sku": product.sku,
+                "location": location,
                 "kind": kind,
                 "quantity": quantity,
                 "reference": reference,
@@ -114,10 +163,11 @@ async def record_movement(
                 "order_id": order_id,
                 "shipment_id": shipment_id,
                 "purchase_order_id": purchase_order_id,
+                "transfer_id": transfer_id,
             },
         )
     ).one()
-    product.on_hand += quantity
+    product.move(location, on_hand=quantity, allocated=allocated)
     return row
 
 
@@ -139,6 +189,10 @@ _NO_HEAD = """
     SELECT CAST(NULL AS text) AS sku, CAST(NULL AS bigint) AS units,
            CAST(NULL AS uuid) AS line_id, CAST(NULL AS tid) AS queue_tid, CAST(NULL AS bigint) AS n
     WHERE false"""
+# The units are laid end to end, location after location (`:seg_*`: per SKU, in hand-out
+# order, `domain/locations.fill_segments`), and each line takes the stretch that lines up with
+# its own place in the queue: `split` is that overlap, one row per line and location (a line
+# may straddle two). `domain/locations.split_fill` is the same rule in Python.
 _FILL_CTES = """head AS ({head}
 ), queue AS (
     SELECT h.sku, h.units, h.n, h.queue_tid, l.id, l.order_id, l.backordered,
@@ -146,8 +200,21 @@ _FILL_CTES = """head AS ({head}
                                          ROWS UNBOUNDED PRECEDING) AS bigint) AS running
     FROM head h JOIN order_line l ON l.id = h.line_id
 ), picked AS (
-    SELECT sku, n, queue_tid, id, LEAST(backordered, units - (running - backordered)) AS take
+    SELECT sku, n, queue_tid, id, order_id, running - backordered AS start,
+           LEAST(backordered, units - (running - backordered)) AS take
     FROM queue WHERE running - backordered < units
+), segment AS (
+    SELECT sku, location, k, CAST(cum - units AS bigint) AS lo, cum AS hi
+    FROM (SELECT sku, location, units, k,
+                 CAST(sum(units) OVER (PARTITION BY sku ORDER BY k) AS bigint) AS cum
+          FROM unnest(CAST(:seg_skus AS text[]), CAST(:seg_locations AS text[]),
+                      CAST(:seg_units AS bigint[])) WITH ORDINALITY AS s(sku, location, units, k)
+         ) s
+), split AS (
+    SELECT p.sku, p.n, s.k, p.order_id, p.id, s.location,
+           LEAST(p.start + p.take, s.hi) - GREATEST(p.start, s.lo) AS take
+    FROM picked p JOIN segment s
+      ON s.sku = p.sku AND s.lo < p.start + p.take AND s.hi > p.start
 ), filled AS (
     UPDATE order_line l
     SET allocated = l.allocated + p.take,
@@ -157,6 +224,10 @@ _FILL_CTES = """head AS ({head}
     FROM picked p
     WHERE l.id = p.id
     RETURNING p.sku, p.n, p.queue_tid, l.order_id, l.id, p.take, l.backordered
+), placed AS (
+    INSERT INTO line_allocation AS a (line_id, location, allocated)
+    SELECT id, location, take FROM split
+    ON CONFLICT (line_id, location) DO UPDATE SET allocated = a.allocated + EXCLUDED.allocated
 ), dequeued AS (
     DELETE FROM backorder_queue q USING filled f
     WHERE q.ctid = f.queue_tid AND q.line_id = f.id AND f.backordered = 0
@@ -206,24 +277,32 @@ _SETTLE = """WITH {fill}, reached AS MATERIALIZED (
     FROM (SELECT sku, sum(take) AS units FROM filled GROUP BY sku) f
     WHERE p.sku = f.sku
 ), announced AS (
-    -- One allocation event per filled line in queue order, then readiness by order id.
+    -- One allocation event per filled line and location in queue order, then readiness by
+    -- order id.
     INSERT INTO event (type, data)
     SELECT type, data FROM (
-        SELECT 1 AS k, f.sku, f.n, NULL AS id, 'order.line_allocated' AS type,
+        SELECT 1 AS e, f.sku, f.n, f.k, NULL AS id, 'order.line_allocated' AS type,
                jsonb_build_object('order_id', f.order_id, 'line_id', f.id, 'sku', f.sku,
-                                  'quantity', f.take, 'channel', b.channel) AS data
-        FROM filled f JOIN before b ON b.id = f.order_id
+                                  'quantity', f.take, 'location', f.location,
+                                  'channel', b.channel) AS data
+        FROM split f JOIN before b ON b.id = f.order_id
         UNION ALL
-        SELECT 2, NULL, NULL, id, 'order.ready_to_ship',
+        SELECT 2, NULL, NULL, NULL, id, 'order.ready_to_ship',
                jsonb_build_object('order_id', id, 'channel', channel)
         FROM changed WHERE ready_to_ship AND NOT was_ready
     ) e
-    ORDER BY k, sku, n, id
+    ORDER BY e, sku, n, k, id
 )
-SELECT sku, CAST(sum(take) AS bigint) AS units,
-       CAST(json_agg(json_build_object('order_id', order_id, 'line_id', id, 'quantity', take)
-                     ORDER BY n) AS text) AS allocations
-FROM filled GROUP BY sku
+-- Per SKU and location the units given; per SKU (location null) the allocations in queue
+-- order, as JSON.
+SELECT sku, location, CAST(sum(take) AS bigint) AS units, NULL AS allocations
+FROM split GROUP BY sku, location
+UNION ALL
+SELECT sku, NULL, NULL,
+       CAST(json_agg(json_build_object('order_id', order_id, 'line_id', id, 'quantity', take,
+                                       'location', location)
+                     ORDER BY n, k) AS text)
+FROM split GROUP BY sku
 """
 
 
@@ -245,8 +324,8 @@ def _settle_sql(strategies: tuple[AllocationStrategy, ...]) -> TextClause:
 
 
 def fill_statement(strategy: AllocationStrategy) -> str:
-    """The bare fill of one SKU (lines and queue only, no statuses or events; parameters
-    `sku_0`, `units_0`): the benchmark's ceiling."""
+    """The bare fill of one SKU (lines, their locations and queue only, no statuses or
+    events; parameters `sku_0`, `units_0` and the `seg_*` arrays): the benchmark's ceiling."""
     return f"WITH {_fill_ctes((strategy,)).strip()}\nSELECT sku, n, order_id, id, take FROM filled"
 
 
@@ -258,8 +337,8 @@ def settle_statement(strategy: AllocationStrategy) -> str:
 @dataclass(frozen=True, slots=True)
 class Settled:
     """What `settle` allocated per SKU: units, and the allocations in queue order as a JSON
-    array of `{"order_id", "line_id", "quantity"}` (built by PostgreSQL: a restock reaching
-    100,000 lines answers them without making 100,000 Python objects)."""
+    array of `{"order_id", "line_id", "quantity", "location"}` (built by PostgreSQL: a restock
+    reaching 100,000 lines answers them without making 100,000 Python objects)."""
 
     units: dict[str, int]
     allocations: dict[str, str]
@@ -278,31 +357,51 @@ async def settle(
     and readiness of every order reached, and of the orders in `changed`, up to date.
 
     Runs after anything that makes units available (restock, receipt, positive adjustment,
-    cancellation) or changes lines (a shipment), in the same transaction and under the SKU
-    locks; once per transaction, with every order the transaction changed. Updates the
-    products' counters in memory (`save_counters` writes them).
+    cancellation, transfer in, activation) or changes lines (a shipment), in the same
+    transaction and under the SKU locks; once per transaction, with every order the
+    transaction changed. The units of every active location are handed out by rank, then
+    code, each allocated where it is. Updates the products' counters in memory
+    (`save_counters` writes them).
     """
-    wanted = [p for p in fill if p.available > 0 and p.backordered > 0]
+    segments = {
+        p.sku: fill_segments(p.levels.values()) for p in fill if p.available and p.backordered
+    }
+    wanted = [p for p in fill if segments.get(p.sku)]
     order_ids = list(set(changed))
     if not wanted and not order_ids:
         return NOTHING_SETTLED
     params: dict[str, Any] = {"changed": order_ids}
+    seg_skus: list[str] = []
+    seg_locations: list[str] = []
+    seg_units: list[int] = []
     for i, product in enumerate(wanted):
         params[f"sku_{i}"] = product.sku
-        params[f"units_{i}"] = product.available
+        params[f"units_{i}"] = sum(units for _, units in segments[product.sku])
+        for location, n in segments[product.sku]:
+            seg_skus.append(product.sku)
+            seg_locations.append(location)
+            seg_units.append(n)
+    params.update(seg_skus=seg_skus, seg_locations=seg_locations, seg_units=seg_units)
     statement = _settle_sql(tuple(p.allocation_strategy for p in wanted))
     rows = (await conn.execute(statement, params)).all()
-    settled = Settled({r.sku: r.units for r in rows}, {r.sku: r.allocations for r in rows})
-    for product in wanted:
-        units = settled.units.get(product.sku, 0)
-        product.allocated += units
-        product.backordered -= units
-    return settled
+    by_sku = {p.sku: p for p in wanted}
+    units: dict[str, int] = {}
+    allocations: dict[str, str] = {}
+    for r in rows:
+        if r.location is None:
+            allocations[r.sku] = r.allocations
+            continue
+        units[r.sku] = units.get(r.sku, 0) + r.units
+        by_sku[r.sku].move(r.location, allocated=r.units)
+    for sku, n in units.items():
+        by_sku[sku].backordered -= n
+    return Settled(units, allocations)
 
 
 _SAVE = text(
     "UPDATE product SET on_hand = :on_hand, allocated = :allocated, backordered = :backordered, "
-    "stock_state = :stock_state, updated_at = clock_timestamp() WHERE sku = :sku"
+    "unavailable = :unavailable, stock_state = :stock_state, updated_at = clock_timestamp() "
+    "WHERE sku = :sku"
 )
 
 _TAKE_SUBSCRIBERS = text(
@@ -343,7 +442,14 @@ def counters_after_placement(
                 raise AssertionError(f"placing an order raised availability of {product.sku}")
             announced.append((event_type, data))
     counters = [
-        CounterUpdate(p.sku, p.allocated, p.backordered, p.stock_state.value) for p in products
+        CounterUpdate(
+            p.sku,
+            p.allocated,
+            p.backordered,
+            p.stock_state.value,
+            tuple((loc, p.levels[loc].allocated) for loc in sorted(p.touched)),
+        )
+        for p in products
     ]
     return counters, announced
 
@@ -378,9 +484,13 @@ async def save_counters(conn: AsyncConnection, products: list[LockedProduct]) ->
                 "on_hand": p.on_hand,
                 "allocated": p.allocated,
                 "backordered": p.backordered,
+                "unavailable": p.unavailable,
                 "stock_state": p.stock_state.value,
             }
             for p in products
         ],
+    )
+    await locations.save_levels(
+        conn, [(p.sku, p.levels[loc]) for p in products for loc in sorted(p.touched)]
     )
     await events.emit_many(conn, announcements)

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Date,
     DateTime,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     LargeBinary,
@@ -81,6 +82,9 @@ product = Table(
     Column("allocated", BigInteger, nullable=False, server_default=text("0")),
     Column("backordered", BigInteger, nullable=False, server_default=text("0")),
     Column("incoming", BigInteger, nullable=False, server_default=text("0")),
+    # Units on hand, unallocated, at inactive locations: not available to orders. Kept with
+    # the counters, so that `available` = on_hand - allocated - unavailable is a column sum.
+    Column("unavailable", BigInteger, nullable=False, server_default=text("0")),
     # The availability state last announced by an event, so that `product.low_stock` and
     # `product.back_in_stock` are written on entering a state, not again while in it.
     Column("stock_state", Text, nullable=False, server_default=text("'out'")),
@@ -95,6 +99,9 @@ product = Table(
     CheckConstraint("allocated >= 0 AND allocated <= on_hand", name="allocated_within_on_hand"),
     CheckConstraint("backordered >= 0", name="backordered_nonnegative"),
     CheckConstraint("incoming >= 0", name="incoming_nonnegative"),
+    CheckConstraint(
+        "unavailable >= 0 AND allocated + unavailable <= on_hand", name="unavailable_within"
+    ),
     CheckConstraint("backorder_limit IS NULL OR backorder_limit >= 0", name="backorder_limit"),
     CheckConstraint("stock_state IN ('out', 'low', 'in')", name="stock_state"),
 )
@@ -106,6 +113,14 @@ purchase_order = Table(
     Column("sku", Text, ForeignKey("product.sku"), nullable=False),
     Column("quantity", BigInteger, nullable=False),
     Column("received", BigInteger, nullable=False, server_default=text("0")),
+    # Where the receipt lands.
+    Column(
+        "location",
+        Text,
+        ForeignKey("location.code"),
+        nullable=False,
+        server_default=text("'main'"),
+    ),
     Column("expected_date", Date, nullable=False),
     Column("reference", Text),
     Column("status", Text, nullable=False, server_default=text("'open'")),
@@ -131,6 +146,66 @@ purchase_order = Table(
     ),
 )
 
+# Where stock is kept: warehouses, stores, 3PL sites. `main` always exists (the migration makes
+# it): stock that predates locations is there, and every write naming no location uses it.
+location = Table(
+    "location",
+    metadata,
+    Column("code", Text, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("rank", SmallInteger, nullable=False, server_default=text("100")),
+    Column("active", Boolean, nullable=False, server_default=text("true")),
+    _created_at(),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    CheckConstraint("rank BETWEEN 0 AND 1000", name="rank_range"),
+)
+
+# Stock per SKU and location; the product row's counters are its sums, and the product row
+# stays the one lock of its SKU (every writer of these rows holds it). A row exists once the
+# SKU has had a stock movement at the location, and stays when emptied.
+stock_level = Table(
+    "stock_level",
+    metadata,
+    Column("sku", Text, ForeignKey("product.sku"), primary_key=True),
+    Column("location", Text, ForeignKey("location.code"), primary_key=True),
+    Column("on_hand", BigInteger, nullable=False, server_default=text("0")),
+    Column("allocated", BigInteger, nullable=False, server_default=text("0")),
+    CheckConstraint("on_hand >= 0", name="on_hand_nonnegative"),
+    CheckConstraint("allocated >= 0 AND allocated <= on_hand", name="allocated_within_on_hand"),
+    Index("ix_stock_level_location", "location"),
+)
+
+# A line's units per location: what it holds allocated and what it shipped from there (its
+# `allocated` and `shipped` are the sums). Written by placement, the fill, cancels and
+# shipments, under the line's SKU lock. No foreign keys: the fill writes one row per line
+# it reaches (100,000 in one restock) and a per-row key check costs more than the row; the
+# invariant checks find any row without its line or stock level.
+line_allocation = Table(
+    "line_allocation",
+    metadata,
+    Column("line_id", UUID(as_uuid=True), primary_key=True),
+    Column("location", Text, primary_key=True),
+    Column("allocated", BigInteger, nullable=False, server_default=text("0")),
+    Column("shipped", BigInteger, nullable=False, server_default=text("0")),
+    CheckConstraint("allocated >= 0 AND shipped >= 0", name="units_nonnegative"),
+)
+
+# A move of unallocated units between two locations (its two ledger rows carry its id).
+transfer = Table(
+    "transfer",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("sku", Text, ForeignKey("product.sku"), nullable=False),
+    Column("from_location", Text, ForeignKey("location.code"), nullable=False),
+    Column("to_location", Text, ForeignKey("location.code"), nullable=False),
+    Column("quantity", BigInteger, nullable=False),
+    Column("reference", Text),
+    _created_at(),
+    CheckConstraint("quantity > 0", name="quantity_positive"),
+    CheckConstraint("from_location <> to_location", name="distinct_locations"),
+    Index("ix_transfer_sku_created_at", "sku", "created_at"),
+)
+
 stock_movement = Table(
     "stock_movement",
     metadata,
@@ -144,8 +219,19 @@ stock_movement = Table(
     Column("shipment_id", UUID(as_uuid=True)),
     Column("purchase_order_id", UUID(as_uuid=True)),
     _created_at(),
-    CheckConstraint("kind IN ('restock', 'adjustment', 'shipment', 'receipt')", name="kind"),
+    Column("location", Text, nullable=False),
+    Column("transfer_id", UUID(as_uuid=True)),
+    CheckConstraint(
+        "kind IN ('restock', 'adjustment', 'shipment', 'receipt', 'transfer')", name="kind"
+    ),
     CheckConstraint("quantity <> 0", name="quantity_nonzero"),
+    # Every ledger row belongs to a stock level (whose on_hand is the sum of its rows); the
+    # writer holds that row's lock already, so the key check costs no new lock.
+    ForeignKeyConstraint(
+        ["sku", "location"],
+        ["stock_level.sku", "stock_level.location"],
+        name="fk_stock_movement_stock_level",
+    ),
     Index("ix_stock_movement_sku_id", "sku", "id"),
 )
 
@@ -251,6 +337,8 @@ shipment = Table(
     Column("id", UUID(as_uuid=True), primary_key=True),
     Column("order_id", UUID(as_uuid=True), ForeignKey("sales_order.id"), nullable=False),
     Column("lines", JSONB, nullable=False),
+    # Where it left from (shipments before locations: `main`).
+    Column("location", Text, nullable=False, server_default=text("'main'")),
     _created_at(),
     Index("ix_shipment_order_id", "order_id"),
 )

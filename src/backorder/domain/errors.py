@@ -55,6 +55,23 @@ class UnknownSku(DomainError):
     title = "Unknown SKU"
 
 
+class UnknownLocation(DomainError):
+    """A location named in a body (`location`, `from`, `to`, `preferred_location`) that does
+    not exist; in a path it is a plain 404."""
+
+    code = "unknown_location"
+    status = 422
+    title = "Unknown location"
+
+
+class LocationInactive(DomainError):
+    """New stock (a restock, positive adjustment, receipt or transfer in) for a location
+    that is not active."""
+
+    code = "location_inactive"
+    title = "Location inactive"
+
+
 class Conflict(DomainError):
     code = "conflict"
 

@@ -1,5 +1,6 @@
 """Use cases that move stock: restock, adjust. New units fill the queue in the same
-transaction, under the SKU lock."""
+transaction, under the SKU lock. Each names a location (`main` when the caller names none),
+whose row is locked first (`db/locations.py`: location, then product)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from uuid import UUID
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from backorder.db import promises, stock
+from backorder.db import locations, promises, stock
 from backorder.db.stock import NOTHING_SETTLED, LockedProduct, Settled
 from backorder.domain.errors import NotFound, WouldStrandAllocations
+from backorder.domain.locations import MAIN
 
 
 async def lock_one(conn: AsyncConnection, sku: str) -> LockedProduct:
@@ -26,17 +28,21 @@ async def add_units(
     product: LockedProduct,
     kind: str,
     quantity: int,
+    location: Any,
     *,
     reference: str | None = None,
     reason: str | None = None,
     purchase_order_id: UUID | None = None,
 ) -> tuple[Any, Settled]:
-    """Put units on hand and give them to the queue, head first (restock, receipt, +adjust)."""
+    """Put units on hand at an active location (a locked row of `db/locations.require_active`)
+    and give them to the queue, head first (restock, receipt, +adjust)."""
+    product.level(location.code, location.rank, location.active)
     movement = await stock.record_movement(
         conn,
         product,
         kind,
         quantity,
+        location=location.code,
         reference=reference,
         reason=reason,
         purchase_order_id=purchase_order_id,
@@ -57,6 +63,7 @@ def stock_answer(
     return {
         "id": str(movement.id),
         "sku": sku,
+        "location": movement.location,
         "quantity": quantity,
         # Already JSON (built by PostgreSQL); the response embeds it as it is.
         "allocations": orjson.Fragment(settled.json(sku)),
@@ -70,34 +77,56 @@ def stock_answer(
 
 
 async def restock(
-    conn: AsyncConnection, sku: str, quantity: int, reference: str | None
+    conn: AsyncConnection, sku: str, quantity: int, reference: str | None, location: str = MAIN
 ) -> dict[str, Any]:
+    place = await locations.require_active(conn, location)
     product = await lock_one(conn, sku)
-    movement, settled = await add_units(conn, product, "restock", quantity, reference=reference)
+    movement, settled = await add_units(
+        conn, product, "restock", quantity, place, reference=reference
+    )
     return stock_answer(movement, product, quantity, settled)
 
 
 async def adjust(
-    conn: AsyncConnection, sku: str, delta: int, reason: str | None, reference: str | None
+    conn: AsyncConnection,
+    sku: str,
+    delta: int,
+    reason: str | None,
+    reference: str | None,
+    location: str = MAIN,
 ) -> dict[str, Any]:
+    # New stock needs an active location; a count that finds fewer units may be booked
+    # anywhere (closing a store ends with its shelves counted down).
+    if delta > 0:
+        place = await locations.require_active(conn, location)
+    else:
+        place = await locations.require(conn, location)
     product = await lock_one(conn, sku)
     if delta > 0:
         movement, settled = await add_units(
-            conn, product, "adjustment", delta, reference=reference, reason=reason
+            conn, product, "adjustment", delta, place, reference=reference, reason=reason
         )
         answer = stock_answer(movement, product, delta, settled)
     else:
-        if product.on_hand + delta < product.allocated:
+        level = product.level(place.code, place.rank, place.active)
+        if level.on_hand + delta < level.allocated:
             raise WouldStrandAllocations(
-                f"removing {-delta} would leave on_hand {product.on_hand + delta} below "
-                f"allocated {product.allocated}",
+                f"removing {-delta} at {place.code} would leave on_hand {level.on_hand + delta} "
+                f"there below the {level.allocated} units allocated there",
                 sku=sku,
-                on_hand=product.on_hand,
-                allocated=product.allocated,
-                available=product.available,
+                location=place.code,
+                on_hand=level.on_hand,
+                allocated=level.allocated,
+                available=level.on_hand - level.allocated,
             )
         movement = await stock.record_movement(
-            conn, product, "adjustment", delta, reference=reference, reason=reason
+            conn,
+            product,
+            "adjustment",
+            delta,
+            location=place.code,
+            reference=reference,
+            reason=reason,
         )
         await stock.save_counters(conn, [product])
         answer = stock_answer(movement, product, delta)

@@ -13,7 +13,7 @@ from uuid import UUID, uuid4
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from backorder.db import events, orders, promises, stock
+from backorder.db import events, locations, orders, promises, stock
 from backorder.db.orders import LineChange, OrderRow
 from backorder.db.stock import LockedProduct
 from backorder.domain.errors import (
@@ -22,6 +22,7 @@ from backorder.domain.errors import (
     OrderIncomplete,
     ValidationFailed,
 )
+from backorder.domain.locations import release_order
 from backorder.domain.orders import (
     ShipPolicy,
     backorder_type_of,
@@ -44,6 +45,10 @@ def line_view(line: orders.LineRow) -> dict[str, Any]:
         "cancelled": u.cancelled,
         "status": status_of(u).value,
         "expected_date": line.expected_date if u.backordered else None,
+        "allocations": [
+            {"location": loc, "allocated": allocated, "shipped": shipped}
+            for loc, allocated, shipped in line.allocations
+        ],
     }
 
 
@@ -90,7 +95,25 @@ async def get_order(conn: AsyncConnection, order_id: UUID, channel: str | None) 
     return order_view(order)
 
 
-async def _release(
+def _release(
+    line: orders.LineRow, product: LockedProduct, units: int
+) -> tuple[tuple[str, int, int], ...]:
+    """Take `units` of the line's allocated units back, least preferred location first
+    (`domain/locations.release_order`); the moves per location, for its `LineChange`."""
+    held = {loc: allocated for loc, allocated, _ in line.allocations if allocated}
+    freed: list[tuple[str, int, int]] = []
+    ranks = [(loc, product.levels[loc].rank, n) for loc, n in held.items()]
+    for loc in release_order(ranks):
+        if units <= 0:
+            break
+        take = min(units, held[loc])
+        product.move(loc, allocated=-take)
+        freed.append((loc, -take, 0))
+        units -= take
+    return tuple(freed)
+
+
+async def _settle_cancellation(
     conn: AsyncConnection,
     order: OrderRow,
     locked: dict[str, LockedProduct],
@@ -120,8 +143,10 @@ async def cancel_order(
         a, b = line.allocated, line.backordered
         if a + b == 0:
             continue
-        changes.append(LineChange(line.id, allocated=-a, backordered=-b, cancelled=a + b))
-        locked[line.sku].allocated -= a
+        freed = tuple((loc, -units, 0) for loc, units, _ in line.allocations if units)
+        changes.append(LineChange(line.id, -a, -b, cancelled=a + b, at=freed))
+        for loc, units, _ in freed:
+            locked[line.sku].move(loc, allocated=units)
         locked[line.sku].backordered -= b
         cancelled_lines.append({"line_id": line.id, "sku": line.sku, "quantity": a + b})
     shipped = sum(line.shipped for line in order.lines)
@@ -138,7 +163,9 @@ async def cancel_order(
             order_cancelled=not shipped,
         ),
     )
-    await _release(conn, order, locked, changes, {line["sku"] for line in cancelled_lines})
+    await _settle_cancellation(
+        conn, order, locked, changes, {line["sku"] for line in cancelled_lines}
+    )
     return await get_order(conn, order_id, channel)
 
 
@@ -167,10 +194,8 @@ async def cancel_line(
     from_allocated = wanted - from_backordered
     product = locked[line.sku]
     product.backordered -= from_backordered
-    product.allocated -= from_allocated
-    change = LineChange(
-        line.id, allocated=-from_allocated, backordered=-from_backordered, cancelled=wanted
-    )
+    freed = _release(line, product, from_allocated)
+    change = LineChange(line.id, -from_allocated, -from_backordered, cancelled=wanted, at=freed)
     # The order becomes cancelled when this takes its last open unit and none ever shipped.
     left = sum(x.allocated + x.backordered for x in order.lines) - wanted
     shipped = sum(x.shipped for x in order.lines)
@@ -185,13 +210,45 @@ async def cancel_line(
             order_cancelled=left == 0 and shipped == 0,
         ),
     )
-    await _release(conn, order, locked, [change], {line.sku})
+    await _settle_cancellation(conn, order, locked, [change], {line.sku})
     return await get_order(conn, order_id, channel)
 
 
+def _shipping_location(
+    by_id: dict[UUID, orders.LineRow], requested: list[tuple[UUID, int]]
+) -> str | None:
+    """The location a shipment naming none is made at: the one holding every unshipped
+    allocated unit of its lines. None when they hold none (nothing can ship); 422 when they
+    are at several."""
+    held = {
+        loc
+        for line_id, _ in requested
+        for loc, allocated, _ in by_id[line_id].allocations
+        if allocated
+    }
+    if len(held) > 1:
+        raise ValidationFailed(
+            f"the lines' allocated units are at {', '.join(sorted(held))}: name the location "
+            "to ship from (one shipment per location)",
+            [
+                {
+                    "loc": ["body", "location"],
+                    "field": "location",
+                    "msg": f"required: units are at {', '.join(sorted(held))}",
+                }
+            ],
+        )
+    return next(iter(held), None)
+
+
 async def ship(
-    conn: AsyncConnection, order_id: UUID, requested: list[tuple[UUID, int]]
+    conn: AsyncConnection,
+    order_id: UUID,
+    requested: list[tuple[UUID, int]],
+    location: str | None = None,
 ) -> dict[str, Any]:
+    if location is not None:
+        await locations.require(conn, location)  # an inactive location still ships
     order, locked = await _lock_order(conn, order_id, None)
     by_id = {line.id: line for line in order.lines}
     ids = [line_id for line_id, _ in requested]
@@ -212,18 +269,26 @@ async def ship(
             f"ship_policy is complete and {open_units} units still wait for stock",
             backordered=open_units,
         )
+    at = location if location is not None else _shipping_location(by_id, requested)
+
+    def allocated_at(line: orders.LineRow) -> int:
+        return sum(units for loc, units, _ in line.allocations if loc == at)
+
     short = [
         {
             "line_id": line_id,
             "sku": by_id[line_id].sku,
             "requested": q,
-            "allocated": by_id[line_id].allocated,
+            "allocated": allocated_at(by_id[line_id]),
+            "location": at,
         }
         for line_id, q in requested
-        if q > by_id[line_id].allocated
+        if q > allocated_at(by_id[line_id])
     ]
     if short:
-        raise NotAllocated("cannot ship more than is allocated", lines=short)
+        where = f" at {at}" if at is not None else ""
+        raise NotAllocated(f"cannot ship more than is allocated{where}", lines=short)
+    assert at is not None  # every line has units there, so some location holds them
     shipment_id = uuid4()
     changes = []
     shipped_lines: list[dict[str, Any]] = []
@@ -235,12 +300,13 @@ async def ship(
             product,
             "shipment",
             -q,
+            location=at,
             reference=str(shipment_id),
             order_id=order.id,
             shipment_id=shipment_id,
+            allocated=-q,
         )
-        product.allocated -= q
-        changes.append(LineChange(line_id, allocated=-q, shipped=q))
+        changes.append(LineChange(line_id, allocated=-q, shipped=q, at=((at, -q, q),)))
         shipped_lines.append({"line_id": line_id, "sku": line.sku, "quantity": q})
     await orders.apply_line_changes(conn, changes)
     await stock.settle(conn, [], [order.id])
@@ -248,10 +314,15 @@ async def ship(
     row = (
         await conn.execute(
             text(
-                "INSERT INTO shipment (id, order_id, lines) VALUES (:id, :order_id, "
-                "CAST(:lines AS jsonb)) RETURNING created_at"
+                "INSERT INTO shipment (id, order_id, location, lines) VALUES (:id, :order_id, "
+                ":location, CAST(:lines AS jsonb)) RETURNING created_at"
             ),
-            {"id": shipment_id, "order_id": order.id, "lines": events.to_json(shipped_lines)},
+            {
+                "id": shipment_id,
+                "order_id": order.id,
+                "location": at,
+                "lines": events.to_json(shipped_lines),
+            },
         )
     ).one()
     await events.emit(
@@ -261,12 +332,14 @@ async def ship(
             "order_id": order.id,
             "channel": order.channel,
             "shipment_id": shipment_id,
+            "location": at,
             "lines": shipped_lines,
         },
     )
     return {
         "id": shipment_id,
         "order_id": order.id,
+        "location": at,
         "lines": shipped_lines,
         "created_at": row.created_at,
         "order": await get_order(conn, order_id, None),

@@ -14,9 +14,10 @@ from uuid import UUID, uuid4
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from backorder.db import orders, promises, stock
+from backorder.db import locations, orders, promises, stock
 from backorder.db.orders import NewLine, OrderRow
-from backorder.domain.errors import Conflict, DomainError, RetryLater
+from backorder.domain.errors import Conflict, DomainError, RetryLater, UnknownLocation
+from backorder.domain.locations import allocate_line, preference
 from backorder.domain.orders import ShipPolicy, Units, ready_to_ship, status_of, total
 from backorder.domain.placement import LineRequest, split_lines
 from backorder.services.cancellations import cancellation_events
@@ -37,6 +38,8 @@ class PlaceOrder:
     # "allow": what stock cannot cover now waits (a backorder); "cancel_rest": it is
     # cancelled at once and the order never waits.
     backorder: str = "allow"
+    # Where the order would rather be served from (`domain/locations.allocate_line`).
+    preferred_location: str | None = None
 
 
 async def _refuse_reused_ref(conn: AsyncConnection, cmd: PlaceOrder) -> None:
@@ -52,22 +55,43 @@ async def _refuse_reused_ref(conn: AsyncConnection, cmd: PlaceOrder) -> None:
         )
 
 
+def _by_preference(
+    taken: tuple[tuple[str, int], ...], product: stock.LockedProduct
+) -> list[tuple[str, int, int]]:
+    """A new line's allocations as an order shows them: by rank, then code, none shipped."""
+    return [
+        (loc, units, 0)
+        for loc, units in sorted(taken, key=lambda t: preference(product.levels[t[0]]))
+    ]
+
+
 async def place_order(conn: AsyncConnection, cmd: PlaceOrder) -> dict[str, Any]:
+    if cmd.preferred_location is not None and not await locations.exists(
+        conn, cmd.preferred_location
+    ):
+        raise UnknownLocation(
+            f"unknown location {cmd.preferred_location!r} in preferred_location",
+            location=cmd.preferred_location,
+            field="preferred_location",
+        )
     locked = await stock.lock_products(conn, [line.sku for line in cmd.lines])
     try:
-        new_lines = [
-            NewLine(uuid4(), x.sku, x.quantity, x.allocated, x.backordered, x.cancelled)
-            for x in split_lines(cmd.lines, locked, cmd.backorder)
-        ]
+        splits = split_lines(cmd.lines, locked, cmd.backorder)
     except DomainError:
         # A retry of an order that was placed should learn that, not that stock ran out
         # since: looked up on the refusal path only, the happy path pays nothing for it.
         await _refuse_reused_ref(conn, cmd)
         raise
-    for line in new_lines:
-        product = locked[line.sku]
-        product.allocated += line.allocated
-        product.backordered += line.backordered
+    new_lines = []
+    for x in splits:
+        product = locked[x.sku]
+        taken = tuple(allocate_line(x.allocated, product.levels.values(), cmd.preferred_location))
+        for location, n in taken:
+            product.move(location, allocated=n)
+        product.backordered += x.backordered
+        new_lines.append(
+            NewLine(uuid4(), x.sku, x.quantity, x.allocated, x.backordered, x.cancelled, taken)
+        )
     units = total(
         [Units(x.quantity, x.allocated, x.backordered, 0, x.cancelled) for x in new_lines]
     )
@@ -90,6 +114,9 @@ async def place_order(conn: AsyncConnection, cmd: PlaceOrder) -> dict[str, Any]:
                         "allocated": x.allocated,
                         "backordered": x.backordered,
                         "cancelled": x.cancelled,
+                        "allocations": [
+                            {"location": loc, "allocated": units} for loc, units in x.allocations
+                        ],
                     }
                     for x in new_lines
                 ],
@@ -191,6 +218,7 @@ async def place_order(conn: AsyncConnection, cmd: PlaceOrder) -> dict[str, Any]:
                 0,
                 x.cancelled,
                 dates.get(x.id),
+                _by_preference(x.allocations, locked[x.sku]),
             )
             for n, x in enumerate(new_lines, start=1)
         ],

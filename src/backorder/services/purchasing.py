@@ -14,9 +14,10 @@ from uuid import UUID, uuid4
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from backorder.db import events, promises, purchasing
+from backorder.db import events, locations, promises, purchasing
 from backorder.db.stock import LockedProduct
 from backorder.domain.errors import Conflict, NotFound, UnknownSku
+from backorder.domain.locations import MAIN
 from backorder.services import inventory
 
 
@@ -27,13 +28,17 @@ def view(row: Any) -> dict[str, Any]:
     return out
 
 
-async def _lock_po(conn: AsyncConnection, po_id: UUID) -> tuple[Any, LockedProduct]:
-    """Lock the PO's SKU (the lock of its supply and queue), then the PO itself."""
-    sku = await purchasing.sku_of(conn, po_id)
-    if sku is None:
+async def _lock_po(
+    conn: AsyncConnection, po_id: UUID, *, receiving: bool = False
+) -> tuple[Any, LockedProduct, Any]:
+    """Lock the PO's SKU (the lock of its supply and queue), then the PO itself; `receiving`
+    first locks its location, which must be active (`db/locations.py`: location first)."""
+    found = await purchasing.sku_of(conn, po_id)
+    if found is None:
         raise NotFound(f"no purchase order {po_id}")
-    product = await inventory.lock_one(conn, sku)
-    return await purchasing.lock(conn, po_id), product
+    place = await locations.require_active(conn, found.location) if receiving else None
+    product = await inventory.lock_one(conn, found.sku)
+    return await purchasing.lock(conn, po_id), product, place
 
 
 def _require_open(row: Any) -> None:
@@ -42,8 +47,16 @@ def _require_open(row: Any) -> None:
 
 
 async def create(
-    conn: AsyncConnection, sku: str, quantity: int, expected_date: date, reference: str | None
+    conn: AsyncConnection,
+    sku: str,
+    quantity: int,
+    expected_date: date,
+    reference: str | None,
+    location: str = MAIN,
 ) -> dict[str, Any]:
+    # Units are expected where they will be received; an inactive location may await
+    # supply (a store about to open), its receipt is what it refuses.
+    await locations.require(conn, location)
     try:
         product = await inventory.lock_one(conn, sku)
     except NotFound:
@@ -55,6 +68,7 @@ async def create(
         quantity=quantity,
         expected_date=expected_date,
         reference=reference,
+        location=location,
     )
     await purchasing.sync_incoming(conn, sku)
     await promises.refresh(conn, sku, product.allocation_strategy)
@@ -86,7 +100,7 @@ async def list_pos(
 async def change_expected_date(
     conn: AsyncConnection, po_id: UUID, expected_date: date
 ) -> dict[str, Any]:
-    row, product = await _lock_po(conn, po_id)
+    row, product, _ = await _lock_po(conn, po_id)
     _require_open(row)
     row = await purchasing.set_expected_date(conn, po_id, expected_date)
     await promises.refresh(conn, product.sku, product.allocation_strategy)
@@ -94,7 +108,7 @@ async def change_expected_date(
 
 
 async def cancel(conn: AsyncConnection, po_id: UUID) -> dict[str, Any]:
-    row, product = await _lock_po(conn, po_id)
+    row, product, _ = await _lock_po(conn, po_id)
     _require_open(row)
     row = await purchasing.cancel(conn, po_id)
     await purchasing.sync_incoming(conn, product.sku)
@@ -132,7 +146,7 @@ def _overdue_data(row: Any) -> dict[str, Any]:
 async def receive(conn: AsyncConnection, po_id: UUID, quantity: int) -> dict[str, Any]:
     """Receive units: the PO and `incoming` first, then the restock, so that the one promise
     refresh after the fill sees the supply as it now is (no date moves there and back)."""
-    row, product = await _lock_po(conn, po_id)
+    row, product, place = await _lock_po(conn, po_id, receiving=True)
     _require_open(row)
     remaining = row.quantity - row.received
     if quantity > remaining:
@@ -148,6 +162,7 @@ async def receive(conn: AsyncConnection, po_id: UUID, quantity: int) -> dict[str
         product,
         "receipt",
         quantity,
+        place,
         reference=row.reference or str(po_id),
         purchase_order_id=po_id,
     )

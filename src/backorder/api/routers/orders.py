@@ -113,6 +113,7 @@ async def place_order(
         ship_policy=ShipPolicy(body.ship_policy),
         external_ref=body.external_ref,
         lines=[LineRequest(line.sku, line.quantity) for line in body.lines],
+        preferred_location=body.preferred_location,
         backorder=body.backorder,
     )
     return await write(request, principal, lambda conn: placement.place_order(conn, cmd))
@@ -339,4 +340,6 @@ async def ship(
 ) -> Response:
     check_line_count(request, len(body.lines), "shipment")
     requested = [(line.line_id, line.quantity) for line in body.lines]
-    return await write(request, principal, lambda conn: ordering.ship(conn, order_id, requested))
+    return await write(
+        request, principal, lambda conn: ordering.ship(conn, order_id, requested, body.location)
+    )

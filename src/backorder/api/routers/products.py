@@ -27,6 +27,7 @@ from backorder.api.schemas.products import (
 from backorder.db import products
 from backorder.db.engine import run_transaction
 from backorder.domain.errors import NotFound, ValidationFailed
+from backorder.domain.locations import MAIN
 from backorder.services import catalog, inventory, promising
 
 router = APIRouter(prefix="/v1/products", tags=["Products and stock"])
@@ -185,7 +186,9 @@ async def restock(
     return await write(
         request,
         principal,
-        lambda conn: inventory.restock(conn, sku, body.quantity, body.reference),
+        lambda conn: inventory.restock(
+            conn, sku, body.quantity, body.reference, body.location or MAIN
+        ),
     )
 
 
@@ -211,7 +214,9 @@ async def adjust(
     return await write(
         request,
         principal,
-        lambda conn: inventory.adjust(conn, sku, body.delta, body.reason, body.reference),
+        lambda conn: inventory.adjust(
+            conn, sku, body.delta, body.reason, body.reference, body.location or MAIN
+        ),
     )
 
 

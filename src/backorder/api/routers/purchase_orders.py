@@ -23,6 +23,7 @@ from backorder.api.schemas.purchasing import (
     ReceiptOut,
     ReceiveIn,
 )
+from backorder.domain.locations import MAIN
 from backorder.services import purchasing
 
 router = APIRouter(prefix="/v1/purchase-orders", tags=["Purchase orders"])
@@ -55,7 +56,7 @@ async def create(
         request,
         principal,
         lambda conn: purchasing.create(
-            conn, body.sku, body.quantity, body.expected_date, body.reference
+            conn, body.sku, body.quantity, body.expected_date, body.reference, body.location or MAIN
         ),
     )
 

@@ -33,6 +33,12 @@ Sku = Annotated[
     str,
     StringConstraints(strict=True, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$"),
 ]
+# A location's code follows the rule of a SKU.
+LocationCode = Annotated[
+    str,
+    StringConstraints(strict=True, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$"),
+    Field(examples=["leeds"]),
+]
 
 
 def _whole_number(value: Any) -> Any:
@@ -126,3 +132,11 @@ class Page(BaseModel, Generic[T]):
 
 def page(data: list[Any], next_cursor: str | None) -> dict[str, Any]:
     return {"data": data, "next_cursor": next_cursor}
+
+
+def not_null(schema: dict[str, Any]) -> None:
+    """The schema of a field that may be left out but not sent as null: its non-null branch."""
+    schema.pop("default", None)
+    branches = [branch for branch in schema.pop("anyOf", []) if branch.get("type") != "null"]
+    if branches:
+        schema.update(branches[0])

@@ -10,7 +10,16 @@ from pydantic import BeforeValidator, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from backorder.api.schemas import examples
-from backorder.api.schemas.common import OutModel, Priority, Quantity, Sku, StrictModel, Text
+from backorder.api.schemas.common import (
+    LocationCode,
+    OutModel,
+    Priority,
+    Quantity,
+    Sku,
+    StrictModel,
+    Text,
+    not_null,
+)
 from backorder.config import DEFAULT_MAX_ORDER_LINES, MAX_ORDER_LINES_CEILING
 
 
@@ -74,6 +83,12 @@ class OrderIn(StrictModel):
         description="Your reference (e.g. the web shop's order number), unique per channel: "
         "a second order with it is 409 `conflict` naming the first as `order_id`.",
     )
+    preferred_location: LocationCode | None = Field(
+        default=None,
+        description="Serve from this location first (if it is active); the rest of each line "
+        "from the best-ranked location that can cover all of it, else from the active "
+        "locations by rank, then code. Unknown: 422 `unknown_location`.",
+    )
     # The cap is the deployment's `max_order_lines`, checked by the route (a model cannot read
     # settings); the app's OpenAPI shows the configured value as `maxItems`.
     lines: Annotated[
@@ -116,6 +131,12 @@ class OrderIn(StrictModel):
     }
 
 
+class LineAllocationOut(OutModel):
+    location: str
+    allocated: int = Field(description="Allocated at this location, not yet shipped.")
+    shipped: int = Field(description="Shipped from this location.")
+
+
 class LineOut(OutModel):
     id: UUID
     sku: str
@@ -126,6 +147,10 @@ class LineOut(OutModel):
     cancelled: int
     status: OrderStatusName
     expected_date: date | None
+    allocations: list[LineAllocationOut] = Field(
+        description="Where the line's allocated and shipped units are, per location that holds "
+        "any, by rank then code; they sum to the line's `allocated` and `shipped`."
+    )
 
 
 class OrderOut(OutModel):
@@ -185,6 +210,14 @@ class ShipmentIn(StrictModel):
         ),
         WITHIN_LINE_CAP,
     ]
+    location: LocationCode | None = Field(
+        default=None,
+        description="The location shipped from. May be left out when every listed line's "
+        "unshipped allocated units are at one and the same location (that one); otherwise "
+        "422 `validation_error` naming `location`. Unknown: 422 `unknown_location`. More "
+        "than a line has allocated there: 409 `not_allocated`.",
+        json_schema_extra=not_null,
+    )
 
 
 class ShippedLineOut(OutModel):
@@ -196,6 +229,7 @@ class ShippedLineOut(OutModel):
 class ShipmentOut(OutModel):
     id: UUID
     order_id: UUID
+    location: str = Field(description="Where the shipment left from.")
     lines: list[ShippedLineOut]
     created_at: datetime
     order: OrderOut

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, Strict, StrictBool
 
@@ -11,6 +11,7 @@ from backorder.api.schemas import examples
 from backorder.api.schemas.common import (
     WHOLE,
     Day,
+    LocationCode,
     Name,
     NonNegative,
     OutModel,
@@ -18,17 +19,10 @@ from backorder.api.schemas.common import (
     Sku,
     StrictModel,
     Text,
+    not_null,
 )
 
 ProductStatusName = Literal["in_stock", "low_stock", "backorder", "out_of_stock", "discontinued"]
-
-
-def _not_null(schema: dict[str, Any]) -> None:
-    """The schema of a field that may be left out but not sent as null: its non-null branch."""
-    schema.pop("default", None)
-    branches = [branch for branch in schema.pop("anyOf", []) if branch.get("type") != "null"]
-    if branches:
-        schema.update(branches[0])
 
 
 class ProductIn(StrictModel):
@@ -37,7 +31,7 @@ class ProductIn(StrictModel):
     # Not nullable (a product always has a name; the router refuses a null one), but it may be
     # left out of an update: the default only marks it as not sent (`model_fields_set`).
     name: Name | None = Field(
-        default=None, description="Required when creating.", json_schema_extra=_not_null
+        default=None, description="Required when creating.", json_schema_extra=not_null
     )
     backorders_allowed: StrictBool = True
     backorder_limit: NonNegative | None = Field(
@@ -74,6 +68,14 @@ class ProductIn(StrictModel):
     }
 
 
+class ProductLocationOut(OutModel):
+    location: str = Field(description="The location's code.")
+    active: bool
+    on_hand: int
+    allocated: int
+    available: int = Field(description="`on_hand - allocated` when active, else 0.")
+
+
 class ProductOut(OutModel):
     sku: str
     name: str
@@ -86,14 +88,21 @@ class ProductOut(OutModel):
     safety_stock: int | None
     lead_time_days: int | None
     alternatives: list[str]
-    on_hand: int = Field(description="Physically in stock.")
+    on_hand: int = Field(description="Physically in stock, at every location.")
     allocated: int = Field(description="Reserved for order lines, not yet shipped.")
-    available: int = Field(description="on_hand - allocated: what a new order can take now.")
+    available: int = Field(
+        description="What a new order can take now: `on_hand - allocated` at the active "
+        "locations (units at an inactive location are not available)."
+    )
     backordered: int = Field(description="Open backordered units waiting for stock.")
     incoming: int = Field(
         description="Units on open purchase orders, overdue ones included (still expected)."
     )
     status: ProductStatusName
+    locations: list[ProductLocationOut] = Field(
+        description="Stock per location, for every location that ever had a stock movement of "
+        "this SKU (kept when emptied), by rank then code. `[]` for a new product."
+    )
     created_at: datetime
     updated_at: datetime
 
@@ -103,6 +112,12 @@ class ProductOut(OutModel):
 class RestockIn(StrictModel):
     quantity: Quantity
     reference: Text | None = None
+    location: LocationCode | None = Field(
+        default=None,
+        description="Where the units are (a location's code); left out: `main`. Unknown: 422 "
+        "`unknown_location`. Inactive: 409 `location_inactive`.",
+        json_schema_extra=not_null,
+    )
 
     model_config = StrictModel.model_config | {
         "json_schema_extra": {"examples": [{"quantity": 50, "reference": "PO-1234"}]}
@@ -117,6 +132,12 @@ class AdjustmentIn(StrictModel):
     )
     reason: Text | None = None
     reference: Text | None = None
+    location: LocationCode | None = Field(
+        default=None,
+        description="Where the units are (a location's code); left out: `main`. Unknown: 422 "
+        "`unknown_location`. A positive delta at an inactive location: 409 `location_inactive`.",
+        json_schema_extra=not_null,
+    )
 
     model_config = StrictModel.model_config | {
         "json_schema_extra": {"examples": [{"delta": -3, "reason": "cycle count"}]}
@@ -127,6 +148,9 @@ class AllocationOut(OutModel):
     order_id: str
     line_id: str
     quantity: int
+    location: str = Field(
+        description="Where the units were allocated: where they became available."
+    )
 
 
 class StockChangeOut(OutModel):
@@ -134,6 +158,7 @@ class StockChangeOut(OutModel):
 
     id: str
     sku: str
+    location: str = Field(description="Where the units were added or removed.")
     quantity: int
     allocations: list[AllocationOut]
     allocated_units: int
@@ -153,13 +178,15 @@ class StockChangeOut(OutModel):
 class MovementOut(OutModel):
     id: str
     sku: str
-    kind: Literal["restock", "adjustment", "shipment", "receipt"]
+    kind: Literal["restock", "adjustment", "shipment", "receipt", "transfer"]
+    location: str = Field(description="The location whose stock moved.")
     quantity: int = Field(description="Signed: a shipment of 5 is -5.")
     reference: str | None
     reason: str | None
     order_id: str | None
     shipment_id: str | None
     purchase_order_id: str | None
+    transfer_id: str | None = Field(description="The transfer a `transfer` row belongs to.")
     created_at: datetime
 
     model_config = OutModel.model_config | {"json_schema_extra": {"examples": [examples.MOVEMENT]}}

@@ -10,7 +10,16 @@ from pydantic import AfterValidator, Field
 from pydantic_core import PydanticCustomError
 
 from backorder.api.schemas import examples
-from backorder.api.schemas.common import Day, OutModel, Quantity, Sku, StrictModel, Text
+from backorder.api.schemas.common import (
+    Day,
+    LocationCode,
+    OutModel,
+    Quantity,
+    Sku,
+    StrictModel,
+    Text,
+    not_null,
+)
 from backorder.api.schemas.products import StockChangeOut
 from backorder.domain.purchasing import expected_date_refusal
 
@@ -40,6 +49,13 @@ class PurchaseOrderIn(StrictModel):
     quantity: Quantity
     expected_date: ExpectedDate
     reference: Text | None = Field(default=None, description="Your PO number, e.g. PO-1234.")
+    location: LocationCode | None = Field(
+        default=None,
+        description="Where the receipt lands (a location's code); left out: `main`. Unknown: "
+        "422 `unknown_location`. Receiving at an inactive location is 409 "
+        "`location_inactive`.",
+        json_schema_extra=not_null,
+    )
 
     model_config = StrictModel.model_config | {
         "json_schema_extra": {
@@ -74,6 +90,7 @@ class ReceiveIn(StrictModel):
 class PurchaseOrderOut(OutModel):
     id: UUID
     sku: str
+    location: str = Field(description="Where the receipt lands.")
     quantity: int
     received: int = Field(description="Units received so far.")
     remaining: int = Field(description="Units still to come; 0 once closed or cancelled.")

@@ -1,0 +1,181 @@
+"""Locations: stock per SKU and location, a line's units per location, transfers
+
+Every unit that predates locations is at `main`: the migration makes that location, a stock
+level per SKU that ever moved (its ledger's sum, with all of the product's allocated units),
+a line allocation for every line holding allocated or shipped units, and puts `main` on every
+ledger row. The downgrade folds it all back into the product rows, which already hold the
+network totals; transfers (whose two ledger rows cancel out per SKU) leave the ledger.
+
+Revision ID: 20261207_0008
+Revises: 20261206_0007
+Create Date: 2026-12-07 09:00:00
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects import postgresql
+
+revision: str = "20261207_0008"
+down_revision: str | None = "20261206_0007"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+NOW = sa.text("clock_timestamp()")
+
+
+def upgrade() -> None:
+    op.create_table(
+        "location",
+        sa.Column("code", sa.Text(), nullable=False),
+        sa.Column("name", sa.Text(), nullable=False),
+        sa.Column("rank", sa.SmallInteger(), server_default=sa.text("100"), nullable=False),
+        sa.Column("active", sa.Boolean(), server_default=sa.text("true"), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=NOW, nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), server_default=NOW, nullable=False),
+        sa.CheckConstraint("rank BETWEEN 0 AND 1000", name=op.f("ck_location_rank_range")),
+        sa.PrimaryKeyConstraint("code", name=op.f("pk_location")),
+    )
+    op.execute("INSERT INTO location (code, name, rank, active) VALUES ('main', 'Main', 100, true)")
+
+    op.create_table(
+        "stock_level",
+        sa.Column("sku", sa.Text(), nullable=False),
+        sa.Column("location", sa.Text(), nullable=False),
+        sa.Column("on_hand", sa.BigInteger(), server_default=sa.text("0"), nullable=False),
+        sa.Column("allocated", sa.BigInteger(), server_default=sa.text("0"), nullable=False),
+        sa.CheckConstraint("on_hand >= 0", name=op.f("ck_stock_level_on_hand_nonnegative")),
+        sa.CheckConstraint(
+            "allocated >= 0 AND allocated <= on_hand",
+            name=op.f("ck_stock_level_allocated_within_on_hand"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["location"], ["location.code"], name=op.f("fk_stock_level_location_location")
+        ),
+        sa.ForeignKeyConstraint(["sku"], ["product.sku"], name=op.f("fk_stock_level_sku_product")),
+        sa.PrimaryKeyConstraint("sku", "location", name=op.f("pk_stock_level")),
+    )
+    op.create_index(op.f("ix_stock_level_location"), "stock_level", ["location"])
+    op.execute(
+        """
+        INSERT INTO stock_level (sku, location, on_hand, allocated)
+        SELECT m.sku, 'main', m.on_hand, p.allocated
+        FROM (SELECT sku, sum(quantity) AS on_hand FROM stock_movement GROUP BY sku) m
+        JOIN product p ON p.sku = m.sku
+        """
+    )
+
+    op.create_table(
+        "line_allocation",
+        sa.Column("line_id", postgresql.UUID(as_uuid=True), nullable=False),
+        sa.Column("location", sa.Text(), nullable=False),
+        sa.Column("allocated", sa.BigInteger(), server_default=sa.text("0"), nullable=False),
+        sa.Column("shipped", sa.BigInteger(), server_default=sa.text("0"), nullable=False),
+        sa.CheckConstraint(
+            "allocated >= 0 AND shipped >= 0", name=op.f("ck_line_allocation_units_nonnegative")
+        ),
+        sa.PrimaryKeyConstraint("line_id", "location", name=op.f("pk_line_allocation")),
+    )
+    op.execute(
+        """
+        INSERT INTO line_allocation (line_id, location, allocated, shipped)
+        SELECT id, 'main', allocated, shipped FROM order_line WHERE allocated > 0 OR shipped > 0
+        """
+    )
+
+    op.create_table(
+        "transfer",
+        sa.Column("id", postgresql.UUID(as_uuid=True), nullable=False),
+        sa.Column("sku", sa.Text(), nullable=False),
+        sa.Column("from_location", sa.Text(), nullable=False),
+        sa.Column("to_location", sa.Text(), nullable=False),
+        sa.Column("quantity", sa.BigInteger(), nullable=False),
+        sa.Column("reference", sa.Text(), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=NOW, nullable=False),
+        sa.CheckConstraint("quantity > 0", name=op.f("ck_transfer_quantity_positive")),
+        sa.CheckConstraint(
+            "from_location <> to_location", name=op.f("ck_transfer_distinct_locations")
+        ),
+        sa.ForeignKeyConstraint(
+            ["from_location"], ["location.code"], name=op.f("fk_transfer_from_location_location")
+        ),
+        sa.ForeignKeyConstraint(
+            ["to_location"], ["location.code"], name=op.f("fk_transfer_to_location_location")
+        ),
+        sa.ForeignKeyConstraint(["sku"], ["product.sku"], name=op.f("fk_transfer_sku_product")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_transfer")),
+    )
+    op.create_index(op.f("ix_transfer_sku_created_at"), "transfer", ["sku", "created_at"])
+
+    op.add_column("stock_movement", sa.Column("location", sa.Text(), nullable=True))
+    op.add_column(
+        "stock_movement", sa.Column("transfer_id", postgresql.UUID(as_uuid=True), nullable=True)
+    )
+    op.execute("UPDATE stock_movement SET location = 'main'")
+    op.alter_column("stock_movement", "location", nullable=False)
+    op.drop_constraint(op.f("ck_stock_movement_kind"), "stock_movement", type_="check")
+    op.create_check_constraint(
+        op.f("ck_stock_movement_kind"),
+        "stock_movement",
+        "kind IN ('restock', 'adjustment', 'shipment', 'receipt', 'transfer')",
+    )
+    op.create_foreign_key(
+        op.f("fk_stock_movement_stock_level"),
+        "stock_movement",
+        "stock_level",
+        ["sku", "location"],
+        ["sku", "location"],
+    )
+
+    op.add_column(
+        "shipment",
+        sa.Column("location", sa.Text(), server_default=sa.text("'main'"), nullable=False),
+    )
+    op.add_column(
+        "purchase_order",
+        sa.Column("location", sa.Text(), server_default=sa.text("'main'"), nullable=False),
+    )
+    op.create_foreign_key(
+        op.f("fk_purchase_order_location_location"),
+        "purchase_order",
+        "location",
+        ["location"],
+        ["code"],
+    )
+
+    op.add_column(
+        "product",
+        sa.Column("unavailable", sa.BigInteger(), server_default=sa.text("0"), nullable=False),
+    )
+    op.create_check_constraint(
+        op.f("ck_product_unavailable_within"),
+        "product",
+        "unavailable >= 0 AND allocated + unavailable <= on_hand",
+    )
+
+
+def downgrade() -> None:
+    op.drop_constraint(op.f("ck_product_unavailable_within"), "product", type_="check")
+    op.drop_column("product", "unavailable")
+    op.drop_constraint(
+        op.f("fk_purchase_order_location_location"), "purchase_order", type_="foreignkey"
+    )
+    op.drop_column("purchase_order", "location")
+    op.drop_column("shipment", "location")
+    op.drop_constraint(op.f("fk_stock_movement_stock_level"), "stock_movement", type_="foreignkey")
+    op.execute("DELETE FROM stock_movement WHERE kind = 'transfer'")
+    op.drop_constraint(op.f("ck_stock_movement_kind"), "stock_movement", type_="check")
+    op.create_check_constraint(
+        op.f("ck_stock_movement_kind"),
+        "stock_movement",
+        "kind IN ('restock', 'adjustment', 'shipment', 'receipt')",
+    )
+    op.drop_column("stock_movement", "transfer_id")
+    op.drop_column("stock_movement", "location")
+    op.drop_index(op.f("ix_transfer_sku_created_at"), table_name="transfer")
+    op.drop_table("transfer")
+    op.drop_table("line_allocation")
+    op.drop_index(op.f("ix_stock_level_location"), table_name="stock_level")
+    op.drop_table("stock_level")
+    op.drop_table("location")

@@ -63,6 +63,7 @@ async def test_placing_a_partly_backordered_order_announces_it(client: AsyncClie
             "allocated": 3,
             "backordered": 2,
             "cancelled": 0,
+            "allocations": [{"location": "main", "allocated": 3}],
         }
     ]
     assert backordered["lines"] == [{"line_id": line["id"], "sku": "A", "backordered": 2}]
@@ -96,6 +97,7 @@ async def test_a_restock_allocates_lines_and_makes_a_complete_order_ready(
             "line_id": order["lines"][0]["id"],
             "sku": "A",
             "quantity": 3,
+            "location": "main",
             "channel": "master",
         }
     ]
@@ -124,6 +126,7 @@ async def test_a_shipment_is_announced(client: AsyncClient) -> None:
             "order_id": order["id"],
             "channel": "master",
             "shipment_id": shipment["id"],
+            "location": "main",
             "lines": [{"line_id": line_id, "sku": "A", "quantity": 2}],
         }
     ]

@@ -31,6 +31,13 @@ async def test_a_fill_that_waited_for_another_fill_of_the_same_order_counts_its_
                 "VALUES ('A', 'a', 1, 1), ('B', 'b', 1, 1)"
             )
         )
+        # Their one unit each, at `main` (where the fill hands units out from).
+        await conn.execute(
+            text(
+                "INSERT INTO stock_level (sku, location, on_hand) "
+                "VALUES ('A', 'main', 1), ('B', 'main', 1)"
+            )
+        )
         await conn.execute(
             text(
                 "INSERT INTO sales_order (id, channel, customer_id, status, backordered, "

@@ -37,28 +37,30 @@ async def test_product_status_sql_equals_the_python_rule(engine: AsyncEngine) ->
         itertools.product(
             range(4),  # on_hand
             range(4),  # allocated
+            range(3),  # unavailable: unallocated units at inactive locations
             (None, 0, 1, 2),  # reorder_point
             (True, False),  # backorders_allowed
             (True, False),  # discontinued
         )
     )
-    grid = [g for g in grid if g[1] <= g[0]]
+    grid = [g for g in grid if g[1] + g[2] <= g[0]]
     values = ", ".join(
-        f"({h}, {a}, {'NULL::int' if rp is None else rp}, {str(b).lower()}, {str(d).lower()})"
-        for h, a, rp, b, d in grid
+        f"({h}, {a}, {u}, {'NULL::int' if rp is None else rp}, {str(b).lower()}, {str(d).lower()})"
+        for h, a, u, rp, b, d in grid
     )
     sql = (
-        "SELECT on_hand, allocated, reorder_point, backorders_allowed, discontinued, "
+        "SELECT on_hand, allocated, unavailable, reorder_point, backorders_allowed, "
+        "discontinued, "
         + products.STATUS_SQL
-        + f" AS status FROM (VALUES {values}) AS g(on_hand, allocated, reorder_point, "
-        "backorders_allowed, discontinued)"
+        + f" AS status FROM (VALUES {values}) AS g(on_hand, allocated, unavailable, "
+        "reorder_point, backorders_allowed, discontinued)"
     )
     async with engine.connect() as conn:
         rows = (await conn.execute(text(sql))).all()
     assert len(rows) == len(grid)
     for r in rows:
         expected = product_status(
-            available=r.on_hand - r.allocated,
+            available=r.on_hand - r.allocated - r.unavailable,
             reorder_point=r.reorder_point,
             backorders_allowed=r.backorders_allowed,
             discontinued=r.discontinued,

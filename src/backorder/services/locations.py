@@ -35,12 +35,12 @@ async def put_location(
             return True, locations.view(row)
         existing = await locations.get(conn, code, lock="update")  # created meanwhile
     row = await locations.update(conn, code, values)
-    if row.active != existing.active or row.rank != existing.rank:
-        await _restate(conn, code, row.active, row.rank)
+    if row.active != existing.active:
+        await _restate(conn, code, row.active)
     return False, locations.view(row)
 
 
-async def _restate(conn: AsyncConnection, code: str, active: bool, rank: int) -> None:
+async def _restate(conn: AsyncConnection, code: str, active: bool) -> None:
     """Bring every SKU stocked at the location up to its new state, under the SKU locks; an
     activation's units go to the queues (one fill statement for all of them)."""
     skus = await locations.skus_at(conn, code)
@@ -50,7 +50,6 @@ async def _restate(conn: AsyncConnection, code: str, active: bool, rank: int) ->
     products = [locked[s] for s in sorted(locked)]
     for product in products:
         product.set_active(code, active)
-        product.levels[code].rank = rank
     settled = await stock.settle(conn, products) if active else stock.NOTHING_SETTLED
     await stock.save_counters(conn, products)
     for product in products:

@@ -44,6 +44,13 @@ def _line(**units: Any) -> dict[str, Any]:
         "expected_date": EXPECTED,
     }
     line.update(units)
+    # Where its allocated and shipped units are: all at `main` here.
+    line.setdefault(
+        "allocations",
+        [{"location": "main", "allocated": line["allocated"], "shipped": line["shipped"]}]
+        if line["allocated"] + line["shipped"]
+        else [],
+    )
     return line
 
 
@@ -89,6 +96,7 @@ ORDER_REPRIORITISED = _order(_line(), priority=7, updated_at="2026-11-23T17:20:0
 SHIPMENT: dict[str, Any] = {
     "id": SHIPMENT_ID,
     "order_id": ORDER_ID,
+    "location": "main",
     "lines": [{"line_id": LINE_ID, "sku": SKU, "quantity": 80}],
     "created_at": SHIPPED,
     "order": _order(
@@ -131,11 +139,25 @@ def _product(sku: str, name: str, **fields: Any) -> dict[str, Any]:
         "backordered": 0,
         "incoming": 0,
         "status": "backorder",
+        "locations": [],
         "created_at": PRODUCT_CREATED,
         "updated_at": PRODUCT_CREATED,
     }
     product.update(fields)
+    if product["on_hand"] and not product["locations"]:
+        product["locations"] = [_at("main", product["on_hand"], product["allocated"])]
     return product
+
+
+def _at(location: str, on_hand: int, allocated: int, active: bool = True) -> dict[str, Any]:
+    """A product's stock at one location."""
+    return {
+        "location": location,
+        "active": active,
+        "on_hand": on_hand,
+        "allocated": allocated,
+        "available": on_hand - allocated if active else 0,
+    }
 
 
 # GET /v1/products/TRAIL-42 right after the order: nothing available, 20 waiting, 60 incoming.
@@ -182,8 +204,9 @@ ALTERNATIVES: dict[str, Any] = {
 RESTOCK: dict[str, Any] = {
     "id": "319",
     "sku": SKU,
+    "location": "main",
     "quantity": 50,
-    "allocations": [{"order_id": ORDER_ID, "line_id": LINE_ID, "quantity": 20}],
+    "allocations": [{"order_id": ORDER_ID, "line_id": LINE_ID, "quantity": 20, "location": "main"}],
     "allocated_units": 20,
     "on_hand": 130,
     "allocated": 100,
@@ -196,6 +219,7 @@ RESTOCK: dict[str, Any] = {
 ADJUSTMENT: dict[str, Any] = {
     "id": "320",
     "sku": SKU,
+    "location": "main",
     "quantity": -3,
     "allocations": [],
     "allocated_units": 0,
@@ -214,12 +238,14 @@ def _movement(id_: str, kind: str, quantity: int, created_at: str, **fields: Any
         "id": id_,
         "sku": SKU,
         "kind": kind,
+        "location": "main",
         "quantity": quantity,
         "reference": None,
         "reason": None,
         "order_id": None,
         "shipment_id": None,
         "purchase_order_id": None,
+        "transfer_id": None,
         "created_at": created_at,
     }
     movement.update(fields)
@@ -281,6 +307,7 @@ PROMISE_REFUSED: dict[str, Any] = {
 PURCHASE_ORDER: dict[str, Any] = {
     "id": PO_ID,
     "sku": SKU,
+    "location": "main",
     "quantity": 100,
     "received": 40,
     "remaining": 60,
@@ -298,8 +325,9 @@ RECEIPT_AT = "2026-11-26T10:00:00Z"
 RECEIPT: dict[str, Any] = {
     "id": "321",
     "sku": SKU,
+    "location": "main",
     "quantity": 60,
-    "allocations": [{"order_id": ORDER_ID, "line_id": LINE_ID, "quantity": 20}],
+    "allocations": [{"order_id": ORDER_ID, "line_id": LINE_ID, "quantity": 20, "location": "main"}],
     "allocated_units": 20,
     "on_hand": 140,
     "allocated": 100,

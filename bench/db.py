@@ -126,15 +126,21 @@ SELECT CAST(%(prefix)s AS text) || g, 'bench ' || g, %(stock)s,
 FROM generate_series(0, %(count)s - 1) AS g
 """
 
+# The seed stock is at `main`: its stock level, then its ledger row.
 _LEDGER = """
-INSERT INTO stock_movement (sku, kind, quantity, reference)
-SELECT sku, 'restock', on_hand, 'bench seed' FROM product
-WHERE sku LIKE %(like)s AND on_hand > 0
+WITH level AS (
+    INSERT INTO stock_level (sku, location, on_hand)
+    SELECT sku, 'main', on_hand FROM product WHERE sku LIKE %(like)s AND on_hand > 0
+    RETURNING sku, on_hand
+)
+INSERT INTO stock_movement (sku, location, kind, quantity, reference)
+SELECT sku, 'main', 'restock', on_hand, 'bench seed' FROM level
 """
 
 
 def seed_products(conn: psycopg.Connection[Any], prefix: str, count: int, stock: int) -> None:
-    """`count` products `<prefix>0 … <prefix>{count-1}` with `stock` units each (ledgered)."""
+    """`count` products `<prefix>0 … <prefix>{count-1}` with `stock` units each at `main`
+    (ledgered)."""
     conn.execute(_PRODUCTS, {"prefix": prefix, "count": count, "stock": stock})
     conn.execute(_LEDGER, {"like": prefix.replace("_", r"\_") + "%"})
 
@@ -145,11 +151,7 @@ def seed_product(conn: psycopg.Connection[Any], sku: str, stock: int) -> None:
         (sku, "bench " + sku, stock, "in" if stock > 0 else "out"),
     )
     if stock > 0:
-        conn.execute(
-            "INSERT INTO stock_movement (sku, kind, quantity, reference) "
-            "VALUES (%s, 'restock', %s, 'bench seed')",
-            (sku, stock),
-        )
+        conn.execute(_LEDGER, {"like": sku.replace("_", r"\_")})
 
 
 # Waiting lines of one unit each, `per_order` lines (of distinct SKUs) per order, in queue
@@ -243,7 +245,8 @@ def _try(conn: psycopg.Connection[Any], sql: str) -> bool:
 def analyze(conn: psycopg.Connection[Any]) -> None:
     """What autovacuum would soon do after a bulk load: visibility map and statistics."""
     conn.execute(
-        "VACUUM (ANALYZE) product, sales_order, order_line, backorder_queue, stock_movement"
+        "VACUUM (ANALYZE) product, sales_order, order_line, backorder_queue, stock_movement, "
+        "stock_level, line_allocation"
     )
 
 
@@ -251,7 +254,9 @@ def analyze(conn: psycopg.Connection[Any]) -> None:
 
 
 def _psycopg(sql: str) -> str:
-    return re.sub(r"(?<!:):(sku_0|units_0|changed)\b", r"%(\1)s", sql)
+    return re.sub(
+        r"(?<!:):(sku_0|units_0|changed|seg_skus|seg_locations|seg_units)\b", r"%(\1)s", sql
+    )
 
 
 def fill_sql() -> str:
@@ -278,7 +283,15 @@ def time_bare_fill(
     """Seconds for the fill statement (rows fetched) in a transaction that is rolled back;
     with `settle`, for the service's whole restock statement instead."""
     sql = settle_sql() if settle else fill_sql()
-    params = {"sku_0": sku, "units_0": units, "changed": []}
+    # All of it at `main`, as a restock naming no location gives it.
+    params = {
+        "sku_0": sku,
+        "units_0": units,
+        "changed": [],
+        "seg_skus": [sku],
+        "seg_locations": ["main"],
+        "seg_units": [units],
+    }
     with conn.transaction(force_rollback=True):
         conn.execute(f"SET LOCAL work_mem = '{WORK_MEM}'")  # as the service runs it
         started = time.perf_counter()

@@ -64,7 +64,8 @@ class EventOut(OutModel):
         "(`order.*`, `backorder.*`) carry its `channel`. `order.line_cancelled` (one per line "
         "a cancellation touches: `order_id`, `line_id`, `sku`, `quantity`, `reason` = "
         "`request` or `short_stock`, `note`) precedes `order.cancelled`, which is written "
-        "only when the order becomes `cancelled`."
+        "only when the order becomes `cancelled`. `order.line_allocated` (one per line and "
+        "location a fill reaches) and `order.shipped` carry the `location` of the units."
     )
 
     model_config = OutModel.model_config | {

@@ -246,7 +246,7 @@ def analyze(conn: psycopg.Connection[Any]) -> None:
     """What autovacuum would soon do after a bulk load: visibility map and statistics."""
     conn.execute(
         "VACUUM (ANALYZE) product, sales_order, order_line, backorder_queue, stock_movement, "
-        "stock_level, line_allocation"
+        "stock_level"
     )
 
 
@@ -254,9 +254,8 @@ def analyze(conn: psycopg.Connection[Any]) -> None:
 
 
 def _psycopg(sql: str) -> str:
-    return re.sub(
-        r"(?<!:):(sku_0|units_0|changed|seg_skus|seg_locations|seg_units)\b", r"%(\1)s", sql
-    )
+    names = "sku_0|units_0|changed|locations_0|ids_0|ends_0|amounts_0"
+    return re.sub(rf"(?<!:):({names})\b", r"%(\1)s", sql)
 
 
 def fill_sql() -> str:
@@ -283,15 +282,10 @@ def time_bare_fill(
     """Seconds for the fill statement (rows fetched) in a transaction that is rolled back;
     with `settle`, for the service's whole restock statement instead."""
     sql = settle_sql() if settle else fill_sql()
+    from backorder.db.stock import fill_params
+
     # All of it at `main`, as a restock naming no location gives it.
-    params = {
-        "sku_0": sku,
-        "units_0": units,
-        "changed": [],
-        "seg_skus": [sku],
-        "seg_locations": ["main"],
-        "seg_units": [units],
-    }
+    params = {"changed": [], **fill_params(0, sku, [("main", 1, units)])}
     with conn.transaction(force_rollback=True):
         conn.execute(f"SET LOCAL work_mem = '{WORK_MEM}'")  # as the service runs it
         started = time.perf_counter()

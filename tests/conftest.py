@@ -89,7 +89,7 @@ async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
 TABLES = (
     "webhook_delivery, webhook_endpoint, worker_cursor, event, stock_subscription, shipment, "
     "order_line, sales_order, stock_movement, purchase_order, product, api_key, idempotency_key, "
-    "line_allocation, stock_level, transfer, location"
+    "stock_level, transfer, location"
 )
 # The migration makes `main`, and the service counts on it: every truncation puts it back.
 MAIN_LOCATION = "INSERT INTO location (code, name, rank, active) VALUES ('main', 'Main', 100, true)"

@@ -2,9 +2,10 @@
 
 Every unit that predates locations is at `main`: the migration makes that location, a stock
 level per SKU that ever moved (its ledger's sum, with all of the product's allocated units),
-a line allocation for every line holding allocated or shipped units, and puts `main` on every
-ledger row. The downgrade folds it all back into the product rows, which already hold the
-network totals; transfers (whose two ledger rows cancel out per SKU) leave the ledger.
+puts each line's allocated and shipped units at `main`, and `main` on every ledger row,
+purchase order and shipment. The downgrade folds it all back into the product rows, which
+already hold the network totals; transfers (whose two ledger rows cancel out per SKU) leave
+the ledger.
 
 Revision ID: 20261207_0008
 Revises: 20261206_0007
@@ -24,11 +25,50 @@ depends_on: str | Sequence[str] | None = None
 
 NOW = sa.text("clock_timestamp()")
 
+# `{location: units}` maps added key by key (null: none); a key whose sum is 0 is dropped,
+# and a map left empty is null, so that a line without units has none (the fill counts on
+# it). IMMUTABLE and PARALLEL SAFE: plain data in, plain data out.
+UNITS_ADD = """
+CREATE FUNCTION units_add(a jsonb, b jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT jsonb_object_agg(k, s)
+    FROM (SELECT k, sum(CAST(v AS bigint)) AS s
+          FROM (SELECT * FROM jsonb_each_text(a) UNION ALL SELECT * FROM jsonb_each_text(b))
+               AS x(k, v)
+          GROUP BY k) t
+    WHERE s <> 0
+$$
+"""
+
+# A line's units per location as rows, one per location holding any (ops' SQL, reports, the
+# invariant checks): its primary location's are the rest of its units.
+LINE_ALLOCATION_VIEW = """
+CREATE VIEW line_allocation AS
+SELECT line_id, sku, location, allocated, shipped FROM (
+    SELECT l.id AS line_id, l.sku, p.code AS location,
+           l.allocated - COALESCE((SELECT sum(CAST(v AS bigint))
+                                   FROM jsonb_each_text(l.allocated_at) AS a(k, v)), 0)
+               AS allocated,
+           l.shipped - COALESCE((SELECT sum(CAST(v AS bigint))
+                                 FROM jsonb_each_text(l.shipped_at) AS a(k, v)), 0) AS shipped
+    FROM order_line l JOIN location p ON p.id = l.location_id
+    UNION ALL
+    SELECT l.id, l.sku, k.location,
+           COALESCE(CAST(l.allocated_at ->> k.location AS bigint), 0),
+           COALESCE(CAST(l.shipped_at ->> k.location AS bigint), 0)
+    FROM order_line l
+    CROSS JOIN LATERAL (SELECT jsonb_object_keys(l.allocated_at)
+                        UNION SELECT jsonb_object_keys(l.shipped_at)) AS k(location)
+) t
+WHERE allocated + shipped > 0
+"""
+
 
 def upgrade() -> None:
     op.create_table(
         "location",
         sa.Column("code", sa.Text(), nullable=False),
+        sa.Column("id", sa.SmallInteger(), sa.Identity(always=True), nullable=False),
         sa.Column("name", sa.Text(), nullable=False),
         sa.Column("rank", sa.SmallInteger(), server_default=sa.text("100"), nullable=False),
         sa.Column("active", sa.Boolean(), server_default=sa.text("true"), nullable=False),
@@ -36,6 +76,7 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(timezone=True), server_default=NOW, nullable=False),
         sa.CheckConstraint("rank BETWEEN 0 AND 1000", name=op.f("ck_location_rank_range")),
         sa.PrimaryKeyConstraint("code", name=op.f("pk_location")),
+        sa.UniqueConstraint("id", name=op.f("uq_location_id")),
     )
     op.execute("INSERT INTO location (code, name, rank, active) VALUES ('main', 'Main', 100, true)")
 
@@ -66,23 +107,20 @@ def upgrade() -> None:
         """
     )
 
-    op.create_table(
-        "line_allocation",
-        sa.Column("line_id", postgresql.UUID(as_uuid=True), nullable=False),
-        sa.Column("location", sa.Text(), nullable=False),
-        sa.Column("allocated", sa.BigInteger(), server_default=sa.text("0"), nullable=False),
-        sa.Column("shipped", sa.BigInteger(), server_default=sa.text("0"), nullable=False),
-        sa.CheckConstraint(
-            "allocated >= 0 AND shipped >= 0", name=op.f("ck_line_allocation_units_nonnegative")
-        ),
-        sa.PrimaryKeyConstraint("line_id", "location", name=op.f("pk_line_allocation")),
+    # A line's units per location live on the line (see db/tables.py); `units_add` merges
+    # such maps (a sum per key, zero entries dropped), and the view shows them as rows.
+    op.add_column(
+        "order_line",
+        sa.Column("location_id", sa.SmallInteger(), server_default=sa.text("0"), nullable=False),
     )
-    op.execute(
-        """
-        INSERT INTO line_allocation (line_id, location, allocated, shipped)
-        SELECT id, 'main', allocated, shipped FROM order_line WHERE allocated > 0 OR shipped > 0
-        """
-    )
+    op.add_column("order_line", sa.Column("allocated_at", postgresql.JSONB(astext_type=sa.Text())))
+    op.add_column("order_line", sa.Column("shipped_at", postgresql.JSONB(astext_type=sa.Text())))
+    # Every line that holds units holds them at `main` (id 1), its primary location.
+    op.execute("UPDATE order_line SET location_id = 1 WHERE allocated > 0 OR shipped > 0")
+    # Room for a fill to rewrite every line of a page in place (see db/tables.py).
+    op.execute("ALTER TABLE order_line SET (fillfactor = 45)")
+    op.execute(UNITS_ADD)
+    op.execute(LINE_ALLOCATION_VIEW)
 
     op.create_table(
         "transfer",
@@ -175,7 +213,12 @@ def downgrade() -> None:
     op.drop_column("stock_movement", "location")
     op.drop_index(op.f("ix_transfer_sku_created_at"), table_name="transfer")
     op.drop_table("transfer")
-    op.drop_table("line_allocation")
+    op.execute("DROP VIEW line_allocation")
+    op.execute("DROP FUNCTION units_add(jsonb, jsonb)")
+    op.drop_column("order_line", "shipped_at")
+    op.drop_column("order_line", "allocated_at")
+    op.drop_column("order_line", "location_id")
+    op.execute("ALTER TABLE order_line SET (fillfactor = 50)")
     op.drop_index(op.f("ix_stock_level_location"), table_name="stock_level")
     op.drop_table("stock_level")
     op.drop_table("location")

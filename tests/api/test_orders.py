@@ -17,9 +17,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.support.api import OPS, make_key, make_product, place
 from tests.support.invariants import assert_invariants
 
-# Units freed or added with no location named are at `main`.
-MAIN = {"location": "main"}
-
 
 @pytest.fixture(autouse=True)
 async def invariants_hold_after_each_test(
@@ -363,8 +360,8 @@ async def test_fifo_restock_fills_the_head_first_and_the_last_line_reached_partl
     third = await placed(client, [("A", 2)])
     result = await restock(client, "A", 5)
     assert result["allocations"] == [
-        {"order_id": first["id"], "line_id": first["lines"][0]["id"], "quantity": 3, **MAIN},
-        {"order_id": second["id"], "line_id": second["lines"][0]["id"], "quantity": 2, **MAIN},
+        {"order_id": first["id"], "line_id": first["lines"][0]["id"], "quantity": 3},
+        {"order_id": second["id"], "line_id": second["lines"][0]["id"], "quantity": 2},
     ]
     assert result["available"] == 0
     assert await queue(client, "A") == [(second["id"], 2, 1), (third["id"], 2, 2)]
@@ -746,7 +743,7 @@ async def test_a_positive_adjustment_fills_the_queue(client: AsyncClient) -> Non
     assert r.status_code == 201, r.text
     body = r.json()
     assert body["allocations"] == [
-        {"order_id": order["id"], "line_id": order["lines"][0]["id"], "quantity": 1, **MAIN}
+        {"order_id": order["id"], "line_id": order["lines"][0]["id"], "quantity": 1}
     ]
     assert body["available"] == 1
     assert (await get_order(client, order["id"]))["status"] == "allocated"

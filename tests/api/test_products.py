@@ -34,9 +34,6 @@ FULL = {
     "alternatives": ["TRAIL-43", "TRAIL-41"],
 }
 
-# Units freed or added with no location named are at `main`.
-MAIN = {"location": "main"}
-
 
 def assert_problem(r: Response, status: int, code: str) -> dict[str, Any]:
     assert r.status_code == status, r.text
@@ -365,8 +362,8 @@ async def test_a_restock_fills_the_queue_head_first(client: AsyncClient) -> None
     second = await place(client, [("SKU-1", 4)], customer_id="c-2")
     answer = await restock(client, "SKU-1", 5)
     assert answer["allocations"] == [
-        {"order_id": first["id"], "line_id": first["lines"][0]["id"], "quantity": 3, **MAIN},
-        {"order_id": second["id"], "line_id": second["lines"][0]["id"], "quantity": 2, **MAIN},
+        {"order_id": first["id"], "line_id": first["lines"][0]["id"], "quantity": 3},
+        {"order_id": second["id"], "line_id": second["lines"][0]["id"], "quantity": 2},
     ]
     assert answer["available"] == 0
     p = await get(client, "SKU-1")
@@ -423,7 +420,7 @@ async def test_a_positive_adjustment_fills_the_queue(client: AsyncClient) -> Non
     r = await adjust(client, "SKU-1", 5, reason="found in aisle 4")
     assert r.status_code == 201, r.text
     assert r.json()["allocations"] == [
-        {"order_id": order["id"], "line_id": order["lines"][0]["id"], "quantity": 3, **MAIN}
+        {"order_id": order["id"], "line_id": order["lines"][0]["id"], "quantity": 3}
     ]
     assert r.json()["available"] == 2
 

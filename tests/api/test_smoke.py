@@ -20,7 +20,7 @@ async def test_partial_backorder_is_filled_by_a_restock(client: AsyncClient) -> 
     assert r.status_code == 201, r.text
     restock = r.json()
     assert restock["allocations"] == [
-        {"order_id": order["id"], "line_id": line["id"], "quantity": 20, "location": "main"}
+        {"order_id": order["id"], "line_id": line["id"], "quantity": 20}
     ]
     assert restock["available"] == 30
 

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from backorder.domain.errors import LocationInactive, NotFound, UnknownLocation
 from backorder.domain.locations import LocationStock
 
-LOCATION_COLUMNS = "code, name, rank, active, created_at, updated_at"
+LOCATION_COLUMNS = "code, id, name, rank, active, created_at, updated_at"
 
 
 def view(row: Any) -> dict[str, Any]:
@@ -101,7 +101,7 @@ async def update(conn: AsyncConnection, code: str, values: dict[str, Any]) -> An
 
 
 _LEVELS = text(
-    "SELECT s.sku, s.location, l.rank, l.active, s.on_hand, s.allocated "
+    "SELECT s.sku, s.location, l.rank, l.active, s.on_hand, s.allocated, l.id "
     "FROM stock_level s JOIN location l ON l.code = s.location "
     "WHERE s.sku = ANY(:skus) ORDER BY s.sku, l.rank, s.location"
 )
@@ -114,7 +114,7 @@ async def load_levels(
     out: dict[str, dict[str, LocationStock]] = {}
     for r in await conn.execute(_LEVELS, {"skus": list(skus)}):
         out.setdefault(r.sku, {})[r.location] = LocationStock(
-            r.location, r.rank, r.active, r.on_hand, r.allocated
+            r.location, r.rank, r.active, r.on_hand, r.allocated, r.id
         )
     return out
 
@@ -194,28 +194,6 @@ async def get_transfer(conn: AsyncConnection, transfer_id: UUID) -> Any:
     ).one_or_none()
 
 
-async def line_allocations(
-    conn: AsyncConnection, line_ids: list[UUID]
-) -> dict[UUID, list[tuple[str, int, int]]]:
-    """Each line's units per location that holds any, by rank then code:
-    `{line_id: [(location, allocated, shipped)]}`."""
-    if not line_ids:
-        return {}
-    rows = await conn.execute(
-        text(
-            "SELECT a.line_id, a.location, a.allocated, a.shipped FROM line_allocation a "
-            "JOIN location l ON l.code = a.location "
-            "WHERE a.line_id = ANY(:ids) AND a.allocated + a.shipped > 0 "
-            "ORDER BY a.line_id, l.rank, a.location"
-        ),
-        {"ids": line_ids},
-    )
-    out: dict[UUID, list[tuple[str, int, int]]] = {}
-    for r in rows:
-        out.setdefault(r.line_id, []).append((r.location, r.allocated, r.shipped))
-    return out
-
-
 async def pick_list(
     conn: AsyncConnection, code: str, *, limit: int, after: tuple[Any, ...] | None
 ) -> list[Any]:
@@ -228,13 +206,16 @@ async def pick_list(
     if after is not None:
         keyset = "(-o.priority, o.created_at, o.id, l.line_no) > (:c_rank, :c_at, :c_order, :c_no)"
         params.update(c_rank=after[0], c_at=after[1], c_order=after[2], c_no=after[3])
+    # No index leads here: the columns a fill rewrites stay unindexed (their rows are then
+    # rewritten in place); the scan reads the ready orders and their lines holding units.
     sql = f"""
 SELECT o.id AS order_id, l.id AS line_id, l.sku, o.customer_id, a.allocated AS quantity,
        o.priority, o.created_at, l.line_no
-FROM line_allocation a
-JOIN order_line l ON l.id = a.line_id
-JOIN sales_order o ON o.id = l.order_id
-WHERE a.location = :code AND a.allocated > 0 AND o.ready_to_ship AND {keyset}
+FROM sales_order o
+JOIN order_line l ON l.order_id = o.id
+JOIN line_allocation a ON a.line_id = l.id
+WHERE o.ready_to_ship AND l.allocated > 0 AND a.location = :code AND a.allocated > 0
+  AND {keyset}
 ORDER BY -o.priority, o.created_at, o.id, l.line_no
 LIMIT :limit
 """

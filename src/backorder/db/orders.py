@@ -10,7 +10,6 @@ from uuid import UUID
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from backorder.db import locations
 from backorder.db.events import to_json
 from backorder.domain.orders import Units
 
@@ -36,8 +35,10 @@ class NewLine:
     backordered: int
     # Units cancelled at placement (`backorder: cancel_rest`): what stock could not cover.
     cancelled: int = 0
-    # Where the allocated units were taken: `[(location, units)]`.
+    # Where the allocated units were taken: `[(location, units)]`, the first at the line's
+    # primary location (`location_id`; 0 when nothing was taken).
     allocations: tuple[tuple[str, int], ...] = ()
+    location_id: int = 0
 
 
 _PLACE_ORDER = text(
@@ -57,11 +58,14 @@ WITH o AS (
     RETURNING created_at
 ), l AS (
     INSERT INTO order_line (id, order_id, line_no, sku, quantity, allocated, backordered,
-                            cancelled, created_at, initial_backordered)
-    SELECT x.id, :id, x.n, x.sku, x.q, x.a, x.b, x.c, o.created_at, x.b
+                            cancelled, created_at, initial_backordered, location_id,
+                            allocated_at)
+    SELECT x.id, :id, x.n, x.sku, x.q, x.a, x.b, x.c, o.created_at, x.b, x.home,
+           CAST(x.elsewhere AS jsonb)
     FROM o, unnest(CAST(:line_ids AS uuid[]), CAST(:skus AS text[]), CAST(:qs AS bigint[]),
-                   CAST(:as_ AS bigint[]), CAST(:bs AS bigint[]), CAST(:cs AS bigint[]))
-         WITH ORDINALITY AS x(id, sku, q, a, b, c, n)
+                   CAST(:as_ AS bigint[]), CAST(:bs AS bigint[]), CAST(:cs AS bigint[]),
+                   CAST(:homes AS smallint[]), CAST(:elsewheres AS text[]))
+         WITH ORDINALITY AS x(id, sku, q, a, b, c, home, elsewhere, n)
     RETURNING id, sku, backordered, created_at
 ), q AS (
     INSERT INTO backorder_queue (line_id, sku, priority, created_at)
@@ -85,12 +89,6 @@ WITH o AS (
                   FROM unnest(CAST(:skus AS text[]), CAST(:bs AS bigint[])) AS n(sku, b)
                   WHERE n.sku = x.sku) w
     WHERE product.sku = x.sku AND EXISTS (SELECT FROM o)
-), a AS (
-    INSERT INTO line_allocation (line_id, location, allocated)
-    SELECT x.line_id, x.location, x.units
-    FROM unnest(CAST(:alloc_line_ids AS uuid[]), CAST(:alloc_locations AS text[]),
-                CAST(:alloc_units AS bigint[])) AS x(line_id, location, units)
-    WHERE EXISTS (SELECT FROM o)
 ), s AS (
     UPDATE stock_level SET allocated = x.allocated
     FROM unnest(CAST(:level_skus AS text[]), CAST(:level_locations AS text[]),
@@ -161,9 +159,11 @@ async def place_order(
                 "product_allocated": [c.allocated for c in counters],
                 "product_backordered": [c.backordered for c in counters],
                 "product_states": [c.stock_state for c in counters],
-                "alloc_line_ids": [line.id for line in lines for _ in line.allocations],
-                "alloc_locations": [loc for line in lines for loc, _ in line.allocations],
-                "alloc_units": [n for line in lines for _, n in line.allocations],
+                "homes": [line.location_id for line in lines],
+                "elsewheres": [
+                    to_json(dict(line.allocations[1:])) if len(line.allocations) > 1 else None
+                    for line in lines
+                ],
                 "level_skus": [c.sku for c in counters for _ in c.levels],
                 "level_locations": [loc for c in counters for loc, _ in c.levels],
                 "level_allocated": [n for c in counters for _, n in c.levels],
@@ -224,9 +224,16 @@ class OrderRow:
 _ORDER_COLUMNS = (
     "id, channel, customer_id, priority, ship_policy, external_ref, status, created_at, updated_at"
 )
+# A line's units per location, as `[[location, allocated, shipped]]` by rank, then code (the
+# view `line_allocation` derives them from the line's columns).
+LINE_ALLOCATIONS = """(
+    SELECT COALESCE(json_agg(json_build_array(a.location, a.allocated, a.shipped)
+                             ORDER BY loc.rank, a.location), '[]')
+    FROM line_allocation a JOIN location loc ON loc.code = a.location
+    WHERE a.line_id = order_line.id) AS allocations"""
 _LINE_COLUMNS = (
     "id, order_id, line_no, sku, quantity, allocated, backordered, shipped, cancelled, "
-    "expected_date"
+    f"expected_date, {LINE_ALLOCATIONS}"
 )
 
 
@@ -242,6 +249,7 @@ def _line(r: Any) -> LineRow:
         r.shipped,
         r.cancelled,
         r.expected_date,
+        [(loc, allocated, shipped) for loc, allocated, shipped in r.allocations],
     )
 
 
@@ -257,12 +265,9 @@ async def _attach_lines(conn: AsyncConnection, orders: list[Any]) -> list[OrderR
             {"ids": [o.id for o in orders]},
         )
     ).all()
-    placed = await locations.line_allocations(conn, [r.id for r in lines])
     by_order: dict[UUID, list[LineRow]] = {}
     for r in lines:
-        line = _line(r)
-        line.allocations = placed.get(r.id, [])
-        by_order.setdefault(r.order_id, []).append(line)
+        by_order.setdefault(r.order_id, []).append(_line(r))
     return [
         OrderRow(
             o.id,
@@ -367,19 +372,21 @@ WITH changed AS (
     UPDATE order_line l
     SET allocated = l.allocated + d.da, backordered = l.backordered + d.db,
         shipped = l.shipped + d.ds, cancelled = l.cancelled + d.dc,
+        -- The primary location's units are the rest: only the others' are in the maps. A line
+        -- left with no units has no primary any more (the next fill gives it one).
+        allocated_at = units_add(l.allocated_at, CAST(d.da_at AS jsonb) - {home}),
+        shipped_at = units_add(l.shipped_at, CAST(d.ds_at AS jsonb) - {home}),
+        location_id = CASE WHEN l.allocated + d.da = 0 AND l.shipped + d.ds = 0 THEN 0
+                           ELSE l.location_id END,
         expected_date = CASE WHEN l.backordered + d.db = 0 THEN NULL ELSE l.expected_date END
     FROM unnest(CAST(:ids AS uuid[]), CAST(:da AS bigint[]), CAST(:db AS bigint[]),
-                CAST(:ds AS bigint[]), CAST(:dc AS bigint[])) AS d(id, da, db, ds, dc)
+                CAST(:ds AS bigint[]), CAST(:dc AS bigint[]), CAST(:da_at AS text[]),
+                CAST(:ds_at AS text[])) AS d(id, da, db, ds, dc, da_at, ds_at)
     WHERE l.id = d.id
     RETURNING l.id, l.order_id, l.backordered, d.da, d.db, d.ds
 ), dequeued AS (
     DELETE FROM backorder_queue q USING changed c
     WHERE q.line_id = c.id AND c.backordered = 0 AND c.db < 0
-), placed AS (
-    UPDATE line_allocation a SET allocated = a.allocated + d.da, shipped = a.shipped + d.ds
-    FROM unnest(CAST(:at_ids AS uuid[]), CAST(:at_locations AS text[]),
-                CAST(:at_da AS bigint[]), CAST(:at_ds AS bigint[])) AS d(id, location, da, ds)
-    WHERE a.line_id = d.id AND a.location = d.location
 )
 UPDATE sales_order so
 SET allocated = so.allocated + c.da, backordered = so.backordered + c.db,
@@ -387,7 +394,7 @@ SET allocated = so.allocated + c.da, backordered = so.backordered + c.db,
 FROM (SELECT order_id, sum(da) AS da, sum(db) AS db, sum(ds) AS ds
       FROM changed GROUP BY order_id) c
 WHERE so.id = c.order_id
-"""
+""".format(home="COALESCE((SELECT code FROM location WHERE id = l.location_id), '')")
 )
 
 
@@ -415,9 +422,7 @@ async def apply_line_changes(conn: AsyncConnection, changes: list[LineChange]) -
             "db": [c.backordered for c in changes],
             "ds": [c.shipped for c in changes],
             "dc": [c.cancelled for c in changes],
-            "at_ids": [c.line_id for c in changes for _ in c.at],
-            "at_locations": [loc for c in changes for loc, _, _ in c.at],
-            "at_da": [da for c in changes for _, da, _ in c.at],
-            "at_ds": [ds for c in changes for _, _, ds in c.at],
+            "da_at": [to_json({loc: da for loc, da, _ in c.at if da}) for c in changes],
+            "ds_at": [to_json({loc: ds for loc, _, ds in c.at if ds}) for c in changes],
         },
     )

@@ -7,6 +7,7 @@ Every writer of a SKU's stock or queue calls `lock_products` first; that row loc
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
@@ -58,11 +59,13 @@ class LockedProduct:
     def available(self) -> int:
         return self.on_hand - self.allocated - self.unavailable
 
-    def level(self, location: str, rank: int = 100, active: bool = True) -> LocationStock:
-        """The stock at a location, made empty on its first movement there."""
-        found = self.levels.get(location)
+    def level(self, place: Any) -> LocationStock:
+        """The stock at a location (a `location` row), made empty on its first movement."""
+        found = self.levels.get(place.code)
         if found is None:
-            found = self.levels[location] = LocationStock(location, rank, active, 0, 0)
+            found = self.levels[place.code] = LocationStock(
+                place.code, place.rank, place.active, 0, 0, place.id
+            )
         return found
 
     def move(self, location: str, on_hand: int = 0, allocated: int = 0) -> None:
@@ -181,53 +184,69 @@ async def record_movement(
 # leaves the queue in the same statement, found at the address (ctid) the head read it from:
 # every writer of a SKU's queue rows holds the product lock the fill holds, so none moves.
 _HEAD_BRANCH = """
-    (SELECT CAST(:sku_{i} AS text) AS sku, CAST(:units_{i} AS bigint) AS units, line_id,
-            ctid AS queue_tid, row_number() OVER (ORDER BY {order}) AS n
+    (SELECT CAST(:sku_{i} AS text) AS sku, CAST(:units_{i} AS bigint) AS units,
+            CAST(:locations_{i} AS text[]) AS locations, CAST(:ids_{i} AS smallint[]) AS ids,
+            CAST(:ends_{i} AS bigint[]) AS ends, CAST(:amounts_{i} AS bigint[]) AS amounts,
+            line_id, ctid AS queue_tid, row_number() OVER (ORDER BY {order}) AS n
      FROM backorder_queue WHERE sku = :sku_{i}
      ORDER BY {order} LIMIT :units_{i})"""
 _NO_HEAD = """
     SELECT CAST(NULL AS text) AS sku, CAST(NULL AS bigint) AS units,
-           CAST(NULL AS uuid) AS line_id, CAST(NULL AS tid) AS queue_tid, CAST(NULL AS bigint) AS n
+           CAST(NULL AS text[]) AS locations, CAST(NULL AS smallint[]) AS ids,
+           CAST(NULL AS bigint[]) AS ends, CAST(NULL AS bigint[]) AS amounts,
+           CAST(NULL AS uuid) AS line_id, CAST(NULL AS tid) AS queue_tid,
+           CAST(NULL AS bigint) AS n
     WHERE false"""
-# The units are laid end to end, location after location (`:seg_*`: per SKU, in hand-out
-# order, `domain/locations.fill_segments`), and each line takes the stretch that lines up with
-# its own place in the queue: `split` is that overlap, one row per line and location (a line
-# may straddle two). `domain/locations.split_fill` is the same rule in Python.
+# The units are laid end to end, location after location (`:locations_<i>` and their
+# `:ids_<i>`, with each one's `:amounts_<i>` and running `:ends_<i>`, in hand-out order:
+# `domain/locations.fill_segments`), and each line takes the stretch that lines up with its
+# own place in the queue. Its first unit's location is found by binary search in the ends
+# (`width_bucket`); nearly every line's stretch lies within that one location (`single`), and
+# a line that straddles two or more gets its `parts`, `{location: units}`. A line that held
+# no units takes the first location as its primary (`order_line.location_id`, a fixed-width
+# column: the line is still rewritten in place); units anywhere else go into its
+# `allocated_at` (`units_add`). `domain/locations.split_fill` is the same rule in Python.
 _FILL_CTES = """head AS ({head}
 ), queue AS (
-    SELECT h.sku, h.units, h.n, h.queue_tid, l.id, l.order_id, l.backordered,
+    SELECT h.sku, h.units, h.locations, h.ids, h.ends, h.amounts, h.n, h.queue_tid, l.id,
+           l.order_id, l.backordered,
            CAST(sum(l.backordered) OVER (PARTITION BY h.sku ORDER BY h.n
                                          ROWS UNBOUNDED PRECEDING) AS bigint) AS running
     FROM head h JOIN order_line l ON l.id = h.line_id
-), picked AS (
-    SELECT sku, n, queue_tid, id, order_id, running - backordered AS start,
+), reaching AS (
+    SELECT sku, n, queue_tid, id, order_id, locations, ids, ends, amounts,
+           running - backordered AS start,
            LEAST(backordered, units - (running - backordered)) AS take
     FROM queue WHERE running - backordered < units
-), segment AS (
-    SELECT sku, location, k, CAST(cum - units AS bigint) AS lo, cum AS hi
-    FROM (SELECT sku, location, units, k,
-                 CAST(sum(units) OVER (PARTITION BY sku ORDER BY k) AS bigint) AS cum
-          FROM unnest(CAST(:seg_skus AS text[]), CAST(:seg_locations AS text[]),
-                      CAST(:seg_units AS bigint[])) WITH ORDINALITY AS s(sku, location, units, k)
-         ) s
-), split AS (
-    SELECT p.sku, p.n, s.k, p.order_id, p.id, s.location,
-           LEAST(p.start + p.take, s.hi) - GREATEST(p.start, s.lo) AS take
-    FROM picked p JOIN segment s
-      ON s.sku = p.sku AND s.lo < p.start + p.take AND s.hi > p.start
+), picked AS (
+    SELECT sku, n, queue_tid, id, order_id, take,
+           ids[width_bucket(start, ends) + 1] AS first_id,
+           locations[width_bucket(start, ends) + 1] AS first_location,
+           width_bucket(start, ends) = width_bucket(start + take - 1, ends) AS single,
+           CASE WHEN width_bucket(start, ends) <> width_bucket(start + take - 1, ends) THEN
+               (SELECT jsonb_object_agg(s.location,
+                                        LEAST(start + take, s.e) - GREATEST(start, s.e - s.a))
+                FROM unnest(locations, ends, amounts) AS s(location, e, a)
+                WHERE s.e - s.a < start + take AND s.e > start) END AS parts
+    FROM reaching
 ), filled AS (
     UPDATE order_line l
     SET allocated = l.allocated + p.take,
         backordered = l.backordered - p.take,
+        location_id = CASE WHEN l.location_id = 0 THEN p.first_id ELSE l.location_id END,
+        allocated_at = CASE
+            WHEN p.single AND l.location_id IN (0, p.first_id) THEN l.allocated_at
+            WHEN l.location_id IN (0, p.first_id)
+                THEN units_add(l.allocated_at, p.parts - p.first_location)
+            ELSE units_add(l.allocated_at,
+                           COALESCE(p.parts, jsonb_build_object(p.first_location, p.take))
+                           - (SELECT code FROM location WHERE id = l.location_id)) END,
         filled_at = CASE WHEN l.backordered = p.take THEN clock_timestamp() ELSE l.filled_at END,
         expected_date = CASE WHEN l.backordered = p.take THEN NULL ELSE l.expected_date END
     FROM picked p
     WHERE l.id = p.id
-    RETURNING p.sku, p.n, p.queue_tid, l.order_id, l.id, p.take, l.backordered
-), placed AS (
-    INSERT INTO line_allocation AS a (line_id, location, allocated)
-    SELECT id, location, take FROM split
-    ON CONFLICT (line_id, location) DO UPDATE SET allocated = a.allocated + EXCLUDED.allocated
+    RETURNING p.sku, p.n, p.queue_tid, l.order_id, l.id, p.take, p.first_location, p.parts,
+              l.backordered
 ), dequeued AS (
     DELETE FROM backorder_queue q USING filled f
     WHERE q.ctid = f.queue_tid AND q.line_id = f.id AND f.backordered = 0
@@ -235,7 +254,8 @@ _FILL_CTES = """head AS ({head}
 
 
 def _fill_ctes(strategies: tuple[AllocationStrategy, ...]) -> str:
-    """The fill's CTEs for SKUs of these strategies (parameters `sku_<i>`, `units_<i>`)."""
+    """The fill's CTEs for SKUs of these strategies (parameters `sku_<i>`, `units_<i>`,
+    `locations_<i>`, `ends_<i>`, `amounts_<i>`)."""
     head = "\n    UNION ALL".join(
         _HEAD_BRANCH.format(i=i, order=QUEUE_ORDER[s]) for i, s in enumerate(strategies)
     )
@@ -281,33 +301,46 @@ _SETTLE = """WITH {fill}, reached AS MATERIALIZED (
     -- order id.
     INSERT INTO event (type, data)
     SELECT type, data FROM (
-        SELECT 1 AS e, f.sku, f.n, f.k, NULL AS id, 'order.line_allocated' AS type,
+        SELECT 1 AS e, f.sku, f.n, x.location, NULL AS id, 'order.line_allocated' AS type,
                jsonb_build_object('order_id', f.order_id, 'line_id', f.id, 'sku', f.sku,
-                                  'quantity', f.take, 'location', f.location,
+                                  'quantity', COALESCE(CAST(x.units AS bigint), f.take),
+                                  'location', COALESCE(x.location, f.first_location),
                                   'channel', b.channel) AS data
-        FROM split f JOIN before b ON b.id = f.order_id
+        FROM filled f JOIN before b ON b.id = f.order_id
+        -- One event per location: a line within one location has no parts (null: no rows).
+        LEFT JOIN LATERAL jsonb_each_text(f.parts) AS x(location, units) ON TRUE
         UNION ALL
         SELECT 2, NULL, NULL, NULL, id, 'order.ready_to_ship',
                jsonb_build_object('order_id', id, 'channel', channel)
         FROM changed WHERE ready_to_ship AND NOT was_ready
     ) e
-    ORDER BY e, sku, n, k, id
+    ORDER BY e, sku, n, location, id
 )
--- Per SKU and location the units given; per SKU (location null) the allocations in queue
--- order, as JSON.
-SELECT sku, location, CAST(sum(take) AS bigint) AS units, NULL AS allocations
-FROM split GROUP BY sku, location
-UNION ALL
-SELECT sku, NULL, NULL,
-       CAST(json_agg(json_build_object('order_id', order_id, 'line_id', id, 'quantity', take,
-                                       'location', location)
-                     ORDER BY n, k) AS text)
-FROM split GROUP BY sku
+-- Per SKU the units given (the caller knows where: the first of them, location after location)
+-- and the allocations in queue order, as JSON.
+SELECT sku, CAST(sum(take) AS bigint) AS units,
+       CAST(json_agg(json_build_object('order_id', order_id, 'line_id', id, 'quantity', take)
+                     ORDER BY n) AS text) AS allocations
+FROM filled GROUP BY sku
 """
 
 
 # An order's units after the fill: its counters (as the lock read them) and what it took.
 _O, _A = "(so.backordered - b.take)", "(so.allocated + b.take)"
+
+
+def fill_params(i: int, sku: str, segments: list[tuple[str, int, int]]) -> dict[str, Any]:
+    """The parameters of SKU `i` of a fill: its units per location (code, id, units), in
+    hand-out order."""
+    amounts = [units for _, _, units in segments]
+    return {
+        f"sku_{i}": sku,
+        f"units_{i}": sum(amounts),
+        f"locations_{i}": [location for location, _, _ in segments],
+        f"ids_{i}": [location_id for _, location_id, _ in segments],
+        f"ends_{i}": list(itertools.accumulate(amounts)),
+        f"amounts_{i}": amounts,
+    }
 
 
 @functools.lru_cache(maxsize=256)
@@ -325,7 +358,7 @@ def _settle_sql(strategies: tuple[AllocationStrategy, ...]) -> TextClause:
 
 def fill_statement(strategy: AllocationStrategy) -> str:
     """The bare fill of one SKU (lines, their locations and queue only, no statuses or
-    events; parameters `sku_0`, `units_0` and the `seg_*` arrays): the benchmark's ceiling."""
+    events; the parameters of `fill_params`): the benchmark's ceiling."""
     return f"WITH {_fill_ctes((strategy,)).strip()}\nSELECT sku, n, order_id, id, take FROM filled"
 
 
@@ -371,31 +404,23 @@ async def settle(
     if not wanted and not order_ids:
         return NOTHING_SETTLED
     params: dict[str, Any] = {"changed": order_ids}
-    seg_skus: list[str] = []
-    seg_locations: list[str] = []
-    seg_units: list[int] = []
     for i, product in enumerate(wanted):
-        params[f"sku_{i}"] = product.sku
-        params[f"units_{i}"] = sum(units for _, units in segments[product.sku])
-        for location, n in segments[product.sku]:
-            seg_skus.append(product.sku)
-            seg_locations.append(location)
-            seg_units.append(n)
-    params.update(seg_skus=seg_skus, seg_locations=seg_locations, seg_units=seg_units)
+        levels = product.levels
+        placed = [(loc, levels[loc].id, units) for loc, units in segments[product.sku]]
+        params.update(fill_params(i, product.sku, placed))
     statement = _settle_sql(tuple(p.allocation_strategy for p in wanted))
     rows = (await conn.execute(statement, params)).all()
-    by_sku = {p.sku: p for p in wanted}
-    units: dict[str, int] = {}
-    allocations: dict[str, str] = {}
-    for r in rows:
-        if r.location is None:
-            allocations[r.sku] = r.allocations
-            continue
-        units[r.sku] = units.get(r.sku, 0) + r.units
-        by_sku[r.sku].move(r.location, allocated=r.units)
-    for sku, n in units.items():
-        by_sku[sku].backordered -= n
-    return Settled(units, allocations)
+    settled = Settled({r.sku: r.units for r in rows}, {r.sku: r.allocations for r in rows})
+    for product in wanted:
+        given = settled.units.get(product.sku, 0)
+        product.backordered -= given
+        # The queue took the first `given` units as laid out: the segments' prefix.
+        for location, units in segments[product.sku]:
+            if given <= 0:
+                break
+            product.move(location, allocated=min(units, given))
+            given -= units
+    return settled
 
 
 _SAVE = text(

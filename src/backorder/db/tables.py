@@ -19,6 +19,7 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     ForeignKeyConstraint,
+    Identity,
     Index,
     Integer,
     LargeBinary,
@@ -152,6 +153,8 @@ location = Table(
     "location",
     metadata,
     Column("code", Text, primary_key=True),
+    # A small number for the lines that name it (`order_line.location_id`); `main` is 1.
+    Column("id", SmallInteger, Identity(always=True), nullable=False, unique=True),
     Column("name", Text, nullable=False),
     Column("rank", SmallInteger, nullable=False, server_default=text("100")),
     Column("active", Boolean, nullable=False, server_default=text("true")),
@@ -173,21 +176,6 @@ stock_level = Table(
     CheckConstraint("on_hand >= 0", name="on_hand_nonnegative"),
     CheckConstraint("allocated >= 0 AND allocated <= on_hand", name="allocated_within_on_hand"),
     Index("ix_stock_level_location", "location"),
-)
-
-# A line's units per location: what it holds allocated and what it shipped from there (its
-# `allocated` and `shipped` are the sums). Written by placement, the fill, cancels and
-# shipments, under the line's SKU lock. No foreign keys: the fill writes one row per line
-# it reaches (100,000 in one restock) and a per-row key check costs more than the row; the
-# invariant checks find any row without its line or stock level.
-line_allocation = Table(
-    "line_allocation",
-    metadata,
-    Column("line_id", UUID(as_uuid=True), primary_key=True),
-    Column("location", Text, primary_key=True),
-    Column("allocated", BigInteger, nullable=False, server_default=text("0")),
-    Column("shipped", BigInteger, nullable=False, server_default=text("0")),
-    CheckConstraint("allocated >= 0 AND shipped >= 0", name="units_nonnegative"),
 )
 
 # A move of unallocated units between two locations (its two ledger rows carry its id).
@@ -301,6 +289,17 @@ order_line = Table(
     Column("filled_at", DateTime(timezone=True)),
     # The promise date of the backordered units, kept by `db/promises.py`.
     Column("expected_date", Date),
+    # Where its allocated and shipped units are. `location_id`: the line's primary location,
+    # where its first units were allocated (0 while it has held none); `allocated_at` and
+    # `shipped_at`: its units at any other location, `{code: units}` (null when none). The
+    # primary's units are the rest of `allocated` and `shipped`. A fill sets the primary of a
+    # line that held nothing, a fixed-width column whose new value takes no more room than
+    # the old: the line is still rewritten in place (HOT), so a 100,000-line restock writes no
+    # row and no index entry more than it did before locations (a map or a row per line did:
+    # +80 % WAL, +15 % time). The view `line_allocation` shows a line's units as rows.
+    Column("location_id", SmallInteger, nullable=False, server_default=text("0")),
+    Column("allocated_at", JSONB),
+    Column("shipped_at", JSONB),
     CheckConstraint("quantity > 0", name="quantity_positive"),
     CheckConstraint(
         "allocated >= 0 AND backordered >= 0 AND shipped >= 0 AND cancelled >= 0",
@@ -312,9 +311,13 @@ order_line = Table(
     UniqueConstraint("order_id", "line_no"),
     UniqueConstraint("order_id", "sku"),
     Index("ix_order_line_sku_created_at", "sku", "created_at"),
-    # Half of each page is left free: a restock filling a run of lines placed one after
-    # another rewrites every row of their pages, and each new version must fit beside the old.
-    postgresql_with={"fillfactor": 50},
+    # More than half of each page is left free: a restock filling a run of lines placed one
+    # after another rewrites every row of their pages, and each new version (a little longer:
+    # it gains `filled_at`) must fit beside the old, or the row moves and every index of the
+    # table gets a new entry for it. At 50 % the last rows of a full page no longer fit once
+    # a line also names its location (measured: 7 % of a 100,000-line fill moved); at 45 %
+    # all stay.
+    postgresql_with={"fillfactor": 45},
 )
 
 # The waiting lines, in queue order per SKU: `fifo` by (created_at, line_id), `priority` by

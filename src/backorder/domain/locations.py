@@ -23,6 +23,8 @@ class LocationStock:
     active: bool
     on_hand: int
     allocated: int
+    # The location's small number (`location.id`), as a line names its primary location.
+    id: int = 0
 
     @property
     def available(self) -> int:

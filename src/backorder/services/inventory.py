@@ -36,7 +36,7 @@ async def add_units(
 ) -> tuple[Any, Settled]:
     """Put units on hand at an active location (a locked row of `db/locations.require_active`)
     and give them to the queue, head first (restock, receipt, +adjust)."""
-    product.level(location.code, location.rank, location.active)
+    product.level(location)
     movement = await stock.record_movement(
         conn,
         product,
@@ -108,7 +108,7 @@ async def adjust(
         )
         answer = stock_answer(movement, product, delta, settled)
     else:
-        level = product.level(place.code, place.rank, place.active)
+        level = product.level(place)
         if level.on_hand + delta < level.allocated:
             raise WouldStrandAllocations(
                 f"removing {-delta} at {place.code} would leave on_hand {level.on_hand + delta} "

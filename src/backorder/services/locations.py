@@ -91,7 +91,7 @@ async def transfer(
             else locations.require(conn, code, field=field)
         )
     product = await inventory.lock_one(conn, sku)
-    origin = product.level(source, rows["from"].rank, rows["from"].active)
+    origin = product.level(rows["from"])
     spare = origin.on_hand - origin.allocated
     if quantity > spare:
         raise InsufficientStock(
@@ -99,7 +99,7 @@ async def transfer(
             lines=[{"sku": sku, "requested": quantity, "available": spare}],
             location=source,
         )
-    product.level(target, rows["to"].rank, rows["to"].active)
+    product.level(rows["to"])
     transfer_id = uuid4()
     created_at = await locations.record_transfer(
         conn, transfer_id, sku, source, target, quantity, reference

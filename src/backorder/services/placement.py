@@ -89,8 +89,11 @@ async def place_order(conn: AsyncConnection, cmd: PlaceOrder) -> dict[str, Any]:
         for location, n in taken:
             product.move(location, allocated=n)
         product.backordered += x.backordered
+        home = product.levels[taken[0][0]].id if taken else 0
         new_lines.append(
-            NewLine(uuid4(), x.sku, x.quantity, x.allocated, x.backordered, x.cancelled, taken)
+            NewLine(
+                uuid4(), x.sku, x.quantity, x.allocated, x.backordered, x.cancelled, taken, home
+            )
         )
     units = total(
         [Units(x.quantity, x.allocated, x.backordered, 0, x.cancelled) for x in new_lines]

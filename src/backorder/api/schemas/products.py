@@ -148,13 +148,11 @@ class AllocationOut(OutModel):
     order_id: str
     line_id: str
     quantity: int
-    location: str = Field(
-        description="Where the units were allocated: where they became available."
-    )
 
 
 class StockChangeOut(OutModel):
-    """What a restock or adjustment did: the units given to waiting lines, in queue order."""
+    """What a restock or adjustment did: the units given to waiting lines, in queue order,
+    all allocated at its `location` (where the units became available)."""
 
     id: str
     sku: str

@@ -13,7 +13,7 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from backorder.db import locations, promises, stock
-from backorder.domain.errors import InsufficientStock, NotFound, ValidationFailed
+from backorder.domain.errors import InsufficientStock, NotFound, UnknownSku, ValidationFailed
 from backorder.services import inventory
 
 
@@ -91,7 +91,10 @@ async def transfer(
             if field == "to"
             else locations.require(conn, code, field=field)
         )
-    product = await inventory.lock_one(conn, sku)
+    try:
+        product = await inventory.lock_one(conn, sku)
+    except NotFound:  # a SKU in a body, as for orders and purchase orders
+        raise UnknownSku(f"unknown SKU: {sku}", sku=sku) from None
     origin = product.level(source, rows["from"].rank, rows["from"].active)
     spare = origin.on_hand - origin.allocated
     if quantity > spare:

@@ -32,7 +32,7 @@ UNITS_ADD = """
 CREATE FUNCTION units_add(a jsonb, b jsonb) RETURNS jsonb
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT jsonb_object_agg(k, s)
-    FROM (SELECT k, sum(CAST(v AS bigint)) AS s
+    FROM (SELECT k, CAST(sum(CAST(v AS bigint)) AS bigint) AS s
           FROM (SELECT * FROM jsonb_each_text(a) UNION ALL SELECT * FROM jsonb_each_text(b))
                AS x(k, v)
           GROUP BY k) t
@@ -46,10 +46,10 @@ LINE_ALLOCATION_VIEW = """
 CREATE VIEW line_allocation AS
 SELECT line_id, sku, location, allocated, shipped FROM (
     SELECT l.id AS line_id, l.sku, p.code AS location,
-           l.allocated - COALESCE((SELECT sum(CAST(v AS bigint))
+           l.allocated - COALESCE((SELECT CAST(sum(CAST(v AS bigint)) AS bigint)
                                    FROM jsonb_each_text(l.allocated_at) AS a(k, v)), 0)
                AS allocated,
-           l.shipped - COALESCE((SELECT sum(CAST(v AS bigint))
+           l.shipped - COALESCE((SELECT CAST(sum(CAST(v AS bigint)) AS bigint)
                                  FROM jsonb_each_text(l.shipped_at) AS a(k, v)), 0) AS shipped
     FROM order_line l JOIN location p ON p.id = l.location_id
     UNION ALL

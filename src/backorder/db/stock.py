@@ -218,17 +218,20 @@ _FILL_CTES = """head AS ({head}
            running - backordered AS start,
            LEAST(backordered, units - (running - backordered)) AS take
     FROM queue WHERE running - backordered < units
-), picked AS (
-    SELECT sku, n, queue_tid, id, order_id, take,
-           ids[width_bucket(start, ends) + 1] AS first_id,
-           locations[width_bucket(start, ends) + 1] AS first_location,
-           width_bucket(start, ends) = width_bucket(start + take - 1, ends) AS single,
-           CASE WHEN width_bucket(start, ends) <> width_bucket(start + take - 1, ends) THEN
-               (SELECT jsonb_object_agg(s.location,
-                                        LEAST(start + take, s.e) - GREATEST(start, s.e - s.a))
-                FROM unnest(locations, ends, amounts) AS s(location, e, a)
-                WHERE s.e - s.a < start + take AND s.e > start) END AS parts
+), spanning AS (
+    -- The locations its first and last unit come from (1-based, in hand-out order).
+    SELECT *, width_bucket(start, ends) + 1 AS first_k,
+           width_bucket(start + take - 1, ends) + 1 AS last_k
     FROM reaching
+), picked AS (
+    SELECT sku, n, queue_tid, id, order_id, take, start, locations, ends, amounts,
+           first_k, last_k, ids[first_k] AS first_id, locations[first_k] AS first_location,
+           first_k = last_k AS single,
+           CASE WHEN first_k <> last_k THEN
+               (SELECT jsonb_object_agg(locations[k], LEAST(start + take, ends[k])
+                                                      - GREATEST(start, ends[k] - amounts[k]))
+                FROM generate_series(first_k, last_k) AS k) END AS parts
+    FROM spanning
 ), filled AS (
     UPDATE order_line l
     SET allocated = l.allocated + p.take,
@@ -245,8 +248,8 @@ _FILL_CTES = """head AS ({head}
         expected_date = CASE WHEN l.backordered = p.take THEN NULL ELSE l.expected_date END
     FROM picked p
     WHERE l.id = p.id
-    RETURNING p.sku, p.n, p.queue_tid, l.order_id, l.id, p.take, p.first_location, p.parts,
-              l.backordered
+    RETURNING p.sku, p.n, p.queue_tid, l.order_id, l.id, p.take, p.start, p.locations,
+              p.ends, p.amounts, p.first_k, p.last_k, l.backordered
 ), dequeued AS (
     DELETE FROM backorder_queue q USING filled f
     WHERE q.ctid = f.queue_tid AND q.line_id = f.id AND f.backordered = 0
@@ -301,20 +304,22 @@ _SETTLE = """WITH {fill}, reached AS MATERIALIZED (
     -- order id.
     INSERT INTO event (type, data)
     SELECT type, data FROM (
-        SELECT 1 AS e, f.sku, f.n, x.location, NULL AS id, 'order.line_allocated' AS type,
-               jsonb_build_object('order_id', f.order_id, 'line_id', f.id, 'sku', f.sku,
-                                  'quantity', COALESCE(CAST(x.units AS bigint), f.take),
-                                  'location', COALESCE(x.location, f.first_location),
-                                  'channel', b.channel) AS data
+        SELECT 1 AS e, f.sku, f.n, k, NULL AS id, 'order.line_allocated' AS type,
+               jsonb_build_object(
+                   'order_id', f.order_id, 'line_id', f.id, 'sku', f.sku,
+                   'quantity', CASE WHEN f.first_k = f.last_k THEN f.take
+                                    ELSE LEAST(f.start + f.take, f.ends[k])
+                                         - GREATEST(f.start, f.ends[k] - f.amounts[k]) END,
+                   'location', f.locations[k], 'channel', b.channel) AS data
         FROM filled f JOIN before b ON b.id = f.order_id
-        -- One event per location: a line within one location has no parts (null: no rows).
-        LEFT JOIN LATERAL jsonb_each_text(f.parts) AS x(location, units) ON TRUE
+        -- One event per location the line's units came from, in hand-out order.
+        CROSS JOIN LATERAL generate_series(f.first_k, f.last_k) AS k
         UNION ALL
         SELECT 2, NULL, NULL, NULL, id, 'order.ready_to_ship',
                jsonb_build_object('order_id', id, 'channel', channel)
         FROM changed WHERE ready_to_ship AND NOT was_ready
     ) e
-    ORDER BY e, sku, n, location, id
+    ORDER BY e, sku, n, k, id
 )
 -- Per SKU the units given (the caller knows where: the first of them, location after location)
 -- and the allocations in queue order, as JSON.

@@ -359,3 +359,55 @@ API_KEY_CREATED: dict[str, Any] = {
 
 HEALTHZ: dict[str, Any] = {"status": "ok"}
 READYZ: dict[str, Any] = {"status": "ready", "database": "ok", "migration": "0001"}
+
+# Locations: `main` (every write that names none) and a second site, `leeds`, preferred.
+LOCATION_CREATED = "2026-11-01T09:00:00Z"
+LOCATION: dict[str, Any] = {
+    "code": "leeds",
+    "name": "Leeds DC",
+    "rank": 10,
+    "active": True,
+    "created_at": LOCATION_CREATED,
+    "updated_at": LOCATION_CREATED,
+}
+LOCATION_MAIN: dict[str, Any] = {
+    "code": "main",
+    "name": "Main",
+    "rank": 100,
+    "active": True,
+    "created_at": PRODUCT_CREATED,
+    "updated_at": PRODUCT_CREATED,
+}
+# GET /v1/locations: by rank, then code.
+LOCATIONS: dict[str, Any] = {"data": [LOCATION, LOCATION_MAIN], "next_cursor": None}
+
+# POST /v1/transfers `{"sku": "TRAIL-42", "from": "york", "to": "leeds", "quantity": 30}` right
+# after the order: 30 units sat at `york`, a store being closed (inactive, so not available).
+# Arriving at `leeds` they fill the 20 c-1001 waits for, there; 10 are left available.
+TRANSFER_ID = "e2b8f1c4-6a3d-4f7e-8b2c-1d9a0e5f7c33"
+TRANSFER: dict[str, Any] = {
+    "id": TRANSFER_ID,
+    "sku": SKU,
+    "from": "york",
+    "to": "leeds",
+    "quantity": 30,
+    "reference": "closing york",
+    "created_at": "2026-11-25T09:30:00Z",
+    "allocations": [{"order_id": ORDER_ID, "line_id": LINE_ID, "quantity": 20}],
+    "allocated_units": 20,
+    "on_hand": 110,
+    "allocated": 100,
+    "available": 10,
+    "backordered": 0,
+}
+
+# GET /v1/locations/main/pick-list: what to pick at `main`, highest priority first, then oldest.
+PICK_LINE: dict[str, Any] = {
+    "order_id": ORDER_ID,
+    "line_id": LINE_ID,
+    "sku": SKU,
+    "customer_id": CUSTOMER,
+    "quantity": 80,
+    "priority": 0,
+    "created_at": PLACED,
+}

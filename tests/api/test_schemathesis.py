@@ -138,8 +138,8 @@ def _ok(response: Any, status: int = 201) -> dict[str, Any]:
 
 
 def seed(http: asgi.ASGIClient) -> Seeded:
-    """At least two of everything a list shows (so that each list has a next page): products
-    in stock and not, a ledger, orders of two channels that wait in the queue, purchase orders,
+    """At least two of everything a list shows (so that each list has a next page): locations,
+    products in stock and not, a ledger, orders of two channels that wait in the queue, purchase orders,
     subscriptions, webhook endpoints (registered first: they get the events that follow) and
     API keys, the storefront's among them. A call that ends a resource (a cancel, a delete)
     gets one of its own, so that the calls after it still find theirs."""
@@ -147,6 +147,8 @@ def seed(http: asgi.ASGIClient) -> Seeded:
     for url in ("http://127.0.0.1:9/hook", "http://127.0.0.1:9/other", "http://127.0.0.1:9/gone"):
         body: dict[str, Any] = {"url": url, "event_types": ["*"]}
         endpoints.append(_ok(http.post("/v1/webhook-endpoints", json=body, headers=OPS))["id"])
+    for code, rank in (("leeds", 10), ("york", 200)):  # `main` is the third
+        _ok(http.put(f"/v1/locations/{code}", json={"name": code, "rank": rank}, headers=OPS))
     for sku, stock in zip(SKUS, (5, 100, 0, 0), strict=True):
         _ok(http.put(f"/v1/products/{sku}", json={"name": f"Trail {sku}"}, headers=OPS))
         if stock:
@@ -183,6 +185,7 @@ def seed(http: asgi.ASGIClient) -> Seeded:
             "po_id": pos[0],
             "endpoint_id": endpoints[0],
             "key_id": spare["id"],  # never the key a test runs with
+            "code": "main",  # where the seeded stock and its allocated lines are
         }
         seeded.ends[role] = {
             ("POST", "/v1/orders/{order_id}/cancel"): {"order_id": orders[1]},
@@ -268,6 +271,10 @@ def as_a_client_would(case: Case[Any], real: Seeded, role: str) -> None:
       lines name distinct lines of the order (else 422).
     * `alternatives` name other existing products (else 422): other seeded SKUs.
     * A purchase order's `expected_date` runs from today to five years on (else 422).
+    * Locations named in a body exist (else 422 `unknown_location`): `main`, where the seeded
+      stock is, and a transfer goes from `main` to `leeds` (the same on both ends is 422). A
+      `PUT` of a location keeps its generated code: it makes a new one (one without a
+      `name` updates a seeded location).
     * A storefront may send `priority` 0-4 only (else 422).
     * A report window does not end before it starts (`since` <= `until`, else 422).
     * An `Idempotency-Key` is new for each request (a key sent before with another body is
@@ -280,8 +287,10 @@ def as_a_client_would(case: Case[Any], real: Seeded, role: str) -> None:
     body = case.body if isinstance(case.body, dict) else {}
     values = {**real.path[role], **real.ends[role].get((method, path), {})}
     for name in list(case.path_parameters or {}):
-        if name in values and (method, name) != ("PUT", "sku"):
+        if name in values and (method, name) not in {("PUT", "sku"), ("PUT", "code")}:
             case.path_parameters[name] = values[name]
+    if (method, path) == ("PUT", "/v1/locations/{code}") and "name" not in body:
+        case.path_parameters["code"] = "york"  # one without a name updates a seeded one
     if (method, path) == ("PUT", "/v1/products/{sku}"):
         if "name" not in body:
             case.path_parameters["sku"] = SKUS[-1]
@@ -312,6 +321,14 @@ def as_a_client_would(case: Case[Any], real: Seeded, role: str) -> None:
         body["sku"] = SKUS[0]
     if path.startswith("/v1/purchase-orders") and isinstance(body.get("expected_date"), str):
         body["expected_date"] = days_ahead(30)
+    for field, code in (("location", "main"), ("preferred_location", "main"), ("from", "main")):
+        if isinstance(body.get(field), str):
+            body[field] = code
+    if (method, path) == ("POST", "/v1/transfers"):
+        if isinstance(body.get("to"), str):
+            body["to"] = "leeds"
+        if isinstance(body.get("sku"), str):
+            body["sku"] = SKUS[0]
 
 
 def with_fractions(value: Any) -> Any:

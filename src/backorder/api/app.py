@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from backorder import __version__
+from backorder import __version__, console
 from backorder.api import docs_ui, problems
 from backorder.api.deps import KeyUsage
 from backorder.api.docs import restore_example_nulls
@@ -137,6 +137,7 @@ def create_app(settings: Settings) -> FastAPI:
         reports, keys, ops, metrics,
     ):  # fmt: skip
         app.include_router(module.router)
+    console.install(app, settings)
     _amend_openapi(app, settings.max_order_lines)
     admit_line_cap(settings.max_order_lines)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

@@ -39,6 +39,8 @@ def _number(value: Any) -> str:
 def _hours(value: float | None) -> str:
     if value is None:
         return "\N{EN DASH}"
+    if value < 1:
+        return f"{value * 60:.0f} min"
     if value < 48:
         return f"{value:.1f} h"
     return f"{value / 24:.1f} d"

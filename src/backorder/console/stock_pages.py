@@ -18,6 +18,7 @@ from backorder.console import session, web
 from backorder.console.session import ConsoleUser
 from backorder.db import locations, queue
 from backorder.db.engine import run_read, run_transaction
+from backorder.domain.allocation import AllocationStrategy
 from backorder.domain.errors import DomainError, NotFound
 from backorder.domain.locations import MAIN
 from backorder.domain.purchasing import expected_date_refusal, latest_expected_date
@@ -96,12 +97,12 @@ def _notice(request: Request) -> str | None:
 # --- Product ----------------------------------------------------------------------------------
 
 
-def _queue_after(cursor: str | None) -> tuple[Any, ...] | None:
+def _queue_after(cursor: str | None) -> tuple[int, datetime, UUID, int] | None:
     parts = web.decode_cursor(cursor, 4)
     if parts is None:
         return None
     try:
-        return (parts[0], int(parts[1]), datetime.fromisoformat(parts[2]), UUID(parts[3]))
+        return (int(parts[0]), datetime.fromisoformat(parts[1]), UUID(parts[2]), int(parts[3]))
     except ValueError:
         return None
 
@@ -118,9 +119,11 @@ async def _product_page(
     after = _queue_after(cursor)
 
     async def work(conn: AsyncConnection) -> dict[str, Any]:
+        product = await catalog.get_product(conn, sku)
+        strategy = AllocationStrategy(product["allocation_strategy"])
         return {
-            "product": await catalog.get_product(conn, sku),
-            "queue": await queue.list_queue(conn, sku=sku, limit=PAGE + 1, after=after),
+            "product": product,
+            "queue": await queue.list_sku_queue(conn, sku, strategy, limit=PAGE + 1, after=after),
             "pos": await purchasing.list_pos(
                 conn, sku=sku, status="open", limit=PAGE + 1, after=None
             ),
@@ -136,7 +139,7 @@ async def _product_page(
     rows = found["queue"][:PAGE]
     last = rows[-1] if rows else None
     next_cursor = (
-        web.encode_cursor(last.sku, last.rank, last.created_at.isoformat(), last.line_id)
+        web.encode_cursor(last.priority, last.created_at.isoformat(), last.line_id, last.position)
         if last and len(found["queue"]) > PAGE
         else None
     )

@@ -238,6 +238,63 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    """`backorder import products|purchase-orders FILE.csv`: check every row, then apply the
+    file in one transaction (nothing of it when a row is bad, unless --skip-bad-rows)."""
+    import csv
+
+    from rich.progress import Progress
+
+    from backorder.services import imports
+
+    try:
+        with open(args.file, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle)
+            header = [c.strip() for c in next(reader, [])]
+            body = [(reader.line_num, cells) for cells in reader if any(c.strip() for c in cells)]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        print(f"backorder: cannot read {args.file}: {exc}", file=sys.stderr)
+        return 2
+    with Progress(disable=not sys.stderr.isatty(), transient=True) as bar:
+        task = bar.add_task(f"importing {args.file}", total=len(body))
+
+        def advance(n: int) -> None:
+            bar.advance(task, n)
+
+        def work(conn: AsyncConnection) -> Awaitable[imports.Summary]:
+            bar.reset(task)  # a rerun of the transaction starts the bar again
+            if args.what == "products":
+                return imports.import_products(
+                    conn, header, body, skip_bad_rows=args.skip_bad_rows,
+                    source=os.path.basename(args.file)[:255], progress=advance,
+                )  # fmt: skip
+            return imports.import_purchase_orders(
+                conn, header, body, skip_bad_rows=args.skip_bad_rows, progress=advance
+            )
+
+        summary = _in_transaction(work)
+    for error in summary.errors:
+        print(f"{args.file}: {error}", file=sys.stderr)
+    if not summary.applied:
+        print(f"backorder: {len(summary.errors)} problem(s) in {args.file}: nothing imported "
+              "(fix them, or run again with --skip-bad-rows)", file=sys.stderr)  # fmt: skip
+        return 1
+    figures = [f"{summary.rows} rows", f"{summary.created} created"]
+    if args.what == "products":
+        figures += [
+            f"{summary.updated} updated",
+            f"{summary.unchanged} unchanged",
+            f"{summary.stock_counts_changed} stock counts changed "
+            f"(+{summary.units_added} / -{summary.units_removed} units)",
+        ]
+    else:
+        figures.append(f"{summary.unchanged} already imported")
+    if summary.skipped:
+        figures.append(f"{summary.skipped} bad rows skipped")
+    print(f"backorder: imported {args.file}: " + ", ".join(figures))
+    return 0
+
+
 def _positive(value: str) -> int:
     number = int(value)
     if number < 1:
@@ -276,6 +333,21 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = key_sub.add_parser("revoke", help="revoke a key: it answers 401 at once")
     revoke.add_argument("id", type=UUID, help="the key's id, as `api-key list` shows it")
     revoke.set_defaults(func=cmd_api_key_revoke)
+
+    importing = sub.add_parser("import", help="import a CSV file (all rows or none)")
+    what = importing.add_subparsers(dest="what", required=True)
+    for name, text in (
+        ("products", "sku, name, settings, on_hand / on_hand:<location> stock counts"),
+        ("purchase-orders", "sku, quantity, expected_date, reference, location"),
+    ):
+        command = what.add_parser(name, help=f"columns: {text}")
+        command.add_argument("file", help="a CSV file with a header row")
+        command.add_argument(
+            "--skip-bad-rows",
+            action="store_true",
+            help="import the good rows even when some are bad (those are reported and skipped)",
+        )
+        command.set_defaults(func=cmd_import)
     return parser
 
 

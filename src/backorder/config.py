@@ -6,7 +6,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MAX_ORDER_LINES = 500
@@ -112,13 +112,22 @@ class Settings(BaseSettings):
         description="Deliveries in flight to one endpoint, per worker process.",
     )
 
-    @field_validator("master_key")
+    console_secret: SecretStr | None = Field(
+        default=None,
+        description="Signs the ops console's session cookies (32+ characters), the same in "
+        "every process and host; unset: derived from the master key, else random per process "
+        "(sessions then end with the process and hold in one worker only).",
+    )
+
+    @field_validator("master_key", "console_secret")
     @classmethod
-    def _long_master_key(cls, value: SecretStr | None) -> SecretStr | None:
-        # A short master key is an ops key that can be guessed: refuse to start with one.
+    def _long_secret(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        # A short master key is an ops key that can be guessed (a short console secret, a forged
+        # session): refuse to start with one.
         if value is not None and len(value.get_secret_value()) < MIN_MASTER_KEY_LENGTH:
+            name = f"BACKORDER_{(info.field_name or '').upper()}"
             raise ValueError(
-                f"BACKORDER_MASTER_KEY must be at least {MIN_MASTER_KEY_LENGTH} characters "
+                f"{name} must be at least {MIN_MASTER_KEY_LENGTH} characters "
                 "(e.g. `openssl rand -hex 32`)"
             )
         return value

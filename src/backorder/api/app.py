@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from backorder import __version__
+from backorder import __version__, console
 from backorder.api import docs_ui, problems
 from backorder.api.deps import KeyUsage
 from backorder.api.docs import restore_example_nulls
@@ -144,6 +144,7 @@ def create_app(settings: Settings) -> FastAPI:
     ):  # fmt: skip
         app.include_router(module.router)
     app.include_router(locations.transfers)
+    console.install(app, settings)
     _amend_openapi(app, settings.max_order_lines)
     admit_line_cap(settings.max_order_lines)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

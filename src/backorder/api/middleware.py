@@ -35,6 +35,7 @@ _HTML = [
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"no-referrer"),
 ]
+_HTML_OWN_CSP = [h for h in _HTML if h[0] != b"content-security-policy"]
 
 
 class ResponseHeadersMiddleware:
@@ -68,7 +69,10 @@ class ResponseHeadersMiddleware:
                 if api:
                     extra = _API
                 elif any(n == b"content-type" and v.startswith(b"text/html") for n, v in headers):
-                    extra = _HTML
+                    # A page that states its own CSP (the console's forms post to 'self')
+                    # keeps it: two policies would both apply, the stricter one winning.
+                    own = any(n == b"content-security-policy" for n, _ in headers)
+                    extra = _HTML_OWN_CSP if own else _HTML
                 else:
                     extra = _ALWAYS
                 message["headers"] = [*headers, id_header, *extra]

@@ -137,3 +137,20 @@ async def read_feed(
     # from its end is safe once an event beyond it is settled (see the module's docstring).
     beyond: datetime | None = (await conn.execute(_NEXT_AFTER, {"upto": upto})).scalar()
     return ready, upto if beyond is not None and beyond < before else None
+
+
+_NEWEST = text(
+    "SELECT e.id, e.type, e.created_at, e.data FROM event e ORDER BY e.id DESC LIMIT :limit"
+)
+
+
+async def newest(conn: AsyncConnection, limit: int) -> tuple[list[Any], int]:
+    """The newest settled events, newest first, and the id to follow the feed from with
+    `read_feed(after=...)` so that no event is skipped. Only the settled prefix of the tail
+    counts (see the module's docstring): when its oldest row is not yet settled, none is, and
+    the reader follows from just before it."""
+    before = await horizon(conn)
+    tail = list(reversed((await conn.execute(_NEWEST, {"limit": limit})).all()))
+    ready = settled(tail, before)
+    after = ready[-1].id if ready else (tail[0].id - 1 if tail else 0)
+    return list(reversed(ready)), after

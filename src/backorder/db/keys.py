@@ -111,3 +111,14 @@ async def revoke(conn: AsyncConnection, key_id: UUID) -> bool:
         {"id": key_id},
     )
     return result.one_or_none() is not None
+
+
+async def find_active_by_id(conn: AsyncConnection, key_id: UUID) -> ApiKeyRow | None:
+    """The key with this id unless revoked: the console's session names its key by id."""
+    row = (
+        await conn.execute(
+            text(f"SELECT {_COLUMNS} FROM api_key WHERE id = :id AND revoked_at IS NULL"),
+            {"id": key_id},
+        )
+    ).one_or_none()
+    return ApiKeyRow(*row) if row else None

@@ -58,3 +58,37 @@ ORDER BY q.sku, q.rank, q.created_at, q.line_id
 LIMIT :limit
 """
     return list((await conn.execute(text(sql), params)).all())
+
+
+async def list_sku_queue(
+    conn: AsyncConnection,
+    sku: str,
+    strategy: AllocationStrategy,
+    *,
+    limit: int,
+    after: tuple[int, Any, Any, int] | None,
+) -> list[Any]:
+    """One SKU's queue from a place in it on: a walk of the strategy's index that stops at
+    `limit`, whatever the queue's length (`list_queue` numbers the whole queue for its
+    positions). `after`: the (priority, created_at, line_id, position) of the last row seen;
+    positions go on from it."""
+    params: dict[str, Any] = {"sku": sku, "limit": limit}
+    keyset = "TRUE"
+    if after is not None:
+        params.update(c_priority=after[0], c_at=after[1], c_id=after[2])
+        keyset = "(b.created_at, b.line_id) > (:c_at, :c_id)"
+        if strategy is AllocationStrategy.PRIORITY:
+            keyset = f"(b.priority < :c_priority OR (b.priority = :c_priority AND {keyset}))"
+    order = ", ".join(f"b.{term}" for term in QUEUE_ORDER[strategy].split(", "))
+    sql = f"""
+SELECT b.line_id, b.sku, b.priority, b.created_at, l.order_id, l.backordered AS quantity,
+       l.expected_date, o.customer_id, :start + row_number() OVER (ORDER BY {order}) AS position
+FROM backorder_queue b
+JOIN order_line l ON l.id = b.line_id
+JOIN sales_order o ON o.id = l.order_id
+WHERE b.sku = :sku AND {keyset}
+ORDER BY {order}
+LIMIT :limit
+"""
+    params["start"] = after[3] if after is not None else 0
+    return list((await conn.execute(text(sql), params)).all())

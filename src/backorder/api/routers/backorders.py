@@ -11,26 +11,41 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
 from backorder.api import cursors
+from backorder.api.csv_export import CsvShape, csv_response_doc, listing
 from backorder.api.deps import OpsKey
 from backorder.api.docs import problems
-from backorder.api.execute import read
 from backorder.api.schemas.common import SKU_PATTERN, Page, page
 from backorder.api.schemas.orders import BackorderOut
 from backorder.db import queue
 
 router = APIRouter(prefix="/v1/backorders", tags=["Backorder queue"])
 
+CSV = CsvShape(
+    "backorders",
+    (
+        "order_id",
+        "line_id",
+        "sku",
+        "customer_id",
+        "quantity",
+        "priority",
+        "created_at",
+        "position",
+        "expected_date",
+    ),
+)
+
 
 @router.get(
     "",
     response_model=Page[BackorderOut],
-    responses=problems(403),
+    responses={**problems(403), **csv_response_doc(CSV)},
     summary="The backorder queue",
     description="Open backordered lines **in the order they will be filled**, SKU by SKU. "
     "`position` is 1 for the next line to be filled within its SKU. `fifo` products fill by "
     "placement time, then line id; `priority` products by priority (higher first), then "
     "placement time, then line id. Filter by `sku` and/or `customer_id`; an unknown query "
-    "parameter is 422.",
+    "parameter is 422.\n\nWith `Accept: text/csv`: every page from `cursor` on, as one CSV.",
 )
 async def list_backorders(
     request: Request,
@@ -49,9 +64,8 @@ async def list_backorders(
     limit: cursors.LimitQuery = 50,
     cursor: cursors.CursorQuery = None,
 ) -> Response:
-    after = cursors.decode(cursor, str, int, datetime.fromisoformat, UUID)
-
-    async def work(conn: AsyncConnection) -> dict[str, Any]:
+    async def fetch(conn: AsyncConnection, cursor: str | None, limit: int) -> dict[str, Any]:
+        after = cursors.decode(cursor, str, int, datetime.fromisoformat, UUID)
         rows = await queue.list_queue(
             conn, sku=sku, limit=limit + 1, after=after, customer_id=customer_id
         )
@@ -79,4 +93,4 @@ async def list_backorders(
         )
         return page(data, next_cursor)
 
-    return await read(request, work)
+    return await listing(request, fetch, cursor, limit, CSV)

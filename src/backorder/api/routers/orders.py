@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
 from backorder.api import cursors
+from backorder.api.csv_export import CsvShape, csv_response_doc, listing
 from backorder.api.deps import AnyKey, OpsKey, get_settings
 from backorder.api.docs import example, problem_example, problems, with_problem_examples
 from backorder.api.execute import HONOURS_IDEMPOTENCY_KEY, read, write
@@ -37,6 +38,34 @@ router = APIRouter(prefix="/v1/orders", tags=["Orders"])
 
 
 STOREFRONT_MAX_PRIORITY = 4
+
+_ORDER_COLUMNS = (
+    "customer_id", "channel", "priority", "ship_policy", "external_ref", "backorder_type",
+    "ready_to_ship", "created_at", "updated_at",
+)  # fmt: skip
+_LINE_COLUMNS = (
+    "sku", "quantity", "allocated", "backordered", "shipped", "cancelled", "expected_date",
+    "allocations",
+)  # fmt: skip
+
+
+def _order_lines(order: dict[str, Any]) -> list[dict[str, Any]]:
+    """An order as CSV rows: one per line, the order's fields repeated on each."""
+    head = {c: order[c] for c in _ORDER_COLUMNS}
+    head.update(order_id=order["id"], order_status=order["status"])
+    return [
+        {**head, **{c: line[c] for c in _LINE_COLUMNS}, "line_id": line["id"],
+         "line_status": line["status"]}
+        for line in order["lines"]
+    ]  # fmt: skip
+
+
+ORDERS_CSV = CsvShape(
+    "orders",
+    ("order_id", *_ORDER_COLUMNS[:5], "order_status", *_ORDER_COLUMNS[5:], "line_id",
+     *_LINE_COLUMNS[:6], "line_status", *_LINE_COLUMNS[6:]),
+    _order_lines,
+)  # fmt: skip
 
 
 def check_line_count(request: Request, count: int, what: str) -> None:
@@ -122,7 +151,7 @@ async def place_order(
 @router.get(
     "",
     response_model=Page[OrderOut],
-    responses=problems(403),
+    responses={**problems(403), **csv_response_doc(ORDERS_CSV)},
     summary="List orders",
     description="Newest first, paged by `cursor` (a keyset: stable while orders arrive, and "
     "with any filters; pass the same filters with each page). Filters combine with AND:\n\n"
@@ -133,7 +162,9 @@ async def place_order(
     "* `channel` (ops keys): one channel's orders. Storefront keys see their own channel's "
     "orders only; a storefront naming another channel is refused with 403 `forbidden` (its "
     "own is accepted and changes nothing).\n\n"
-    "A query parameter not listed here is 422 `validation_error` naming it.",
+    "A query parameter not listed here is 422 `validation_error` naming it.\n\n"
+    "With `Accept: text/csv`: every page from `cursor` on, as one CSV with **one row per "
+    "order line** (the order's fields repeated on each; `allocations` as JSON).",
 )
 async def list_orders(
     request: Request,
@@ -174,9 +205,9 @@ async def list_orders(
 ) -> Response:
     if not principal.is_ops and channel is not None and channel != principal.channel:
         raise Forbidden("storefront keys see their own channel's orders only")
-    after = cursors.decode(cursor, datetime.fromisoformat, UUID)
 
-    async def work(conn: AsyncConnection) -> dict[str, Any]:
+    async def fetch(conn: AsyncConnection, cursor: str | None, limit: int) -> dict[str, Any]:
+        after = cursors.decode(cursor, datetime.fromisoformat, UUID)
         rows = await orders.list_orders(
             conn,
             limit=limit + 1,
@@ -195,7 +226,7 @@ async def list_orders(
         next_cursor = cursors.encode(rows[-1].created_at.isoformat(), rows[-1].id) if more else None
         return page([ordering.order_view(r) for r in rows], next_cursor)
 
-    return await read(request, work)
+    return await listing(request, fetch, cursor, limit, ORDERS_CSV)
 
 
 @router.get(

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
 from backorder.api import cursors
+from backorder.api.csv_export import CsvShape, csv_response_doc, listing
 from backorder.api.deps import OpsKey
 from backorder.api.docs import problems
 from backorder.api.execute import read
@@ -19,6 +20,23 @@ from backorder.domain.errors import ValidationFailed
 from backorder.services import reports
 
 router = APIRouter(tags=["Reports"])
+
+REPLENISHMENT_CSV = CsvShape(
+    "replenishment",
+    (
+        "sku",
+        "available",
+        "backordered",
+        "incoming",
+        "daily_demand",
+        "lead_time_days",
+        "safety_stock",
+        "reorder_point",
+        "reorder_point_source",
+        "suggested_order_quantity",
+        "discontinued",
+    ),
+)
 
 _SKU = re.compile(SKU_PATTERN)
 
@@ -78,7 +96,7 @@ async def backorder_report(
 @router.get(
     "/v1/replenishment",
     response_model=Page[ReplenishmentRowOut],
-    responses=problems(403),
+    responses={**problems(403), **csv_response_doc(REPLENISHMENT_CSV)},
     summary="Replenishment: what to order",
     description="One row per SKU, by SKU, in the list envelope:\n\n"
     "* `daily_demand`: every unit ordered over the trailing `days` (today, UTC, included), "
@@ -91,7 +109,8 @@ async def backorder_report(
     "what is on the shelf and on open purchase orders.\n\n"
     "Discontinued products are left out: they are not to be bought again (their waiting "
     "lines, if any, are still in the backorder report).\n\n"
-    "`needs_order=true` keeps only the SKUs with a suggestion above zero.",
+    "`needs_order=true` keeps only the SKUs with a suggestion above zero.\n\n"
+    "With `Accept: text/csv`: every page from `cursor` on, as one CSV.",
 )
 async def replenishment(
     request: Request,
@@ -105,9 +124,8 @@ async def replenishment(
     limit: cursors.LimitQuery = 50,
     cursor: cursors.CursorQuery = None,
 ) -> Response:
-    after = cursors.decode(cursor, _sku)
-
-    async def work(conn: AsyncConnection) -> dict[str, Any]:
+    async def fetch(conn: AsyncConnection, cursor: str | None, limit: int) -> dict[str, Any]:
+        after = cursors.decode(cursor, _sku)
         rows = await reports.replenishment(
             conn,
             days=days,
@@ -119,4 +137,4 @@ async def replenishment(
         rows = rows[:limit]
         return page(rows, cursors.encode(rows[-1]["sku"]) if more else None)
 
-    return await read(request, work)
+    return await listing(request, fetch, cursor, limit, REPLENISHMENT_CSV)

@@ -236,6 +236,22 @@ async def throwaway_key(w: World) -> Call:
     return Call({"key_id": created["id"]})
 
 
+async def new_location(w: World) -> Call:
+    return Call({"code": f"LOC-{next(w.seq)}"}, {"name": "A new location"})
+
+
+async def fresh_transfer(w: World) -> Call:
+    """One unit of the PO SKU (no order waits for it) from `main` to a new location."""
+    code = f"TO-{next(w.seq)}"
+    await w.ok("PUT", f"/v1/locations/{code}", {"name": code})
+    await w.ok("POST", f"/v1/products/{w.po_sku}/restocks", {"quantity": 1})
+    return Call({}, {"sku": w.po_sku, "from": "main", "to": code, "quantity": 1})
+
+
+def main_location(w: World) -> dict[str, str]:
+    return {"code": "main"}
+
+
 def sku(w: World) -> dict[str, str]:
     return {"sku": w.sku}
 
@@ -281,6 +297,12 @@ POLICY: dict[tuple[str, str], Policy] = {
     ("PATCH", "/v1/purchase-orders/{po_id}"): Policy(Who.OPS_ONLY, 200, fresh_po_date),
     ("POST", "/v1/purchase-orders/{po_id}/cancel"): Policy(Who.OPS_ONLY, 200, fresh_po),
     ("POST", "/v1/purchase-orders/{po_id}/receive"): Policy(Who.OPS_ONLY, 201, fresh_po_receipt),
+    # locations
+    ("PUT", "/v1/locations/{code}"): Policy(Who.OPS_ONLY, 201, new_location),
+    ("GET", "/v1/locations"): Policy(Who.ANY_KEY, 200, fixed()),
+    ("GET", "/v1/locations/{code}"): Policy(Who.ANY_KEY, 200, fixed(main_location)),
+    ("GET", "/v1/locations/{code}/pick-list"): Policy(Who.OPS_ONLY, 200, fixed(main_location)),
+    ("POST", "/v1/transfers"): Policy(Who.OPS_ONLY, 201, fresh_transfer),
     # events and webhooks
     ("GET", "/v1/events"): Policy(Who.ANY_KEY, 200, fixed()),
     ("POST", "/v1/webhook-endpoints"): Policy(

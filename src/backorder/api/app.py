@@ -24,6 +24,7 @@ from backorder.api.routers import (
     backorders,
     events,
     keys,
+    locations,
     metrics,
     ops,
     orders,
@@ -63,6 +64,11 @@ TAGS = [
     {"name": "Backorder queue", "description": "Who waits for what, in fill order."},
     {"name": "Products and stock", "description": "Catalog, live figures, restocks, ledger."},
     {"name": "Purchase orders", "description": "Inbound supply; drives promise dates."},
+    {
+        "name": "Locations",
+        "description": "Warehouses, stores and 3PL sites: stock per location, transfers, "
+        "pick lists. One backorder queue per SKU across them all.",
+    },
     {"name": "Events", "description": "The append-only event feed (outbox)."},
     {"name": "Webhooks", "description": "Signed deliveries of events to your endpoints."},
     {"name": "Reports", "description": "Backorder figures and replenishment suggestions."},
@@ -134,9 +140,10 @@ def create_app(settings: Settings) -> FastAPI:
     docs_ui.install(app)
     for module in (
         orders, backorders, products, subscriptions, purchase_orders, events, webhooks,
-        reports, keys, ops, metrics,
+        reports, keys, ops, metrics, locations,
     ):  # fmt: skip
         app.include_router(module.router)
+    app.include_router(locations.transfers)
     _amend_openapi(app, settings.max_order_lines)
     admit_line_cap(settings.max_order_lines)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

@@ -13,7 +13,7 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from backorder.db import locations, promises, stock
-from backorder.domain.errors import InsufficientStock, NotFound, ValidationFailed
+from backorder.domain.errors import InsufficientStock, NotFound, UnknownSku, ValidationFailed
 from backorder.services import inventory
 
 
@@ -36,11 +36,13 @@ async def put_location(
         existing = await locations.get(conn, code, lock="update")  # created meanwhile
     row = await locations.update(conn, code, values)
     if row.active != existing.active or row.rank != existing.rank:
-        await _restate(conn, code, row.active, row.rank)
+        await _restate(conn, code, existing.active, row.active, row.rank)
     return False, locations.view(row)
 
 
-async def _restate(conn: AsyncConnection, code: str, active: bool, rank: int) -> None:
+async def _restate(
+    conn: AsyncConnection, code: str, was_active: bool, active: bool, rank: int
+) -> None:
     """Bring every SKU stocked at the location up to its new state, under the SKU locks; an
     activation's units go to the queues (one fill statement for all of them)."""
     skus = await locations.skus_at(conn, code)
@@ -49,6 +51,10 @@ async def _restate(conn: AsyncConnection, code: str, active: bool, rank: int) ->
     locked = await stock.lock_products(conn, skus)
     products = [locked[s] for s in sorted(locked)]
     for product in products:
+        # The levels were read after the location's row changed, so they already carry the
+        # new state: put the old one back, so that `set_active` moves `unavailable` by the
+        # difference (else a deactivation left `available` as it was).
+        product.levels[code].active = was_active
         product.set_active(code, active)
         product.levels[code].rank = rank
     settled = await stock.settle(conn, products) if active else stock.NOTHING_SETTLED
@@ -91,7 +97,10 @@ async def transfer(
             if field == "to"
             else locations.require(conn, code, field=field)
         )
-    product = await inventory.lock_one(conn, sku)
+    try:
+        product = await inventory.lock_one(conn, sku)
+    except NotFound:  # a SKU in a body, as for orders and purchase orders
+        raise UnknownSku(f"unknown SKU: {sku}", sku=sku) from None
     origin = product.level(source, rows["from"].rank, rows["from"].active)
     spare = origin.on_hand - origin.allocated
     if quantity > spare:

@@ -44,6 +44,12 @@ def _line(**units: Any) -> dict[str, Any]:
         "expected_date": EXPECTED,
     }
     line.update(units)
+    # Every unit of the story is at `main`, the location of every write that names none.
+    line["allocations"] = (
+        [{"location": "main", "allocated": line["allocated"], "shipped": line["shipped"]}]
+        if line["allocated"] or line["shipped"]
+        else []
+    )
     return line
 
 
@@ -89,6 +95,7 @@ ORDER_REPRIORITISED = _order(_line(), priority=7, updated_at="2026-11-23T17:20:0
 SHIPMENT: dict[str, Any] = {
     "id": SHIPMENT_ID,
     "order_id": ORDER_ID,
+    "location": "main",
     "lines": [{"line_id": LINE_ID, "sku": SKU, "quantity": 80}],
     "created_at": SHIPPED,
     "order": _order(
@@ -135,6 +142,18 @@ def _product(sku: str, name: str, **fields: Any) -> dict[str, Any]:
         "updated_at": PRODUCT_CREATED,
     }
     product.update(fields)
+    # Stock per location: all of it at `main` (a product that never held stock lists none).
+    product["locations"] = (
+        [
+            {
+                "location": "main",
+                "active": True,
+                **{k: product[k] for k in ("on_hand", "allocated", "available")},
+            }
+        ]
+        if product["on_hand"]
+        else []
+    )
     return product
 
 
@@ -182,8 +201,9 @@ ALTERNATIVES: dict[str, Any] = {
 RESTOCK: dict[str, Any] = {
     "id": "319",
     "sku": SKU,
+    "location": "main",
     "quantity": 50,
-    "allocations": [{"order_id": ORDER_ID, "line_id": LINE_ID, "quantity": 20}],
+    "allocations": [{"order_id": ORDER_ID, "line_id": LINE_ID, "quantity": 20, "location": "main"}],
     "allocated_units": 20,
     "on_hand": 130,
     "allocated": 100,
@@ -196,6 +216,7 @@ RESTOCK: dict[str, Any] = {
 ADJUSTMENT: dict[str, Any] = {
     "id": "320",
     "sku": SKU,
+    "location": "main",
     "quantity": -3,
     "allocations": [],
     "allocated_units": 0,
@@ -214,6 +235,7 @@ def _movement(id_: str, kind: str, quantity: int, created_at: str, **fields: Any
         "id": id_,
         "sku": SKU,
         "kind": kind,
+        "location": "main",
         "quantity": quantity,
         "reference": None,
         "reason": None,
@@ -286,6 +308,7 @@ PURCHASE_ORDER: dict[str, Any] = {
     "remaining": 60,
     "expected_date": EXPECTED,
     "reference": "PO-1234",
+    "location": "main",
     "status": "open",
     "overdue": False,
     "created_at": PO_CREATED,
@@ -298,8 +321,9 @@ RECEIPT_AT = "2026-11-26T10:00:00Z"
 RECEIPT: dict[str, Any] = {
     "id": "321",
     "sku": SKU,
+    "location": "main",
     "quantity": 60,
-    "allocations": [{"order_id": ORDER_ID, "line_id": LINE_ID, "quantity": 20}],
+    "allocations": [{"order_id": ORDER_ID, "line_id": LINE_ID, "quantity": 20, "location": "main"}],
     "allocated_units": 20,
     "on_hand": 140,
     "allocated": 100,
@@ -331,3 +355,57 @@ API_KEY_CREATED: dict[str, Any] = {
 
 HEALTHZ: dict[str, Any] = {"status": "ok"}
 READYZ: dict[str, Any] = {"status": "ready", "database": "ok", "migration": "0001"}
+
+# Locations: `main` (every write that names none) and a second site, `leeds`, preferred.
+LOCATION_CREATED = "2026-11-01T09:00:00Z"
+LOCATION: dict[str, Any] = {
+    "code": "leeds",
+    "name": "Leeds DC",
+    "rank": 10,
+    "active": True,
+    "created_at": LOCATION_CREATED,
+    "updated_at": LOCATION_CREATED,
+}
+LOCATION_MAIN: dict[str, Any] = {
+    "code": "main",
+    "name": "Main",
+    "rank": 100,
+    "active": True,
+    "created_at": PRODUCT_CREATED,
+    "updated_at": PRODUCT_CREATED,
+}
+# GET /v1/locations: by rank, then code.
+LOCATIONS: dict[str, Any] = {"data": [LOCATION, LOCATION_MAIN], "next_cursor": None}
+
+# POST /v1/transfers `{"sku": "TRAIL-42", "from": "york", "to": "leeds", "quantity": 30}` right
+# after the order: 30 units sat at `york`, a store being closed (inactive, so not available).
+# Arriving at `leeds` they fill the 20 c-1001 waits for, there; 10 are left available.
+TRANSFER_ID = "e2b8f1c4-6a3d-4f7e-8b2c-1d9a0e5f7c33"
+TRANSFER: dict[str, Any] = {
+    "id": TRANSFER_ID,
+    "sku": SKU,
+    "from": "york",
+    "to": "leeds",
+    "quantity": 30,
+    "reference": "closing york",
+    "created_at": "2026-11-25T09:30:00Z",
+    "allocations": [
+        {"order_id": ORDER_ID, "line_id": LINE_ID, "quantity": 20, "location": "leeds"}
+    ],
+    "allocated_units": 20,
+    "on_hand": 110,
+    "allocated": 100,
+    "available": 10,
+    "backordered": 0,
+}
+
+# GET /v1/locations/main/pick-list: what to pick at `main`, highest priority first, then oldest.
+PICK_LINE: dict[str, Any] = {
+    "order_id": ORDER_ID,
+    "line_id": LINE_ID,
+    "sku": SKU,
+    "customer_id": CUSTOMER,
+    "quantity": 80,
+    "priority": 0,
+    "created_at": PLACED,
+}

@@ -12,7 +12,7 @@ import itertools
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
@@ -209,7 +209,7 @@ async def test_the_sql_fill_equals_the_python_fill(
             await _insert(conn, sku, strategy.value, lines)
             waiting = sum(x.backordered for x in lines)
             products.append(_locked(sku, strategy, network, 0, waiting))
-        before = [[LocationStock(**vars_of(x)) for x in p.levels.values()] for p in products]
+        before = [[replace(x) for x in p.levels.values()] for p in products]
         settled = await settle(conn, products)
         for product, levels, (lines, _, strategy) in zip(products, before, wanted, strict=True):
             sku = product.sku
@@ -250,10 +250,6 @@ async def test_the_sql_fill_equals_the_python_fill(
                 )
             ).scalars()
             assert set(queued) == {r.id for r in rows if r.backordered > 0}
-
-
-def vars_of(x: LocationStock) -> dict[str, object]:
-    return {k: getattr(x, k) for k in ("location", "rank", "active", "on_hand", "allocated")}
 
 
 async def test_the_order_status_sql_equals_the_python_rule(engine: AsyncEngine) -> None:
@@ -495,10 +491,7 @@ async def test_a_settle_from_realistic_states_matches_the_model(
             await conn.execute(text("SELECT coalesce(max(id), 0) FROM event"))
         ).scalar()
         products = await _store(conn, prefix, orders, skus)
-        levels = {
-            name: [LocationStock(**vars_of(x)) for x in p.levels.values()]
-            for name, p in products.items()
-        }
+        levels = {name: [replace(x) for x in p.levels.values()] for name, p in products.items()}
         held_before = {
             (x.line_id, skus[x.sku][1][0][0]): x.allocated
             for o in orders

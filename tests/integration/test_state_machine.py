@@ -211,30 +211,30 @@ class BackorderMachine(RuleBasedStateMachine):
         """Give the SKU's available units to its queue, head first (the fill rule): the units
         of the active locations laid end to end by rank, then code, so the head is served from
         the first and a line may take from two."""
-        units = [
-            [loc, self.available_at(sku, loc)]
+        units: list[tuple[str, list[int]]] = [
+            (loc, [self.available_at(sku, loc)])
             for loc in sorted(self.sites, key=self.preference)
             if self.available_at(sku, loc) > 0
         ]
         done = []
-        for a in fill(self.waiting(sku), sum(n for _, n in units), SPECS[sku].strategy):
+        for a in fill(self.waiting(sku), sum(n[0] for _, n in units), SPECS[sku].strategy):
             line = self.lines[str(a.line_id)]
             line.backordered -= a.quantity
             want = a.quantity
-            for segment in units:
-                take = min(want, segment[1])
+            for loc, left in units:
+                take = min(want, left[0])
                 if take == 0:
                     continue
-                segment[1] -= take
+                left[0] -= take
                 want -= take
-                line.held[segment[0]] += take
+                line.held[loc] += take
                 self.events["order.line_allocated"] += 1
                 done.append(
                     {
                         "order_id": str(a.order_id),
                         "line_id": str(a.line_id),
                         "quantity": take,
-                        "location": segment[0],
+                        "location": loc,
                     }
                 )
                 if want == 0:

@@ -20,7 +20,11 @@ import pytest
 
 from tests.concurrency.test_hot_sku import CLIENTS, client, no_5xx, setup_product
 from tests.support.figures import SoakFigures, soak_seed, soak_size
-from tests.support.invariants import assert_invariants, check_invariants
+from tests.support.invariants import (
+    assert_invariants,
+    assert_locations_exercised,
+    check_invariants,
+)
 from tests.support.queue_order import (
     Reprioritised,
     StrategySet,
@@ -113,6 +117,8 @@ class Tally:
     """What the first attempts did, from their answers."""
 
     ledger: Counter[str] = field(default_factory=Counter)
+    # The same, per SKU and location (transfers move units between them).
+    at: Counter[tuple[str, str]] = field(default_factory=Counter)
     orders: set[str] = field(default_factory=set)
     codes: Counter[tuple[str, int, str]] = field(default_factory=Counter)
     replays: int = 0
@@ -127,15 +133,21 @@ class Tally:
 # What each kind of write may answer in a storm (anything else, and any 5xx, fails).
 ALLOWED = {
     "order": {201},
-    "restock": {201},
+    "restock": {201, 409},
     "adjust": {201, 409},
     "cancel": {200, 409},
     "cancel_line": {200, 409},
-    "ship": {201, 409},
+    # 422: a shipment naming no location when, since the order was read, a fill gave one of
+    # its lines units at a second location (checked in `ship`).
+    "ship": {201, 409, 422},
     "reprioritise": {200},
+    "transfer": {201, 409},
+    "location": {200},
 }
 ALLOWED_409 = {
     "would_strand_allocations",
+    "location_inactive",  # a restock, +adjustment or transfer into `east` while it is closed
+    "insufficient_stock",  # a transfer of more than `from` holds unallocated
     "conflict",
     "already_shipped",
     "not_allocated",
@@ -161,11 +173,29 @@ async def _storm(live_url: str, database_url: str, seed: int, operations: int) -
     tally = Tally()
     soak = SoakFigures(f"test_mixed_storm[seed={seed},operations={operations}]")
     gate = asyncio.Semaphore(CLIENTS)
+    # A second site, preferred by rank: stock at both, orders that prefer either, transfers
+    # between them, shipments naming them, and `east` reopened and closed mid-storm.
+    locations = ["main", "east"]
     async with client(live_url) as http:
+        r = await http.put("/v1/locations/east", json={"name": "East", "rank": 50})
+        assert r.status_code == 201, r.text
         for sku, strategy in skus.items():
             initial = rng.randint(0, 20)
             await setup_product(http, sku, initial, allocation_strategy=strategy)
             tally.ledger[sku] += initial
+            tally.at[(sku, "main")] += initial
+            east = rng.randint(0, 10)
+            if east:
+                r = await http.post(
+                    f"/v1/products/{sku}/restocks", json={"quantity": east, "location": "east"}
+                )
+                assert r.status_code == 201, r.text
+                tally.ledger[sku] += east
+                tally.at[(sku, "east")] += east
+        # East starts closed: its units wait outside `available` (the queues cannot take
+        # them), to be moved out by transfers or given to the queues when it reopens.
+        r = await http.put("/v1/locations/east", json={"active": False})
+        assert r.status_code == 200, r.text
 
         async def send(
             kind: str,
@@ -215,12 +245,14 @@ async def _storm(live_url: str, database_url: str, seed: int, operations: int) -
 
         async def place(rng: random.Random) -> None:
             picked = rng.sample(sorted(skus), rng.randint(1, 2))
-            body = {
+            body: dict[str, Any] = {
                 "customer_id": f"c-{rng.randint(1, 30)}",
                 "priority": rng.randint(0, 9),
                 "ship_policy": rng.choice(["partial", "partial", "complete"]),
                 "lines": [{"sku": s, "quantity": rng.randint(1, 6)} for s in picked],
             }
+            if rng.random() < 0.4:
+                body["preferred_location"] = rng.choice(locations)
             r = await send("order", "POST", "/v1/orders", body, rng.random() < 0.4, rng)
             order = r.json()
             tally.orders.add(order["id"])
@@ -230,29 +262,69 @@ async def _storm(live_url: str, database_url: str, seed: int, operations: int) -
         async def restock(rng: random.Random) -> None:
             sku = rng.choice(sorted(skus))
             q = rng.randint(1, 8)  # supply below demand: the queues do not drain
-            await send(
+            at = rng.choice(locations)
+            r = await send(
                 "restock",
                 "POST",
                 f"/v1/products/{sku}/restocks",
-                {"quantity": q},
+                {"quantity": q, "location": at},
                 keyed=rng.random() < 0.5,
                 rng=rng,
             )
-            tally.ledger[sku] += q
+            if r.status_code == 201:
+                tally.ledger[sku] += q
+                tally.at[(sku, at)] += q
 
         async def adjust(rng: random.Random) -> None:
             sku = rng.choice(sorted(skus))
             delta = rng.choice([-3, -2, -1, 1, 2, 4])
+            at = rng.choice(locations)
             r = await send(
                 "adjust",
                 "POST",
                 f"/v1/products/{sku}/adjustments",
-                {"delta": delta, "reason": "storm"},
+                {"delta": delta, "reason": "storm", "location": at},
                 keyed=rng.random() < 0.5,
                 rng=rng,
             )
             if r.status_code == 201:
                 tally.ledger[sku] += delta
+                tally.at[(sku, at)] += delta
+
+        async def transfer(rng: random.Random) -> None:
+            # From where the SKU shows unallocated units (an inactive `east` included: units
+            # may leave a closed site), if anywhere; the storm may take them first (409).
+            sku = rng.choice(sorted(skus))
+            async with gate:
+                product = (await http.get(f"/v1/products/{sku}")).json()
+            spare = {x["location"]: x["on_hand"] - x["allocated"] for x in product["locations"]}
+            stocked = sorted(loc for loc, n in spare.items() if n > 0)
+            source = rng.choice(stocked or locations)
+            to = next(loc for loc in locations if loc != source)
+            q = rng.randint(1, max(1, min(3, spare.get(source, 0))))
+            r = await send(
+                "transfer",
+                "POST",
+                "/v1/transfers",
+                {"sku": sku, "from": source, "to": to, "quantity": q},
+                keyed=rng.random() < 0.5,
+                rng=rng,
+            )
+            if r.status_code == 201:
+                tally.at[(sku, source)] -= q
+                tally.at[(sku, to)] += q
+
+        async def close_or_open(rng: random.Random) -> None:
+            # Closing takes east's unallocated units out of `available`; reopening gives them
+            # to the queues at once, while orders and fills run beside it.
+            await send(
+                "location",
+                "PUT",
+                "/v1/locations/east",
+                {"active": rng.random() < 0.6},
+                keyed=False,
+                rng=rng,
+            )
 
         def some_order(rng: random.Random) -> str | None:
             return rng.choice(sorted(tally.orders)) if tally.orders else None
@@ -286,24 +358,38 @@ async def _storm(live_url: str, database_url: str, seed: int, operations: int) -
                 return
             async with gate:
                 order = (await http.get(f"/v1/orders/{oid}")).json()
-            lines = [
-                {"line_id": x["id"], "quantity": rng.randint(1, x["allocated"])}
-                for x in order["lines"]
-                if x["allocated"] > 0
-            ]
-            if not lines:
+            # One location's units (an order held at two ships in two shipments); named, or
+            # left out when the lines' units are all there anyway.
+            held = {
+                a["location"] for x in order["lines"] for a in x["allocations"] if a["allocated"]
+            }
+            if not held:
                 return
+            at = rng.choice(sorted(held))
+            lines = [
+                {"line_id": x["id"], "quantity": rng.randint(1, a["allocated"])}
+                for x in order["lines"]
+                for a in x["allocations"]
+                if a["location"] == at and a["allocated"] > 0
+            ]
+            body: dict[str, Any] = {"lines": lines}
+            if len(held) > 1 or rng.random() < 0.5:
+                body["location"] = at
             r = await send(
                 "ship",
                 "POST",
                 f"/v1/orders/{oid}/shipments",
-                {"lines": lines},
+                body,
                 keyed=rng.random() < 0.5,
                 rng=rng,
             )
+            if r.status_code == 422:
+                assert "location" not in body and r.json()["code"] == "validation_error", r.text
             if r.status_code == 201:
+                assert r.json()["location"] == at, r.text
                 for x in r.json()["lines"]:
                     tally.ledger[x["sku"]] -= x["quantity"]
+                    tally.at[(x["sku"], at)] -= x["quantity"]
 
         async def reprioritise(rng: random.Random) -> None:
             if (oid := some_order(rng)) is not None:
@@ -321,7 +407,7 @@ async def _storm(live_url: str, database_url: str, seed: int, operations: int) -
         # The plan is drawn before any task starts: each task's kind and its own random
         # stream, so a seed replays the same plan whatever the interleaving.
         kinds = [place] * 5 + [restock] * 3 + [adjust] * 2 + [cancel, cancel_line] + [ship] * 2
-        kinds.append(reprioritise)
+        kinds += [reprioritise, transfer, transfer, close_or_open]
         seeding = [(place, random.Random(rng.getrandbits(64))) for _ in range(30)]
         planned = [
             (rng.choice(kinds), random.Random(rng.getrandbits(64))) for _ in range(operations)
@@ -353,12 +439,18 @@ async def _storm(live_url: str, database_url: str, seed: int, operations: int) -
     soak.extra["skus_off_their_ledger"] = sum(
         products[sku]["on_hand"] != tally.ledger[sku] for sku in skus
     )
+    at = {(sku, x["location"]): x["on_hand"] for sku, p in products.items() for x in p["locations"]}
+    soak.extra["locations_off_their_ledger"] = sum(
+        at.get(k, 0) != n for k, n in tally.at.items()
+    ) + sum(k not in tally.at and n != 0 for k, n in at.items())
     soak.extra["replays"] = tally.replays
     soak.print()
     for sku in skus:
         assert products[sku]["on_hand"] == tally.ledger[sku], (sku, products[sku])
+    assert soak.extra["locations_off_their_ledger"] == 0, (at, tally.at)
     assert ids == tally.orders
     figures = assert_invariants(database_url)
+    assert_locations_exercised(figures, locations=2, stocked_locations=2)
     assert_queue_order(
         database_url, reprioritised=tally.reprioritised, placed_priority=tally.placed_priority
     )
@@ -386,7 +478,8 @@ async def test_mixed_storm(
     for key, n in figures["codes"].items():
         kind, status, _ = key.split(":")
         done[kind] += n if 200 <= int(status) < 300 else 0
-    for kind in ("order", "restock", "adjust", "cancel", "cancel_line", "ship", "reprioritise"):
+    kinds = ("order", "restock", "adjust", "cancel", "cancel_line", "ship", "reprioritise")
+    for kind in (*kinds, "transfer", "location"):
         assert done[kind] > 0, (kind, figures["codes"])
 
 

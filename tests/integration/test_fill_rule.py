@@ -1,5 +1,7 @@
 """The fill rule in SQL (`db.stock.settle`) equals the rule in Python
-(`domain.allocation.fill`) on random queues; the status rules in SQL equal those in Python.
+(`domain.allocation.fill`) on random queues, and hands each line its units at the locations
+the contract says (`domain.locations.split_fill`, and a naive unit-by-unit model of it), on
+random networks of locations; the status rules in SQL equal those in Python.
 
 Everything runs inside a transaction that is rolled back: nothing is left in the database.
 """
@@ -10,7 +12,7 @@ import itertools
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
@@ -23,8 +25,10 @@ from backorder.db import orders as db_orders
 from backorder.db import products as db_products
 from backorder.db.stock import LockedProduct, Settled, settle
 from backorder.domain.allocation import Allocation, AllocationStrategy, WaitingLine, fill
+from backorder.domain.locations import LocationStock
 from backorder.domain.orders import ShipPolicy, Units, ready_to_ship, status_of, total
 from backorder.domain.products import StockState, product_status
+from tests.support.network import naive_segments, naive_split
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -55,12 +59,90 @@ def queues(draw: st.DrawFn) -> list[WaitingLine]:
     ]
 
 
-def _allocations(settled: Settled, sku: str) -> list[Allocation]:
-    """The statement's JSON answer for one SKU, as the domain's allocations."""
+def _allocations(settled: Settled, sku: str) -> list[tuple[Allocation, str]]:
+    """The statement's JSON answer for one SKU: the domain's allocations, each with the
+    location its units came from (a line taking from two locations appears twice)."""
     return [
-        Allocation(UUID(a["order_id"]), UUID(a["line_id"]), a["quantity"])
+        (Allocation(UUID(a["order_id"]), UUID(a["line_id"]), a["quantity"]), a["location"])
         for a in json.loads(settled.json(sku))
     ]
+
+
+# A SKU's locations: (code, rank, active, spare units); ranks tie, some are inactive.
+Network = list[tuple[str, int, bool, int]]
+
+
+@st.composite
+def networks(draw: st.DrawFn, most: int = 8) -> Network:
+    codes = draw(
+        st.lists(
+            st.sampled_from(["main", "east", "west", "zed"]), min_size=1, max_size=3, unique=True
+        )
+    )
+    return [
+        (
+            code,
+            draw(st.sampled_from([10, 100, 100])),
+            draw(st.booleans() | st.just(True)),
+            draw(st.integers(0, most)),
+        )
+        for code in codes
+    ]
+
+
+def _locked(
+    sku: str, strategy: AllocationStrategy, network: Network, allocated: int, backordered: int
+) -> LockedProduct:
+    """The product as `lock_products` reads it: its levels by rank then code, the units
+    already allocated at the first location of the network, `spare` more at each."""
+    levels = {
+        code: LocationStock(
+            code, rank, active, spare + (allocated if n == 0 else 0), allocated if n == 0 else 0
+        )
+        for n, (code, rank, active, spare) in enumerate(network)
+    }
+    ranked = dict(sorted(levels.items(), key=lambda kv: (kv[1].rank, kv[0])))
+    return LockedProduct(
+        sku=sku,
+        backorders_allowed=True,
+        backorder_limit=None,
+        allocation_strategy=strategy,
+        discontinued=False,
+        expected_restock_date=None,
+        reorder_point=None,
+        on_hand=sum(x.on_hand for x in levels.values()),
+        allocated=allocated,
+        backordered=backordered,
+        incoming=0,
+        stock_state=StockState.OUT,
+        unavailable=sum(x.unavailable for x in levels.values()),
+        levels=ranked,
+    )
+
+
+def _expected_split(
+    expected: list[Allocation], levels: list[LocationStock]
+) -> list[tuple[Allocation, str]]:
+    """The fill's allocations cut at the locations, as the naive model lays them out."""
+    parts = naive_split([a.quantity for a in expected], naive_segments(levels))
+    return [
+        (Allocation(a.order_id, a.line_id, n), code)
+        for a, line_parts in zip(expected, parts, strict=True)
+        for code, n in line_parts
+    ]
+
+
+async def _line_allocations(
+    conn: AsyncConnection, line_ids: list[UUID]
+) -> dict[tuple[UUID, str], int]:
+    rows = await conn.execute(
+        text(
+            "SELECT line_id, location, allocated FROM line_allocation "
+            "WHERE line_id = ANY(:ids) AND allocated > 0"
+        ),
+        {"ids": line_ids},
+    )
+    return {(r.line_id, r.location): r.allocated for r in rows}
 
 
 async def _insert(conn: AsyncConnection, sku: str, strategy: str, lines: list[WaitingLine]) -> None:
@@ -99,12 +181,12 @@ async def _insert(conn: AsyncConnection, sku: str, strategy: str, lines: list[Wa
 
 
 @st.composite
-def skus_to_fill(draw: st.DrawFn) -> list[tuple[list[WaitingLine], int, AllocationStrategy]]:
+def skus_to_fill(draw: st.DrawFn) -> list[tuple[list[WaitingLine], Network, AllocationStrategy]]:
     """One SKU (a restock's statement) or several (a cancellation's), each with its queue,
-    the units it gives and its strategy."""
+    the units it gives at each of its locations and its strategy."""
     return draw(
         st.lists(
-            st.tuples(queues(), st.integers(0, 60), st.sampled_from(list(AllocationStrategy))),
+            st.tuples(queues(), networks(most=25), st.sampled_from(list(AllocationStrategy))),
             min_size=1,
             max_size=3,
         )
@@ -118,37 +200,35 @@ def skus_to_fill(draw: st.DrawFn) -> list[tuple[list[WaitingLine], int, Allocati
 )
 @given(wanted=skus_to_fill())
 async def test_the_sql_fill_equals_the_python_fill(
-    engine: AsyncEngine, wanted: list[tuple[list[WaitingLine], int, AllocationStrategy]]
+    engine: AsyncEngine, wanted: list[tuple[list[WaitingLine], Network, AllocationStrategy]]
 ) -> None:
     async with rolled_back(engine) as conn:
         products = []
-        for lines, units, strategy in wanted:
+        for lines, network, strategy in wanted:
             sku = f"FILL-{uuid4().hex[:8]}"
             await _insert(conn, sku, strategy.value, lines)
-            products.append(
-                LockedProduct(
-                    sku=sku,
-                    backorders_allowed=True,
-                    backorder_limit=None,
-                    allocation_strategy=strategy,
-                    discontinued=False,
-                    expected_restock_date=None,
-                    reorder_point=None,
-                    on_hand=units,
-                    allocated=0,
-                    backordered=sum(x.backordered for x in lines),
-                    incoming=0,
-                    stock_state=StockState.OUT,
-                )
-            )
+            waiting = sum(x.backordered for x in lines)
+            products.append(_locked(sku, strategy, network, 0, waiting))
+        before = [[replace(x) for x in p.levels.values()] for p in products]
         settled = await settle(conn, products)
-        for product, (lines, units, strategy) in zip(products, wanted, strict=True):
+        for product, levels, (lines, _, strategy) in zip(products, before, wanted, strict=True):
             sku = product.sku
             waiting = sum(x.backordered for x in lines)
+            units = sum(x.available for x in levels)
             expected = fill(lines, units, strategy)
-            assert _allocations(settled, sku) == expected
+            split = _expected_split(expected, levels)
+            assert _allocations(settled, sku) == split
             filled = sum(a.quantity for a in expected)
             assert (product.allocated, product.backordered) == (filled, waiting - filled)
+            assert settled.units.get(sku, 0) == filled
+            # Each location's allocated grew by what it handed out, and no more than it had.
+            given_out: dict[str, int] = {}
+            for a, code in split:
+                given_out[code] = given_out.get(code, 0) + a.quantity
+            for x in levels:
+                now = product.levels[x.location]
+                assert now.allocated == x.allocated + given_out.get(x.location, 0)
+                assert now.allocated <= now.on_hand
             rows = (
                 await conn.execute(
                     text("SELECT id, allocated, backordered FROM order_line WHERE sku = :sku"),
@@ -160,6 +240,10 @@ async def test_the_sql_fill_equals_the_python_fill(
             for r in rows:
                 assert r.allocated == took.get(r.id, 0)
                 assert r.backordered == by_id[r.id].backordered - took.get(r.id, 0)
+            placed: dict[tuple[UUID, str], int] = {}
+            for a, code in split:
+                placed[(a.line_id, code)] = placed.get((a.line_id, code), 0) + a.quantity
+            assert await _line_allocations(conn, [x.line_id for x in lines]) == placed
             queued = (
                 await conn.execute(
                     text("SELECT line_id FROM backorder_queue WHERE sku = :sku"), {"sku": sku}
@@ -185,24 +269,28 @@ async def test_the_order_status_sql_equals_the_python_rule(engine: AsyncEngine) 
 
 
 async def test_the_product_status_sql_equals_the_python_rule(engine: AsyncEngine) -> None:
+    """Units held back at inactive locations (`unavailable`) are not available."""
     grid = list(
-        itertools.product(range(0, 4), range(0, 4), [None, 0, 1, 2], [True, False], [True, False])
+        itertools.product(
+            range(0, 4), range(0, 4), range(0, 2), [None, 0, 1, 2], [True, False], [True, False]
+        )
     )
     values = ", ".join(
-        f"({on_hand}, {allocated}, {'NULL::int' if rp is None else rp}, {ba}, {disc})"
-        for on_hand, allocated, rp, ba, disc in grid
+        f"({on_hand}, {allocated}, {unavailable}, {'NULL::int' if rp is None else rp}, "
+        f"{ba}, {disc})"
+        for on_hand, allocated, unavailable, rp, ba, disc in grid
     )
     sql = (
-        f"SELECT on_hand, allocated, reorder_point, backorders_allowed, discontinued, "
-        f"{db_products.STATUS_SQL} AS status FROM (VALUES {values}) "
-        "AS v(on_hand, allocated, reorder_point, backorders_allowed, discontinued)"
+        f"SELECT on_hand, allocated, unavailable, reorder_point, backorders_allowed, "
+        f"discontinued, {db_products.STATUS_SQL} AS status FROM (VALUES {values}) "
+        "AS v(on_hand, allocated, unavailable, reorder_point, backorders_allowed, discontinued)"
     )
     async with rolled_back(engine) as conn:
         rows = (await conn.execute(text(sql))).all()
     assert len(rows) == len(grid)
     for r in rows:
         expected = product_status(
-            available=r.on_hand - r.allocated,
+            available=r.on_hand - r.allocated - r.unavailable,
             reorder_point=r.reorder_point,
             backorders_allowed=r.backorders_allowed,
             discontinued=r.discontinued,
@@ -270,11 +358,12 @@ def order_states(draw: st.DrawFn) -> OrderState:
 @st.composite
 def stores(
     draw: st.DrawFn,
-) -> tuple[list[OrderState], dict[str, tuple[AllocationStrategy, int]]]:
+) -> tuple[list[OrderState], dict[str, tuple[AllocationStrategy, Network]]]:
     orders = draw(st.lists(order_states(), min_size=1, max_size=7))
-    # Each SKU: its strategy and the units a restock (or a cancellation) just made available.
+    # Each SKU: its strategy and the units a restock (or a cancellation) just made available
+    # at each of its locations.
     skus = {
-        sku: (draw(st.sampled_from(list(AllocationStrategy))), draw(st.integers(0, 14)))
+        sku: (draw(st.sampled_from(list(AllocationStrategy))), draw(networks()))
         for sku in SKU_NAMES
     }
     return orders, skus
@@ -284,41 +373,30 @@ async def _store(
     conn: AsyncConnection,
     prefix: str,
     orders: list[OrderState],
-    skus: dict[str, tuple[AllocationStrategy, int]],
+    skus: dict[str, tuple[AllocationStrategy, Network]],
 ) -> dict[str, LockedProduct]:
     products = {}
-    for name, (strategy, units) in skus.items():
+    for name, (strategy, network) in skus.items():
         lines = [x for o in orders for x in o.lines if x.sku == name]
         allocated = sum(x.allocated for x in lines)
         backordered = sum(x.backordered for x in lines)
         sku = f"{prefix}-{name}"
+        product = _locked(sku, strategy, network, allocated, backordered)
         await conn.execute(
             text(
                 "INSERT INTO product (sku, name, allocation_strategy, on_hand, allocated, "
-                "backordered) VALUES (:sku, 'x', :strategy, :on_hand, :a, :b)"
+                "backordered, unavailable) VALUES (:sku, 'x', :strategy, :on_hand, :a, :b, :u)"
             ),
             {
                 "sku": sku,
                 "strategy": strategy.value,
-                "on_hand": allocated + units,
+                "on_hand": product.on_hand,
                 "a": allocated,
                 "b": backordered,
+                "u": product.unavailable,
             },
         )
-        products[name] = LockedProduct(
-            sku=sku,
-            backorders_allowed=True,
-            backorder_limit=None,
-            allocation_strategy=strategy,
-            discontinued=False,
-            expected_restock_date=None,
-            reorder_point=None,
-            on_hand=allocated + units,
-            allocated=allocated,
-            backordered=backordered,
-            incoming=0,
-            stock_state=StockState.OUT,
-        )
+        products[name] = product
     for o in orders:
         u = o.units
         # A changed order's stored status and readiness are what they were before the change.
@@ -363,6 +441,20 @@ async def _store(
                     "at": o.created_at,
                 },
             )
+            if x.allocated or x.shipped:
+                # What the line holds is at its SKU's first location (where `_locked` put it).
+                await conn.execute(
+                    text(
+                        "INSERT INTO line_allocation (line_id, location, allocated, shipped) "
+                        "VALUES (:id, :loc, :a, :s)"
+                    ),
+                    {
+                        "id": x.line_id,
+                        "loc": skus[x.sku][1][0][0],
+                        "a": x.allocated,
+                        "s": x.shipped,
+                    },
+                )
             if x.backordered:
                 await conn.execute(
                     text(
@@ -387,7 +479,7 @@ async def _store(
 @given(store=stores())
 async def test_a_settle_from_realistic_states_matches_the_model(
     engine: AsyncEngine,
-    store: tuple[list[OrderState], dict[str, tuple[AllocationStrategy, int]]],
+    store: tuple[list[OrderState], dict[str, tuple[AllocationStrategy, Network]]],
 ) -> None:
     """Lines, orders (counters, status, readiness), products and events after one settle
     are what the domain's fill, status and readiness rules say (docs/reference.md, "The
@@ -399,6 +491,13 @@ async def test_a_settle_from_realistic_states_matches_the_model(
             await conn.execute(text("SELECT coalesce(max(id), 0) FROM event"))
         ).scalar()
         products = await _store(conn, prefix, orders, skus)
+        levels = {name: [replace(x) for x in p.levels.values()] for name, p in products.items()}
+        held_before = {
+            (x.line_id, skus[x.sku][1][0][0]): x.allocated
+            for o in orders
+            for x in o.lines
+            if x.allocated
+        }
         changed = [o.order_id for o in orders if o.changed]
         settled = await settle(conn, [products[s] for s in SKU_NAMES], changed)
 
@@ -414,7 +513,8 @@ async def test_a_settle_from_realistic_states_matches_the_model(
         }
         lines = {x.line_id: (o, x) for o in orders for x in o.lines}
         expected_allocations: dict[str, list[Allocation]] = {}
-        for name, (strategy, units) in skus.items():
+        for name, (strategy, _) in skus.items():
+            units = sum(x.available for x in levels[name])
             queue = [
                 WaitingLine(x.line_id, o.order_id, x.backordered, o.priority, o.created_at)
                 for o in orders
@@ -430,9 +530,10 @@ async def test_a_settle_from_realistic_states_matches_the_model(
                 line.backordered -= a.quantity
 
         # What the statement answered, and the products' counters it kept in memory.
+        split = {n: _expected_split(expected_allocations[n], levels[n]) for n in SKU_NAMES}
         for name, product in products.items():
             expected = expected_allocations[name]
-            assert _allocations(settled, product.sku) == expected
+            assert _allocations(settled, product.sku) == split[name]
             filled = sum(a.quantity for a in expected)
             lines_of = [x for o in orders for x in o.lines if x.sku == name]
             assert product.allocated == sum(x.allocated for x in lines_of)
@@ -479,6 +580,13 @@ async def test_a_settle_from_realistic_states_matches_the_model(
         )
         assert queued == {i for i, (_, x) in lines.items() if x.backordered > 0}
 
+        # Where the lines' units are: what they held, and what the fill gave at each location.
+        held = dict(held_before)
+        for parts in split.values():
+            for a, code in parts:
+                held[(a.line_id, code)] = held.get((a.line_id, code), 0) + a.quantity
+        assert await _line_allocations(conn, list(lines)) == held
+
         # Orders: counters, status, readiness; those neither reached nor changed untouched.
         stored_orders = {
             r.id: r
@@ -517,10 +625,11 @@ async def test_a_settle_from_realistic_states_matches_the_model(
                     "line_id": str(a.line_id),
                     "sku": products[name].sku,
                     "quantity": a.quantity,
+                    "location": code,
                 },
             )
             for name in sorted(SKU_NAMES, key=lambda n: products[n].sku)
-            for a in expected_allocations[name]
+            for a, code in split[name]
         ]
         became_ready = sorted(
             o.order_id

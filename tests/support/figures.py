@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from tests.support.invariants import LOCATION_CHECKS, SCHEMA_ENFORCED
+
 
 @dataclass
 class SoakFigures:
@@ -40,7 +42,15 @@ class SoakFigures:
         self.invariant_violations = int(checked["evidence_violations"])
         v = checked["violations"]
         self.counters_not_lines = int(v["counters_not_lines"] + v["order_status_not_lines"])
-        self.on_hand_not_ledger = int(v["on_hand_not_ledger"])
+        self.on_hand_not_ledger = int(v["on_hand_not_ledger"] + v["level_on_hand_not_ledger"])
+        # The per-location checks apart too (also counted in invariant_violations), and how
+        # much they had to look at: a soak line with locations=1 tested no network.
+        self.extra["location_violations"] = sum(
+            n for name, n in v.items() if name in LOCATION_CHECKS and name not in SCHEMA_ENFORCED
+        )
+        self.extra["stocked_locations"] = int(checked["stocked_locations"])
+        self.extra["transfers"] = int(checked["transfers"])
+        self.oversold_units += int(checked["oversold_units_at_locations"])
         self.extra["schema_enforced_violations"] = int(
             checked["violation_total"] - checked["evidence_violations"]
         )

@@ -48,12 +48,14 @@ _CHECKS: dict[str, str] = {
         WHERE p.allocated <> COALESCE(l.allocated, 0)
            OR p.backordered <> COALESCE(l.backordered, 0)
     """,
-    # 2. available > 0 => nobody waits
+    # 2. available > 0 => nobody waits (units held back at inactive locations are not
+    # available: `unavailable`, checked against the locations below)
     "idle_stock_while_waiting": """
-        SELECT p.sku, p.on_hand - p.allocated AS available, SUM(l.backordered) AS waiting
+        SELECT p.sku, p.on_hand - p.allocated - p.unavailable AS available,
+               SUM(l.backordered) AS waiting
         FROM product p JOIN order_line l ON l.sku = p.sku AND l.backordered > 0
-        WHERE p.on_hand - p.allocated > 0
-        GROUP BY p.sku, p.on_hand, p.allocated
+        WHERE p.on_hand - p.allocated - p.unavailable > 0
+        GROUP BY p.sku, p.on_hand, p.allocated, p.unavailable
     """,
     # 3. quantity = allocated + backordered + shipped + cancelled, all parts >= 0
     "line_parts_do_not_add_up": """
@@ -146,9 +148,130 @@ _CHECKS: dict[str, str] = {
     """,
 }
 
+# The invariants per SKU and location (API.md, "Wave 2: locations"). Every product figure
+# must be explained by its stock levels and every level by its ledger and its lines'
+# allocations, so a database whose levels or allocations were never written fails them: they
+# cannot pass by finding nothing to check.
+_LOCATION_CHECKS: dict[str, str] = {
+    # 0 <= allocated <= on_hand at every location
+    "level_allocated_out_of_range": """
+        SELECT sku, location, on_hand, allocated FROM stock_level
+        WHERE allocated < 0 OR allocated > on_hand OR on_hand < 0
+    """,
+    # a location's on_hand = the sum of its ledger (and no ledger row without its level)
+    "level_on_hand_not_ledger": """
+        SELECT COALESCE(s.sku, m.sku) AS sku, COALESCE(s.location, m.location) AS location,
+               s.on_hand, m.total AS ledger
+        FROM stock_level s
+        FULL JOIN (SELECT sku, location, SUM(quantity) AS total FROM stock_movement
+                   GROUP BY sku, location) m ON m.sku = s.sku AND m.location = s.location
+        WHERE s.sku IS NULL OR s.on_hand <> COALESCE(m.total, 0)
+    """,
+    # the product's on_hand and allocated are the sums over its locations
+    "product_not_level_sums": """
+        SELECT p.sku, p.on_hand, p.allocated, s.on_hand AS levels_on_hand,
+               s.allocated AS levels_allocated
+        FROM product p
+        LEFT JOIN (SELECT sku, SUM(on_hand) AS on_hand, SUM(allocated) AS allocated
+                   FROM stock_level GROUP BY sku) s ON s.sku = p.sku
+        WHERE p.on_hand <> COALESCE(s.on_hand, 0) OR p.allocated <> COALESCE(s.allocated, 0)
+    """,
+    # `unavailable` = the unallocated units at inactive locations
+    "unavailable_not_inactive_levels": """
+        SELECT p.sku, p.unavailable, COALESCE(u.units, 0) AS at_inactive_locations
+        FROM product p
+        LEFT JOIN (SELECT s.sku, SUM(s.on_hand - s.allocated) AS units
+                   FROM stock_level s JOIN location l ON l.code = s.location
+                   WHERE NOT l.active GROUP BY s.sku) u ON u.sku = p.sku
+        WHERE p.unavailable <> COALESCE(u.units, 0)
+    """,
+    # a line's allocated and shipped are the sums of its allocations
+    "line_not_allocations": """
+        SELECT l.id, l.allocated, l.shipped, a.allocated AS at_locations,
+               a.shipped AS shipped_at_locations
+        FROM order_line l
+        LEFT JOIN (SELECT line_id, SUM(allocated) AS allocated, SUM(shipped) AS shipped
+                   FROM line_allocation GROUP BY line_id) a ON a.line_id = l.id
+        WHERE l.allocated <> COALESCE(a.allocated, 0) OR l.shipped <> COALESCE(a.shipped, 0)
+    """,
+    # a location's allocated = the units the lines of its SKU hold there
+    "level_allocated_not_lines": """
+        SELECT COALESCE(s.sku, a.sku) AS sku, COALESCE(s.location, a.location) AS location,
+               s.allocated, a.units AS lines_allocated
+        FROM stock_level s
+        FULL JOIN (SELECT l.sku, a.location, SUM(a.allocated) AS units
+                   FROM line_allocation a JOIN order_line l ON l.id = a.line_id
+                   GROUP BY l.sku, a.location) a ON a.sku = s.sku AND a.location = s.location
+        WHERE COALESCE(s.allocated, 0) <> COALESCE(a.units, 0)
+    """,
+    # no allocation row without its line, or without a stock level of its SKU there
+    "orphan_line_allocation": """
+        SELECT a.line_id, a.location FROM line_allocation a
+        LEFT JOIN order_line l ON l.id = a.line_id
+        LEFT JOIN stock_level s ON s.sku = l.sku AND s.location = a.location
+        WHERE l.id IS NULL OR s.sku IS NULL
+    """,
+    # units shipped from a location are that location's shipment ledger rows
+    "shipped_not_ledger_at_location": """
+        SELECT COALESCE(a.sku, m.sku) AS sku, COALESCE(a.location, m.location) AS location,
+               a.shipped, m.shipped AS ledger
+        FROM (SELECT l.sku, a.location, SUM(a.shipped) AS shipped
+              FROM line_allocation a JOIN order_line l ON l.id = a.line_id
+              GROUP BY l.sku, a.location) a
+        FULL JOIN (SELECT sku, location, -SUM(quantity) AS shipped FROM stock_movement
+                   WHERE kind = 'shipment' GROUP BY sku, location) m
+          ON m.sku = a.sku AND m.location = a.location
+        WHERE COALESCE(a.shipped, 0) <> COALESCE(m.shipped, 0)
+    """,
+    # a shipment's ledger rows are at the location it names
+    "shipment_not_at_its_location": """
+        SELECT m.id, m.location, s.location AS shipment_location
+        FROM stock_movement m JOIN shipment s ON s.id = m.shipment_id
+        WHERE m.location <> s.location
+    """,
+    # an active location with available > 0 => no open backorder for that SKU
+    "idle_stock_at_active_location": """
+        SELECT s.sku, s.location, s.on_hand - s.allocated AS available, q.waiting
+        FROM stock_level s
+        JOIN location loc ON loc.code = s.location AND loc.active
+        JOIN (SELECT sku, SUM(backordered) AS waiting FROM order_line
+              WHERE backordered > 0 GROUP BY sku) q ON q.sku = s.sku
+        WHERE s.on_hand - s.allocated > 0
+    """,
+    # a transfer is two ledger rows of its SKU: -q at `from`, +q at `to` (they sum to zero)
+    "transfer_not_its_ledger_rows": """
+        SELECT t.id, m.n, m.total FROM transfer t
+        LEFT JOIN (SELECT transfer_id, COUNT(*) AS n, SUM(quantity) AS total,
+                          MIN(location) FILTER (WHERE quantity < 0) AS source,
+                          MIN(location) FILTER (WHERE quantity > 0) AS target,
+                          MIN(quantity) AS out_q, MAX(quantity) AS in_q,
+                          bool_and(kind = 'transfer') AS kinds,
+                          MIN(sku) AS sku_lo, MAX(sku) AS sku_hi
+                   FROM stock_movement WHERE transfer_id IS NOT NULL
+                   GROUP BY transfer_id) m ON m.transfer_id = t.id
+        WHERE m.n IS DISTINCT FROM 2 OR m.total <> 0 OR NOT m.kinds
+           OR m.source IS DISTINCT FROM t.from_location
+           OR m.target IS DISTINCT FROM t.to_location
+           OR m.out_q <> -t.quantity OR m.in_q <> t.quantity
+           OR m.sku_lo <> t.sku OR m.sku_hi <> t.sku
+    """,
+    # and no transfer ledger row without its transfer
+    "transfer_row_without_transfer": """
+        SELECT m.id, m.transfer_id FROM stock_movement m
+        LEFT JOIN transfer t ON t.id = m.transfer_id
+        WHERE (m.kind = 'transfer') <> (m.transfer_id IS NOT NULL)
+           OR (m.transfer_id IS NOT NULL AND t.id IS NULL)
+    """,
+}
+_CHECKS |= _LOCATION_CHECKS
+LOCATION_CHECKS = frozenset(_LOCATION_CHECKS)
+
 # Restated CHECK constraints (`db/tables.py`): `allocated_within_on_hand`, `on_hand_nonnegative`,
-# `backordered_nonnegative` on product; `parts_add_up`, `parts_nonnegative` on order_line.
-SCHEMA_ENFORCED = frozenset({"allocated_out_of_range", "line_parts_do_not_add_up"})
+# `backordered_nonnegative` on product; `parts_add_up`, `parts_nonnegative` on order_line;
+# `allocated_within_on_hand`, `on_hand_nonnegative` on stock_level.
+SCHEMA_ENFORCED = frozenset(
+    {"allocated_out_of_range", "line_parts_do_not_add_up", "level_allocated_out_of_range"}
+)
 
 _FIGURES = """
     SELECT
@@ -160,7 +283,19 @@ _FIGURES = """
       (SELECT COALESCE(SUM(backordered), 0) FROM product) AS backordered,
       (SELECT COALESCE(SUM(shipped), 0) FROM order_line) AS shipped,
       (SELECT COALESCE(SUM(cancelled), 0) FROM order_line) AS cancelled,
-      (SELECT COALESCE(SUM(GREATEST(allocated - on_hand, 0)), 0) FROM product) AS oversold_units
+      (SELECT COALESCE(SUM(GREATEST(allocated - on_hand, 0)), 0) FROM product) AS oversold_units,
+      (SELECT COALESCE(SUM(GREATEST(allocated - on_hand, 0)), 0) FROM stock_level)
+        AS oversold_units_at_locations,
+      -- What the location checks had to look at: a test that means to exercise locations
+      -- asserts these (see `assert_locations_exercised`).
+      (SELECT COUNT(*) FROM location) AS locations,
+      (SELECT COUNT(*) FROM location WHERE NOT active) AS inactive_locations,
+      (SELECT COUNT(*) FROM stock_level) AS stock_levels,
+      (SELECT COUNT(DISTINCT location) FROM stock_level WHERE on_hand > 0) AS stocked_locations,
+      (SELECT COUNT(*) FROM line_allocation) AS line_allocations,
+      (SELECT COUNT(*) FROM (SELECT line_id FROM line_allocation WHERE allocated + shipped > 0
+                             GROUP BY line_id HAVING COUNT(*) > 1) x) AS lines_at_two_locations,
+      (SELECT COUNT(*) FROM transfer) AS transfers
 """
 
 
@@ -191,5 +326,14 @@ def check_invariants(database_url: str) -> dict[str, Any]:
 def assert_invariants(database_url: str) -> dict[str, Any]:
     figures = check_invariants(database_url)
     assert figures["oversold_units"] == 0, figures
+    assert figures["oversold_units_at_locations"] == 0, figures
     assert figures["violation_total"] == 0, figures
     return figures
+
+
+def assert_locations_exercised(figures: dict[str, Any], **least: int) -> None:
+    """That a run meant to exercise locations did: each named figure of `check_invariants`
+    at least the given value (e.g. `stocked_locations=2, transfers=1`), so the per-location
+    checks did not pass on a history with one location in it."""
+    short = {k: (figures[k], n) for k, n in least.items() if figures[k] < n}
+    assert not short, (short, {k: v for k, v in figures.items() if k != "examples"})

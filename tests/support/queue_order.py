@@ -312,7 +312,15 @@ class _SkuReplay:
                 )
 
     def fill(self, events: list[dict[str, Any]]) -> None:
-        got = [(str(e["data"]["line_id"]), int(e["data"]["quantity"])) for e in events]
+        got: list[tuple[str, int]] = []
+        for e in events:
+            lid, q = str(e["data"]["line_id"]), int(e["data"]["quantity"])
+            if got and got[-1][0] == lid:
+                # A line that took units at two locations: one event per location, one after
+                # the other (API.md, "Wave 2: locations"); one take of the fill rule.
+                got[-1] = (lid, got[-1][1] + q)
+            else:
+                got.append((lid, q))
         units = sum(q for _, q in got)
         queue = [
             WaitingLine(

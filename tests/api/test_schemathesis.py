@@ -139,10 +139,10 @@ def _ok(response: Any, status: int = 201) -> dict[str, Any]:
 
 def seed(http: asgi.ASGIClient) -> Seeded:
     """At least two of everything a list shows (so that each list has a next page): locations,
-    products in stock and not, a ledger, orders of two channels that wait in the queue, purchase orders,
-    subscriptions, webhook endpoints (registered first: they get the events that follow) and
-    API keys, the storefront's among them. A call that ends a resource (a cancel, a delete)
-    gets one of its own, so that the calls after it still find theirs."""
+    products in stock and not, a ledger, orders of two channels that wait in the queue,
+    purchase orders, subscriptions, webhook endpoints (registered first: they get the events
+    that follow) and API keys, the storefront's among them. A call that ends a resource (a
+    cancel, a delete) gets one of its own, so that the calls after it still find theirs."""
     endpoints = []
     for url in ("http://127.0.0.1:9/hook", "http://127.0.0.1:9/other", "http://127.0.0.1:9/gone"):
         body: dict[str, Any] = {"url": url, "event_types": ["*"]}
@@ -321,9 +321,9 @@ def as_a_client_would(case: Case[Any], real: Seeded, role: str) -> None:
         body["sku"] = SKUS[0]
     if path.startswith("/v1/purchase-orders") and isinstance(body.get("expected_date"), str):
         body["expected_date"] = days_ahead(30)
-    for field, code in (("location", "main"), ("preferred_location", "main"), ("from", "main")):
-        if isinstance(body.get(field), str):
-            body[field] = code
+    for name, code in (("location", "main"), ("preferred_location", "main"), ("from", "main")):
+        if isinstance(body.get(name), str):
+            body[name] = code
     if (method, path) == ("POST", "/v1/transfers"):
         if isinstance(body.get("to"), str):
             body["to"] = "leeds"

@@ -59,13 +59,29 @@ def queues(draw: st.DrawFn) -> list[WaitingLine]:
     ]
 
 
-def _allocations(settled: Settled, sku: str) -> list[tuple[Allocation, str]]:
-    """The statement's JSON answer for one SKU: the domain's allocations, each with the
-    location its units came from (a line taking from two locations appears twice)."""
+def _allocations(settled: Settled, sku: str) -> list[Allocation]:
+    """The statement's JSON answer for one SKU: the domain's allocations, one per line (where
+    the units came from is on the lines: `_line_allocations`)."""
     return [
-        (Allocation(UUID(a["order_id"]), UUID(a["line_id"]), a["quantity"]), a["location"])
+        Allocation(UUID(a["order_id"]), UUID(a["line_id"]), a["quantity"])
         for a in json.loads(settled.json(sku))
     ]
+
+
+# The network's codes, as rows of `location` (a line names its primary location by its id).
+CODES = ("main", "east", "west", "zed")
+
+
+async def _location_ids(conn: AsyncConnection) -> dict[str, int]:
+    await conn.execute(
+        text(
+            "INSERT INTO location (code, name) SELECT code, code "
+            "FROM unnest(CAST(:codes AS text[])) AS c(code) ON CONFLICT (code) DO NOTHING"
+        ),
+        {"codes": list(CODES)},
+    )
+    rows = await conn.execute(text("SELECT code, id FROM location"))
+    return {r.code: r.id for r in rows}
 
 
 # A SKU's locations: (code, rank, active, spare units); ranks tie, some are inactive.
@@ -91,13 +107,23 @@ def networks(draw: st.DrawFn, most: int = 8) -> Network:
 
 
 def _locked(
-    sku: str, strategy: AllocationStrategy, network: Network, allocated: int, backordered: int
+    sku: str,
+    strategy: AllocationStrategy,
+    network: Network,
+    allocated: int,
+    backordered: int,
+    ids: dict[str, int],
 ) -> LockedProduct:
     """The product as `lock_products` reads it: its levels by rank then code, the units
     already allocated at the first location of the network, `spare` more at each."""
     levels = {
         code: LocationStock(
-            code, rank, active, spare + (allocated if n == 0 else 0), allocated if n == 0 else 0
+            code,
+            rank,
+            active,
+            spare + (allocated if n == 0 else 0),
+            allocated if n == 0 else 0,
+            ids[code],
         )
         for n, (code, rank, active, spare) in enumerate(network)
     }
@@ -204,11 +230,12 @@ async def test_the_sql_fill_equals_the_python_fill(
 ) -> None:
     async with rolled_back(engine) as conn:
         products = []
+        ids = await _location_ids(conn)
         for lines, network, strategy in wanted:
             sku = f"FILL-{uuid4().hex[:8]}"
             await _insert(conn, sku, strategy.value, lines)
             waiting = sum(x.backordered for x in lines)
-            products.append(_locked(sku, strategy, network, 0, waiting))
+            products.append(_locked(sku, strategy, network, 0, waiting, ids))
         before = [[replace(x) for x in p.levels.values()] for p in products]
         settled = await settle(conn, products)
         for product, levels, (lines, _, strategy) in zip(products, before, wanted, strict=True):
@@ -217,7 +244,7 @@ async def test_the_sql_fill_equals_the_python_fill(
             units = sum(x.available for x in levels)
             expected = fill(lines, units, strategy)
             split = _expected_split(expected, levels)
-            assert _allocations(settled, sku) == split
+            assert _allocations(settled, sku) == expected
             filled = sum(a.quantity for a in expected)
             assert (product.allocated, product.backordered) == (filled, waiting - filled)
             assert settled.units.get(sku, 0) == filled
@@ -376,12 +403,13 @@ async def _store(
     skus: dict[str, tuple[AllocationStrategy, Network]],
 ) -> dict[str, LockedProduct]:
     products = {}
+    ids = await _location_ids(conn)
     for name, (strategy, network) in skus.items():
         lines = [x for o in orders for x in o.lines if x.sku == name]
         allocated = sum(x.allocated for x in lines)
         backordered = sum(x.backordered for x in lines)
         sku = f"{prefix}-{name}"
-        product = _locked(sku, strategy, network, allocated, backordered)
+        product = _locked(sku, strategy, network, allocated, backordered, ids)
         await conn.execute(
             text(
                 "INSERT INTO product (sku, name, allocation_strategy, on_hand, allocated, "
@@ -442,18 +470,14 @@ async def _store(
                 },
             )
             if x.allocated or x.shipped:
-                # What the line holds is at its SKU's first location (where `_locked` put it).
+                # What the line holds is at its SKU's first location (where `_locked` put it):
+                # its primary location.
                 await conn.execute(
                     text(
-                        "INSERT INTO line_allocation (line_id, location, allocated, shipped) "
-                        "VALUES (:id, :loc, :a, :s)"
+                        "UPDATE order_line SET location_id = (SELECT id FROM location "
+                        "WHERE code = :loc) WHERE id = :id"
                     ),
-                    {
-                        "id": x.line_id,
-                        "loc": skus[x.sku][1][0][0],
-                        "a": x.allocated,
-                        "s": x.shipped,
-                    },
+                    {"id": x.line_id, "loc": skus[x.sku][1][0][0]},
                 )
             if x.backordered:
                 await conn.execute(
@@ -533,7 +557,7 @@ async def test_a_settle_from_realistic_states_matches_the_model(
         split = {n: _expected_split(expected_allocations[n], levels[n]) for n in SKU_NAMES}
         for name, product in products.items():
             expected = expected_allocations[name]
-            assert _allocations(settled, product.sku) == split[name]
+            assert _allocations(settled, product.sku) == expected
             filled = sum(a.quantity for a in expected)
             lines_of = [x for o in orders for x in o.lines if x.sku == name]
             assert product.allocated == sum(x.allocated for x in lines_of)

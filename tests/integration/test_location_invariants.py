@@ -100,12 +100,13 @@ CORRUPTIONS = [
         {"unavailable_not_inactive_levels", "idle_stock_while_waiting"},
     ),
     (
-        "a line's allocation at a location lost",
-        "UPDATE line_allocation SET allocated = allocated - 1 WHERE location = 'main' "
-        "AND line_id IN (SELECT id FROM order_line WHERE sku = 'A')",
-        "UPDATE line_allocation SET allocated = allocated + 1 WHERE location = 'main' "
-        "AND line_id IN (SELECT id FROM order_line WHERE sku = 'A')",
-        {"line_not_allocations", "level_allocated_not_lines"},
+        "a line's map naming its own primary location",
+        "UPDATE order_line l SET allocated_at = jsonb_build_object(p.code, 1) FROM location p "
+        "WHERE p.id = l.location_id AND l.id = (SELECT min(id::text)::uuid FROM order_line "
+        "WHERE allocated >= 1 AND allocated_at IS NULL)",
+        "UPDATE order_line l SET allocated_at = NULL FROM location p "
+        "WHERE p.id = l.location_id AND l.allocated_at = jsonb_build_object(p.code, 1)",
+        {"line_units_malformed"},
     ),
     (
         "a level's allocated off its lines",
@@ -114,17 +115,21 @@ CORRUPTIONS = [
         {"level_allocated_not_lines", "product_not_level_sums", "unavailable_not_inactive_levels"},
     ),
     (
-        "an allocation of no line",
-        "INSERT INTO line_allocation (line_id, location) VALUES (gen_random_uuid(), 'main')",
-        "DELETE FROM line_allocation WHERE line_id NOT IN (SELECT id FROM order_line)",
-        {"orphan_line_allocation"},
+        "a line holding units at main that names no primary location",
+        "UPDATE order_line SET location_id = 0 WHERE id = (SELECT min(id::text)::uuid "
+        "FROM order_line WHERE location_id = 1 AND allocated >= 1 AND allocated_at IS NULL)",
+        "UPDATE order_line SET location_id = 1 WHERE location_id = 0 "
+        "AND (allocated > 0 OR shipped > 0)",
+        {"line_units_malformed", "line_not_allocations", "level_allocated_not_lines"},
     ),
     (
-        "an allocation where its SKU has no stock level",
-        "INSERT INTO line_allocation (line_id, location) "
-        "SELECT id, 'nowhere' FROM order_line WHERE sku = 'B'",
-        "DELETE FROM line_allocation WHERE location = 'nowhere'",
-        {"orphan_line_allocation"},
+        "a line's unit moved to where its SKU has no stock level",
+        "UPDATE order_line SET allocated_at = jsonb_build_object('nowhere', 1) "
+        "WHERE id = (SELECT min(id::text)::uuid FROM order_line "
+        "WHERE allocated >= 1 AND allocated_at IS NULL)",
+        "UPDATE order_line SET allocated_at = NULL "
+        "WHERE allocated_at = jsonb_build_object('nowhere', 1)",
+        {"orphan_line_allocation", "level_allocated_not_lines"},
     ),
     (
         "a shipment's ledger rows at another location",

@@ -204,6 +204,25 @@ _LOCATION_CHECKS: dict[str, str] = {
                    GROUP BY l.sku, a.location) a ON a.sku = s.sku AND a.location = s.location
         WHERE COALESCE(s.allocated, 0) <> COALESCE(a.units, 0)
     """,
+    # a line names a primary location exactly while it holds units; its maps hold only the
+    # other locations' units, all positive, and leave the primary a share of 0 or more
+    "line_units_malformed": """
+        SELECT l.id, l.location_id, l.allocated, l.shipped, l.allocated_at, l.shipped_at
+        FROM order_line l
+        LEFT JOIN location p ON p.id = l.location_id
+        WHERE (l.location_id = 0) <> (l.allocated = 0 AND l.shipped = 0)
+           OR (l.location_id <> 0 AND p.code IS NULL)
+           OR (l.location_id = 0 AND (l.allocated_at IS NOT NULL OR l.shipped_at IS NOT NULL))
+           OR COALESCE(l.allocated_at ? p.code, false) OR COALESCE(l.shipped_at ? p.code, false)
+           OR EXISTS (SELECT FROM jsonb_each_text(l.allocated_at) e(k, v)
+                      WHERE CAST(v AS bigint) <= 0)
+           OR EXISTS (SELECT FROM jsonb_each_text(l.shipped_at) e(k, v)
+                      WHERE CAST(v AS bigint) <= 0)
+           OR l.allocated < (SELECT COALESCE(SUM(CAST(v AS bigint)), 0)
+                             FROM jsonb_each_text(l.allocated_at) e(k, v))
+           OR l.shipped < (SELECT COALESCE(SUM(CAST(v AS bigint)), 0)
+                           FROM jsonb_each_text(l.shipped_at) e(k, v))
+    """,
     # no allocation row without its line, or without a stock level of its SKU there
     "orphan_line_allocation": """
         SELECT a.line_id, a.location FROM line_allocation a

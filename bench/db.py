@@ -126,9 +126,15 @@ SELECT CAST(%(prefix)s AS text) || g, 'bench ' || g, %(stock)s,
 FROM generate_series(0, %(count)s - 1) AS g
 """
 
+# Every seeded unit is at the `main` location (stock_level, then its ledger rows, which
+# reference it).
+_LEVELS = """
+INSERT INTO stock_level (sku, location, on_hand, allocated)
+SELECT sku, 'main', on_hand, 0 FROM product WHERE sku LIKE %(like)s
+"""
 _LEDGER = """
-INSERT INTO stock_movement (sku, kind, quantity, reference)
-SELECT sku, 'restock', on_hand, 'bench seed' FROM product
+INSERT INTO stock_movement (sku, location, kind, quantity, reference)
+SELECT sku, 'main', 'restock', on_hand, 'bench seed' FROM product
 WHERE sku LIKE %(like)s AND on_hand > 0
 """
 
@@ -136,7 +142,9 @@ WHERE sku LIKE %(like)s AND on_hand > 0
 def seed_products(conn: psycopg.Connection[Any], prefix: str, count: int, stock: int) -> None:
     """`count` products `<prefix>0 … <prefix>{count-1}` with `stock` units each (ledgered)."""
     conn.execute(_PRODUCTS, {"prefix": prefix, "count": count, "stock": stock})
-    conn.execute(_LEDGER, {"like": prefix.replace("_", r"\_") + "%"})
+    like = prefix.replace("_", r"\_") + "%"
+    conn.execute(_LEVELS, {"like": like})
+    conn.execute(_LEDGER, {"like": like})
 
 
 def seed_product(conn: psycopg.Connection[Any], sku: str, stock: int) -> None:
@@ -144,10 +152,14 @@ def seed_product(conn: psycopg.Connection[Any], sku: str, stock: int) -> None:
         "INSERT INTO product (sku, name, on_hand, stock_state) VALUES (%s, %s, %s, %s)",
         (sku, "bench " + sku, stock, "in" if stock > 0 else "out"),
     )
+    conn.execute(
+        "INSERT INTO stock_level (sku, location, on_hand, allocated) VALUES (%s, 'main', %s, 0)",
+        (sku, stock),
+    )
     if stock > 0:
         conn.execute(
-            "INSERT INTO stock_movement (sku, kind, quantity, reference) "
-            "VALUES (%s, 'restock', %s, 'bench seed')",
+            "INSERT INTO stock_movement (sku, location, kind, quantity, reference) "
+            "VALUES (%s, 'main', 'restock', %s, 'bench seed')",
             (sku, stock),
         )
 

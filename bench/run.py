@@ -31,6 +31,7 @@ from bench.db import bench_database, machine_figures, seed_product, seed_product
 from bench.load import Load, LoadResult, generator_name, run_load
 from bench.pgbench import HOT_SKU, SPREAD_PREFIX, PgbenchResult, run_pgbench
 from bench.procs import Server, ceiling_app, running, service
+from bench.profile import Recording
 from bench.report import Scenario, ceilings_table, cpu_note, table
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results.json"
@@ -110,6 +111,7 @@ class Run:
         self.stack: dict[str, LoadResult] = {}
         self.scenarios: list[Scenario] = []
         self.postgres_pid: int | None = None
+        self.loads = 0
 
     # -- ceilings -------------------------------------------------------------------------
 
@@ -164,15 +166,21 @@ class Run:
             run_load(
                 base, load, connections=p.connections, seconds=p.warmup, max_requests=p.max_requests
             )
+        self.loads += 1
+        label = f"{self.loads:02d}-{load.method}-{load.path.strip('/').replace('/', '_')}"
+        recording = Recording(server_pid, label)  # py-spy, when BENCH_PYSPY asks for it
         meter = CpuMeter(server_pid, self.postgres_pid)
         meter.start()
-        result = run_load(
-            base,
-            load,
-            connections=p.connections,
-            seconds=seconds or p.seconds,
-            max_requests=p.max_requests,
-        )
+        try:
+            result = run_load(
+                base,
+                load,
+                connections=p.connections,
+                seconds=seconds or p.seconds,
+                max_requests=p.max_requests,
+            )
+        finally:
+            recording.stop()
         result.cpu = meter.stop(result.requests)
         return result
 

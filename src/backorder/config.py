@@ -34,6 +34,13 @@ class Settings(BaseSettings):
     # start each); a fixed pool queues waiters cheaply (measured: +7 % orders/s).
     max_overflow: int = Field(default=0, ge=0, le=200)
     pool_timeout_s: float = Field(default=10.0, gt=0)
+    read_pool_size: int = Field(
+        default=4,
+        ge=1,
+        le=200,
+        description="Connections per worker of the product read's own pool (psycopg, no "
+        "SQLAlchemy), besides pool_size.",
+    )
     lock_timeout_ms: int = Field(default=5000, ge=1)
     statement_timeout_ms: int = Field(default=30000, ge=1)
     transaction_attempts: int = Field(default=5, ge=1, le=20)

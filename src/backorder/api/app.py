@@ -14,6 +14,7 @@ from backorder import __version__, console
 from backorder.api import docs_ui, problems
 from backorder.api.deps import KeyUsage
 from backorder.api.docs import restore_example_nulls
+from backorder.api.hot_read import ProductReadMiddleware
 from backorder.api.middleware import (
     BodyLimitMiddleware,
     ResponseHeadersMiddleware,
@@ -36,6 +37,7 @@ from backorder.api.routers import (
 )
 from backorder.api.schemas.orders import admit_line_cap
 from backorder.config import Settings
+from backorder.db import hot
 from backorder.db.engine import head_revision, make_engine
 from backorder.logging import configure as configure_logging
 from backorder.metrics import MetricsMiddleware
@@ -86,6 +88,8 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.engine = make_engine(settings)
+        app.state.hot_pool = hot.make_pool(settings)
+        await app.state.hot_pool.open(wait=False)
         stop = asyncio.Event()
         worker = watch = None
         if settings.webhook_worker:
@@ -105,6 +109,7 @@ def create_app(settings: Settings) -> FastAPI:
             keeper.cancel()  # a purge cut short is rolled back and simply redone later
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
+            await app.state.hot_pool.close()
             await app.state.engine.dispose()
 
     app = FastAPI(
@@ -147,6 +152,7 @@ def create_app(settings: Settings) -> FastAPI:
     console.install(app, settings)
     _amend_openapi(app, settings.max_order_lines)
     admit_line_cap(settings.max_order_lines)
+    app.add_middleware(ProductReadMiddleware)  # innermost: answers inside the headers and metrics
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(ResponseHeadersMiddleware)
     app.add_middleware(MetricsMiddleware)  # outermost: times and counts every answer

@@ -14,6 +14,7 @@ from uuid import UUID
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.datastructures import State
 
 from backorder.api.ratelimit import FailedAuthThrottle, RateLimiter
 from backorder.api.strict_query import check_query_string
@@ -92,45 +93,73 @@ async def authenticate(
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
         raise Unauthorized("send an API key as 'Authorization: Bearer <key>'")
     secret = credentials.credentials
-    settings = get_settings(request)
-    master = settings.master_key_value
-    if master and hmac.compare_digest(secret.encode(), master.encode()):
+    state = request.app.state
+    if is_master(state.settings, secret):
         principal = Principal(role="ops", name="master", scope="master")
     else:
-        throttle: FailedAuthThrottle | None = request.app.state.auth_throttle
         address = request.client.host if request.client else "unknown"
-        if throttle is not None:
-            throttle.check(address, secret)
+        check_throttle(state, address, secret)
         # A token that cannot be a key is refused without a database round trip; a revoked
         # key is refused by the very next request (one lookup in autocommit, never cached).
         row = None
         if keys.could_be_key(secret):
-            row = await run_read(get_engine(request), lambda conn: keys.find_active(conn, secret))
-        if row is None:
-            if throttle is not None:
-                throttle.failed(address)
-            raise Unauthorized("unknown or revoked API key")
-        principal = Principal(role=row.role, name=row.name, scope=str(row.id))
-        if throttle is not None:
-            throttle.succeeded(secret)
-        usage: KeyUsage = request.app.state.key_usage
-        if usage.due(row):
-            key_id = row.id
-            try:
-                await run_transaction(
-                    get_engine(request), lambda conn: keys.touch(conn, key_id), attempts=1
-                )
-            except Exception:  # bookkeeping: never the reason a request fails
-                log.warning("recording an API key's use failed", exc_info=True)
+            row = await run_read(state.engine, lambda conn: keys.find_active(conn, secret))
+        principal = await admit_key(state, address, secret, row)
     request.state.principal = principal
-    # After authentication: an unknown key is a 401, never a 429.
-    limiter: RateLimiter | None = request.app.state.rate_limiter
-    if limiter is not None:
-        limiter.check(principal.scope)
+    check_rate(state, principal)
     # The query string is judged once the key is known: a caller without a valid key learns
     # only that it needs one.
     check_query_string(request)
     return principal
+
+
+# The steps of `authenticate` around the key's lookup, shared with the product read that
+# folds the lookup into its own statement (`api/hot_read.py`).
+
+
+def is_master(settings: Settings, secret: str) -> bool:
+    master = settings.master_key_value
+    return (
+        master is not None
+        and master != ""
+        and hmac.compare_digest(secret.encode(), master.encode())
+    )
+
+
+def check_throttle(state: State, address: str, secret: str) -> None:
+    """Before the lookup: an address out of failed attempts gets 429, unlooked-up."""
+    throttle: FailedAuthThrottle | None = state.auth_throttle
+    if throttle is not None:
+        throttle.check(address, secret)
+
+
+async def admit_key(
+    state: State, address: str, secret: str, row: keys.ApiKeyRow | None
+) -> Principal:
+    """After the lookup: 401 for no row (counted against the address), else the key's
+    principal, its use recorded at most once a minute."""
+    throttle: FailedAuthThrottle | None = state.auth_throttle
+    if row is None:
+        if throttle is not None:
+            throttle.failed(address)
+        raise Unauthorized("unknown or revoked API key")
+    if throttle is not None:
+        throttle.succeeded(secret)
+    usage: KeyUsage = state.key_usage
+    if usage.due(row):
+        key_id = row.id
+        try:
+            await run_transaction(state.engine, lambda conn: keys.touch(conn, key_id), attempts=1)
+        except Exception:  # bookkeeping: never the reason a request fails
+            log.warning("recording an API key's use failed", exc_info=True)
+    return Principal(role=row.role, name=row.name, scope=str(row.id))
+
+
+def check_rate(state: State, principal: Principal) -> None:
+    """After authentication: an unknown key is a 401, never a 429."""
+    limiter: RateLimiter | None = state.rate_limiter
+    if limiter is not None:
+        limiter.check(principal.scope)
 
 
 async def require_ops(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:

@@ -6,11 +6,13 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import psycopg
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
+from psycopg_pool import PoolTimeout as RawPoolTimeout
 from sqlalchemy import create_engine, pool, text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -36,13 +38,18 @@ PROJECT_ROOT = Path(__file__).resolve().parents[3]
 WORK_MEM = "32MB"
 
 
-def make_engine(settings: Settings) -> AsyncEngine:
+def connect_options(settings: Settings) -> dict[str, Any]:
+    """What every connection of the service is opened with, pooled by SQLAlchemy or not."""
     options = (
         f"-c lock_timeout={settings.lock_timeout_ms} "
         f"-c statement_timeout={settings.statement_timeout_ms} "
         "-c idle_in_transaction_session_timeout=60000 -c timezone=UTC "
         f"-c work_mem={WORK_MEM}"
     )
+    return {"options": options, "connect_timeout": 5, "application_name": "backorder"}
+
+
+def make_engine(settings: Settings) -> AsyncEngine:
     return create_async_engine(
         settings.require_database_url(),
         # Bound parameters (customer ids, contacts, key hashes) stay out of logged errors.
@@ -52,17 +59,19 @@ def make_engine(settings: Settings) -> AsyncEngine:
         pool_timeout=settings.pool_timeout_s,
         pool_pre_ping=False,
         pool_recycle=1800,
-        connect_args={"options": options, "connect_timeout": 5, "application_name": "backorder"},
+        connect_args=connect_options(settings),
     )
 
 
 def sqlstate(exc: BaseException) -> str | None:
-    orig = getattr(exc, "orig", None)
+    """The SQLSTATE of a database error, raised through SQLAlchemy or by psycopg itself."""
+    orig = getattr(exc, "orig", exc)
     return getattr(orig, "sqlstate", None)
 
 
 def is_unavailable(exc: BaseException) -> bool:
-    if isinstance(exc, InterfaceError | OperationalError) and sqlstate(exc) is None:
+    gone = InterfaceError | OperationalError | psycopg.InterfaceError | psycopg.OperationalError
+    if isinstance(exc, gone) and sqlstate(exc) is None:
         return True
     state = sqlstate(exc) or ""
     return state.startswith(_UNAVAILABLE_PREFIXES)
@@ -111,10 +120,15 @@ async def run_read(engine: AsyncEngine, work: Callable[[AsyncConnection], Awaita
         raise
 
 
+def raise_retry_later(exc: BaseException) -> None:
+    """For code on psycopg directly (`db/hot.py`): what `run_read` makes of a database error."""
+    _raise_retry_later(exc)
+
+
 def _raise_retry_later(exc: BaseException) -> None:
     """A busy SKU or an unavailable database is not the caller's fault: a 503 with
     Retry-After. Anything else returns, for the caller to raise as it is."""
-    if isinstance(exc, PoolTimeout):
+    if isinstance(exc, PoolTimeout | RawPoolTimeout):
         # Every pooled connection stayed busy for pool_timeout_s: the service is saturated,
         # which a client fixes by waiting, not by reporting a bug.
         raise RetryLater("the service is busy; retry shortly", retry_after=1) from exc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import text
@@ -44,6 +45,8 @@ _COLUMNS = ", ".join(
         _LOCATIONS,
     )
 )
+# The columns every product read selects (`db/hot.py` folds them into its own statement).
+COLUMNS = _COLUMNS
 
 # The status rule of `domain/products.py` in SQL, for filtering lists (a test keeps them equal).
 STATUS_SQL = """CASE
@@ -56,7 +59,11 @@ STATUS_SQL = """CASE
 
 def view(row: Any) -> dict[str, Any]:
     """A product as the API shows it: settings plus live figures and status."""
-    m = row._mapping
+    return view_of(row._mapping)
+
+
+def view_of(m: Mapping[str, Any]) -> dict[str, Any]:
+    """`view` of a row as a mapping of its columns (a psycopg dict row, `db/hot.py`)."""
     available = m["on_hand"] - m["allocated"] - m["unavailable"]
     out = {"sku": m["sku"]}
     out.update({k: m[k] for k in SETTINGS})

@@ -40,6 +40,33 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
 $$
 """
 
+# The SKU lock and what is read under it, in one round trip: the products are locked in SKU
+# order, then read with their stock levels by a second statement of the function, which (the
+# function being VOLATILE) takes a snapshot of its own after the locks are held. One
+# statement could not: a statement that waited for a lock still reads the other tables
+# through the snapshot it started with, so it would miss what the lock holder committed.
+LOCK_PRODUCTS = """
+CREATE FUNCTION lock_products(skus text[])
+RETURNS TABLE (sku text, backorders_allowed boolean, backorder_limit integer,
+               allocation_strategy text, discontinued boolean, expected_restock_date date,
+               reorder_point integer, on_hand bigint, allocated bigint, backordered bigint,
+               incoming bigint, stock_state text, unavailable bigint, levels json)
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    PERFORM 1 FROM product p WHERE p.sku = ANY(skus) ORDER BY p.sku FOR UPDATE;
+    RETURN QUERY
+    SELECT p.sku, p.backorders_allowed, p.backorder_limit, p.allocation_strategy,
+           p.discontinued, p.expected_restock_date, p.reorder_point, p.on_hand, p.allocated,
+           p.backordered, p.incoming, p.stock_state, p.unavailable,
+           (SELECT json_agg(json_build_array(s.location, l.rank, l.active, s.on_hand,
+                                             s.allocated, l.id) ORDER BY l.rank, s.location)
+            FROM stock_level s JOIN location l ON l.code = s.location
+            WHERE s.sku = p.sku)
+    FROM product p WHERE p.sku = ANY(skus) ORDER BY p.sku;
+END
+$$
+"""
+
 # A line's units per location as rows, one per location holding any (ops' SQL, reports, the
 # invariant checks): its primary location's are the rest of its units.
 LINE_ALLOCATION_VIEW = """
@@ -121,6 +148,7 @@ def upgrade() -> None:
     op.execute("ALTER TABLE order_line SET (fillfactor = 45)")
     op.execute(UNITS_ADD)
     op.execute(LINE_ALLOCATION_VIEW)
+    op.execute(LOCK_PRODUCTS)
 
     op.create_table(
         "transfer",
@@ -213,6 +241,7 @@ def downgrade() -> None:
     op.drop_column("stock_movement", "location")
     op.drop_index(op.f("ix_transfer_sku_created_at"), table_name="transfer")
     op.drop_table("transfer")
+    op.execute("DROP FUNCTION lock_products(text[])")
     op.execute("DROP VIEW line_allocation")
     op.execute("DROP FUNCTION units_add(jsonb, jsonb)")
     op.drop_column("order_line", "shipped_at")

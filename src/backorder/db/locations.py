@@ -4,8 +4,9 @@ per location.
 
 Locks, always in this order: a location row (`FOR SHARE` by a write that puts stock there,
 `FOR UPDATE` by an activation or deactivation), then the product rows in SKU order. The
-stock levels of a SKU are read after its product lock is held, in a statement of their own:
-a statement that waited for the lock still reads through the snapshot it started with.
+stock levels of a SKU are read after its product lock is held (`stock.lock_products`, whose
+function reads them in a statement of its own: a statement that waited for the lock still
+reads through the snapshot it started with).
 """
 
 from __future__ import annotations

@@ -86,22 +86,23 @@ class LockedProduct:
         self.unavailable += level.unavailable - before
 
 
-_LOCK = text(
-    "SELECT sku, backorders_allowed, backorder_limit, allocation_strategy, discontinued, "
-    "expected_restock_date, reorder_point, on_hand, allocated, backordered, incoming, "
-    "stock_state, unavailable FROM product WHERE sku = ANY(:skus) ORDER BY sku FOR UPDATE"
-)
+# The products locked in SKU order, then read with their stock levels (`[[location, rank,
+# active, on_hand, allocated, id]]` by rank, then code) in one round trip: the function's
+# second statement reads after the locks are held (migration 20261207_0008 says why).
+_LOCK = text("SELECT * FROM lock_products(CAST(:skus AS text[]))")
 
 
 async def lock_products(conn: AsyncConnection, skus: list[str]) -> dict[str, LockedProduct]:
     """Lock the products in sorted SKU order (one global order: no deadlocks between orders),
-    then read their stock per location (a statement of its own, after the locks: see
-    `db/locations.py`)."""
+    with their stock per location as it stands under the locks."""
     rows = (await conn.execute(_LOCK, {"skus": sorted(set(skus))})).all()
-    found = {r.sku: product_of(r) for r in rows}
-    if found:
-        for sku, levels in (await locations.load_levels(conn, found)).items():
-            found[sku].levels = levels
+    found = {}
+    for r in rows:
+        product = found[r.sku] = product_of(r)
+        product.levels = {
+            code: LocationStock(code, rank, active, on_hand, allocated, location_id)
+            for code, rank, active, on_hand, allocated, location_id in r.levels or ()
+        }
     return found
 
 

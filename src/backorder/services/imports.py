@@ -29,11 +29,11 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from backorder.db import imports, locations, products, promises, stock
+from backorder.db import imports, locations, products, stock
 from backorder.domain.errors import DomainError
 from backorder.domain.locations import MAIN
 from backorder.domain.purchasing import expected_date_refusal
-from backorder.services import catalog, purchasing
+from backorder.services import catalog, inventory, purchasing
 
 BATCH = 500
 _CODE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -322,13 +322,7 @@ async def _apply_batch(
         return
     await imports.record_counts(conn, moves, reference=source, reason="stock count")
     touched = list({id(p): p for p, _, _ in moves}.values())
-    settled = await stock.settle(conn, touched)
-    await stock.save_counters(conn, touched)
-    for product in touched:
-        if settled.units.get(product.sku):
-            await promises.refresh_after_fill(
-                conn, product.sku, product.allocation_strategy, incoming=product.incoming
-            )
+    await inventory.fill_queues(conn, touched)
 
 
 # --- Purchase orders ---------------------------------------------------------------------------

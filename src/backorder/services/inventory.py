@@ -47,13 +47,21 @@ async def add_units(
         reason=reason,
         purchase_order_id=purchase_order_id,
     )
-    settled = await stock.settle(conn, [product])
-    await stock.save_counters(conn, [product])
-    if settled.units:
-        await promises.refresh_after_fill(
-            conn, product.sku, product.allocation_strategy, incoming=product.incoming
-        )
-    return movement, settled
+    return movement, await fill_queues(conn, [product])
+
+
+async def fill_queues(conn: AsyncConnection, products: list[LockedProduct]) -> Settled:
+    """After units became available (added, moved in, or a location activated): give them to
+    the products' queues, head first, in one statement; write the counters; and re-date the
+    waiting lines of every SKU whose queue moved."""
+    settled = await stock.settle(conn, products)
+    await stock.save_counters(conn, products)
+    for product in products:
+        if settled.units.get(product.sku):
+            await promises.refresh_after_fill(
+                conn, product.sku, product.allocation_strategy, incoming=product.incoming
+            )
+    return settled
 
 
 def stock_answer(

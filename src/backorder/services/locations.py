@@ -12,7 +12,7 @@ from uuid import UUID, uuid4
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from backorder.db import locations, promises, stock
+from backorder.db import locations, stock
 from backorder.domain.errors import InsufficientStock, NotFound, UnknownSku, ValidationFailed
 from backorder.services import inventory
 
@@ -54,13 +54,8 @@ async def _restate(conn: AsyncConnection, code: str, was_active: bool, active: b
         # difference (else a deactivation left `available` as it was).
         product.levels[code].active = was_active
         product.set_active(code, active)
-    settled = await stock.settle(conn, products) if active else stock.NOTHING_SETTLED
-    await stock.save_counters(conn, products)
-    for product in products:
-        if settled.units.get(product.sku):
-            await promises.refresh_after_fill(
-                conn, product.sku, product.allocation_strategy, incoming=product.incoming
-            )
+    # A deactivation frees no units, so its fill finds nothing to give.
+    await inventory.fill_queues(conn, products)
 
 
 async def get_location(conn: AsyncConnection, code: str) -> dict[str, Any]:
@@ -121,12 +116,7 @@ async def transfer(
             reference=reference,
             transfer_id=transfer_id,
         )
-    settled = await stock.settle(conn, [product])
-    await stock.save_counters(conn, [product])
-    if settled.units:
-        await promises.refresh_after_fill(
-            conn, product.sku, product.allocation_strategy, incoming=product.incoming
-        )
+    settled = await inventory.fill_queues(conn, [product])
     return _transfer_answer(transfer_id, sku, source, target, quantity, reference, created_at) | {
         "allocations": orjson.Fragment(settled.json(sku)),
         "allocated_units": settled.units.get(sku, 0),

@@ -79,12 +79,6 @@ class LockedProduct:
         self.allocated += allocated
         self.unavailable += level.unavailable - before
 
-    def set_active(self, location: str, active: bool) -> None:
-        level = self.levels[location]
-        before = level.unavailable
-        level.active = active
-        self.unavailable += level.unavailable - before
-
 
 # The products locked in SKU order, then read with their stock levels (`[[location, rank,
 # active, on_hand, allocated, id]]` by rank, then code) in one round trip: the function's

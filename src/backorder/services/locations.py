@@ -36,11 +36,11 @@ async def put_location(
         existing = await locations.get(conn, code, lock="update")  # created meanwhile
     row = await locations.update(conn, code, values)
     if row.active != existing.active:
-        await _restate(conn, code, existing.active, row.active)
+        await _restate(conn, code)
     return False, locations.view(row)
 
 
-async def _restate(conn: AsyncConnection, code: str, was_active: bool, active: bool) -> None:
+async def _restate(conn: AsyncConnection, code: str) -> None:
     """Bring every SKU stocked at the location up to its new state, under the SKU locks; an
     activation's units go to the queues (one fill statement for all of them)."""
     skus = await locations.skus_at(conn, code)
@@ -49,11 +49,9 @@ async def _restate(conn: AsyncConnection, code: str, was_active: bool, active: b
     locked = await stock.lock_products(conn, skus)
     products = [locked[s] for s in sorted(locked)]
     for product in products:
-        # The levels were read after the location's row changed, so they already carry the
-        # new state: put the old one back, so that `set_active` moves `unavailable` by the
-        # difference (else a deactivation left `available` as it was).
-        product.levels[code].active = was_active
-        product.set_active(code, active)
+        # The levels were read after the location's row changed: they carry its new state,
+        # and the product's count of units held back is what they now hold back.
+        product.unavailable = sum(level.unavailable for level in product.levels.values())
     # A deactivation frees no units, so its fill finds nothing to give.
     await inventory.fill_queues(conn, products)
 

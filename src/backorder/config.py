@@ -41,6 +41,13 @@ class Settings(BaseSettings):
         description="Connections per worker of the product read's own pool (psycopg, no "
         "SQLAlchemy), besides pool_size.",
     )
+    order_pool_size: int = Field(
+        default=8,
+        ge=1,
+        le=200,
+        description="Connections per worker of the order placement's own pool (psycopg, no "
+        "SQLAlchemy), besides pool_size and read_pool_size.",
+    )
     lock_timeout_ms: int = Field(default=5000, ge=1)
     statement_timeout_ms: int = Field(default=30000, ge=1)
     transaction_attempts: int = Field(default=5, ge=1, le=20)

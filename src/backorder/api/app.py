@@ -14,6 +14,7 @@ from backorder import __version__, console
 from backorder.api import docs_ui, problems
 from backorder.api.deps import KeyUsage
 from backorder.api.docs import restore_example_nulls
+from backorder.api.hot_order import OrderPlaceMiddleware
 from backorder.api.hot_read import ProductReadMiddleware
 from backorder.api.middleware import (
     BodyLimitMiddleware,
@@ -90,6 +91,10 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.engine = make_engine(settings)
         app.state.hot_pool = hot.make_pool(settings)
         await app.state.hot_pool.open(wait=False)
+        app.state.order_pool = hot.make_pool(
+            settings, size=settings.order_pool_size, name="backorder-orders"
+        )
+        await app.state.order_pool.open(wait=False)
         stop = asyncio.Event()
         worker = watch = None
         if settings.webhook_worker:
@@ -109,6 +114,7 @@ def create_app(settings: Settings) -> FastAPI:
             keeper.cancel()  # a purge cut short is rolled back and simply redone later
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
+            await app.state.order_pool.close()
             await app.state.hot_pool.close()
             await app.state.engine.dispose()
 
@@ -152,7 +158,9 @@ def create_app(settings: Settings) -> FastAPI:
     console.install(app, settings)
     _amend_openapi(app, settings.max_order_lines)
     admit_line_cap(settings.max_order_lines)
-    app.add_middleware(ProductReadMiddleware)  # innermost: answers inside the headers and metrics
+    # Innermost: they answer inside the headers, the body limit and the metrics.
+    app.add_middleware(ProductReadMiddleware)
+    app.add_middleware(OrderPlaceMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(ResponseHeadersMiddleware)
     app.add_middleware(MetricsMiddleware)  # outermost: times and counts every answer

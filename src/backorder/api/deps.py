@@ -54,6 +54,9 @@ class Principal:
         return None if self.is_ops else self.name
 
 
+MASTER = Principal(role="ops", name="master", scope="master")
+
+
 class KeyUsage:
     """When this process last recorded each key's use, so that `last_used_at` costs one
     UPDATE per key and minute (`keys.touch`), never a write per request."""
@@ -95,7 +98,7 @@ async def authenticate(
     secret = credentials.credentials
     state = request.app.state
     if is_master(state.settings, secret):
-        principal = Principal(role="ops", name="master", scope="master")
+        principal = MASTER
     else:
         address = request.client.host if request.client else "unknown"
         check_throttle(state, address, secret)

@@ -43,7 +43,7 @@ def _route() -> BaseRoute:
     raise LookupError("GET /v1/products/{sku} is not routed")
 
 
-def _secret(scope: Scope) -> str | None:
+def bearer_secret(scope: Scope) -> str | None:
     """The bearer token, parsed as FastAPI's HTTPBearer parses it (first header wins)."""
     for name, value in scope["headers"]:
         if name == b"authorization":
@@ -67,7 +67,7 @@ class ProductReadMiddleware:
             await self.app(scope, receive, send)
             return
         sku = scope["path"][len(PREFIX) :]
-        secret = _secret(scope)
+        secret = bearer_secret(scope)
         fastapi_app: FastAPI = scope["app"]
         state = fastapi_app.state
         if (

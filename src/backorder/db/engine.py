@@ -24,7 +24,7 @@ from backorder.domain.errors import RetryLater
 T = TypeVar("T")
 
 # Deadlock and serialization failures: the transaction did nothing and may simply run again.
-_RETRYABLE = {"40P01", "40001"}
+RETRYABLE = {"40P01", "40001"}
 # lock_timeout (55P03) and the statement cancelled by statement_timeout (57014): waiting longer
 # would not help the caller now; they get a 503 with Retry-After.
 _BUSY = {"55P03", "57014"}
@@ -93,7 +93,7 @@ async def run_transaction(
             async with engine.begin() as conn:
                 return await work(conn)
         except DBAPIError as exc:
-            if sqlstate(exc) in _RETRYABLE and attempt < attempts:
+            if sqlstate(exc) in RETRYABLE and attempt < attempts:
                 await asyncio.sleep(random.uniform(0, 0.005 * 2**attempt))
                 continue
             _raise_retry_later(exc)
@@ -135,7 +135,7 @@ def _raise_retry_later(exc: BaseException) -> None:
     if isinstance(exc, OSError | TimeoutError):
         raise RetryLater("the database is briefly unavailable", retry_after=2) from exc
     state = sqlstate(exc)
-    if state in _RETRYABLE or state in _BUSY:
+    if state in RETRYABLE or state in _BUSY:
         raise RetryLater("the SKU is busy; retry shortly", retry_after=1) from exc
     if is_unavailable(exc):
         raise RetryLater("the database is briefly unavailable", retry_after=2) from exc

@@ -41,7 +41,7 @@ class NewLine:
     location_id: int = 0
 
 
-_PLACE_ORDER = text(
+PLACE_ORDER = text(
     """
 WITH o AS (
     -- One reading of the clock for both times: the answer shows the order as stored.
@@ -113,8 +113,7 @@ class CounterUpdate:
     levels: tuple[tuple[str, int], ...] = ()
 
 
-async def place_order(
-    conn: AsyncConnection,
+def place_order_params(
     *,
     order_id: UUID,
     channel: str,
@@ -127,62 +126,69 @@ async def place_order(
     lines: list[NewLine],
     events: list[tuple[str, dict[str, Any]]],
     counters: list[CounterUpdate],
-) -> datetime | None:
+) -> dict[str, Any]:
+    """The parameters of `PLACE_ORDER`: the order, its lines, its events and its products'
+    counters, as arrays."""
+    return {
+        "id": order_id,
+        "channel": channel,
+        "customer_id": customer_id,
+        "priority": priority,
+        "ship_policy": ship_policy,
+        "external_ref": external_ref,
+        "status": status,
+        "ready": ready,
+        "backordered_at_placement": any(line.backordered for line in lines),
+        "allocated": sum(line.allocated for line in lines),
+        "backordered": sum(line.backordered for line in lines),
+        "line_ids": [line.id for line in lines],
+        "skus": [line.sku for line in lines],
+        "qs": [line.quantity for line in lines],
+        "as_": [line.allocated for line in lines],
+        "bs": [line.backordered for line in lines],
+        "cs": [line.cancelled for line in lines],
+        "event_types": [t for t, _ in events],
+        "event_datas": [to_json(d) for _, d in events],
+        "product_skus": [c.sku for c in counters],
+        "product_allocated": [c.allocated for c in counters],
+        "product_backordered": [c.backordered for c in counters],
+        "product_states": [c.stock_state for c in counters],
+        "homes": [line.location_id for line in lines],
+        "elsewheres": [
+            to_json(dict(line.allocations[1:])) if len(line.allocations) > 1 else None
+            for line in lines
+        ],
+        "level_skus": [c.sku for c in counters for _ in c.levels],
+        "level_locations": [loc for c in counters for loc, _ in c.levels],
+        "level_allocated": [n for c in counters for _, n in c.levels],
+    }
+
+
+async def place_order(conn: AsyncConnection, params: dict[str, Any]) -> datetime | None:
     """Write the order, its lines, its events and its products' counters in one statement
-    (one round trip on the hot path). `created_at` is taken now, after the SKU locks are
-    held, so queue order is the order in which orders reached the stock. None, and nothing
-    written, when the channel already has an order with this `external_ref`."""
-    row = (
-        await conn.execute(
-            _PLACE_ORDER,
-            {
-                "id": order_id,
-                "channel": channel,
-                "customer_id": customer_id,
-                "priority": priority,
-                "ship_policy": ship_policy,
-                "external_ref": external_ref,
-                "status": status,
-                "ready": ready,
-                "backordered_at_placement": any(line.backordered for line in lines),
-                "allocated": sum(line.allocated for line in lines),
-                "backordered": sum(line.backordered for line in lines),
-                "line_ids": [line.id for line in lines],
-                "skus": [line.sku for line in lines],
-                "qs": [line.quantity for line in lines],
-                "as_": [line.allocated for line in lines],
-                "bs": [line.backordered for line in lines],
-                "cs": [line.cancelled for line in lines],
-                "event_types": [t for t, _ in events],
-                "event_datas": [to_json(d) for _, d in events],
-                "product_skus": [c.sku for c in counters],
-                "product_allocated": [c.allocated for c in counters],
-                "product_backordered": [c.backordered for c in counters],
-                "product_states": [c.stock_state for c in counters],
-                "homes": [line.location_id for line in lines],
-                "elsewheres": [
-                    to_json(dict(line.allocations[1:])) if len(line.allocations) > 1 else None
-                    for line in lines
-                ],
-                "level_skus": [c.sku for c in counters for _ in c.levels],
-                "level_locations": [loc for c in counters for loc, _ in c.levels],
-                "level_allocated": [n for c in counters for _, n in c.levels],
-            },
-        )
-    ).one_or_none()
+    (`place_order_params`). `created_at` is taken now, after the SKU locks are held, so queue
+    order is the order in which orders reached the stock. None, and nothing written, when the
+    channel already has an order with this `external_ref`."""
+    row = (await conn.execute(PLACE_ORDER, params)).one_or_none()
     if row is None:
         return None
     created_at: datetime = row.created_at
     return created_at
 
 
+# A just-placed order's waiting lines with the dates `promises.refresh` gave them.
+WAITING_DATES = text(
+    "SELECT id, expected_date FROM order_line WHERE order_id = :id AND backordered > 0"
+)
+
+
+ORDER_WITH_REF = text("SELECT id FROM sales_order WHERE external_ref = :ref AND channel = :channel")
+
+
 async def order_with_ref(conn: AsyncConnection, channel: str, external_ref: str) -> UUID | None:
     """The id of the channel's order placed with this `external_ref`, if any."""
     row = (
-        await conn.execute(
-            text("SELECT id FROM sales_order WHERE external_ref = :ref AND channel = :channel"),
-            {"ref": external_ref, "channel": channel},
-        )
+        await conn.execute(ORDER_WITH_REF, {"ref": external_ref, "channel": channel})
     ).one_or_none()
     return None if row is None else row.id
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from backorder.db.queue import QUEUE_ORDER
@@ -160,7 +160,14 @@ async def refresh(
     placement), that order's lines get their date without an event; in a FIFO queue they
     are the tail and nothing else moves, so only they are dated.
     """
+    await conn.execute(*refresh_statement(sku, strategy, new_order=new_order))
+
+
+def refresh_statement(
+    sku: str, strategy: AllocationStrategy, *, new_order: UUID | None = None
+) -> tuple[TextClause, dict[str, Any]]:
+    """The one statement of `refresh`, for a caller that runs it itself (the lean order path
+    sends it in a pipeline with the order's write)."""
     if new_order is not None and strategy == AllocationStrategy.FIFO:
-        await conn.execute(_DATE_TAIL, {"sku": sku, "new_order": new_order})
-        return
-    await conn.execute(_REFRESH_SQL[strategy], {"sku": sku, "new_order": new_order})
+        return _DATE_TAIL, {"sku": sku, "new_order": new_order}
+    return _REFRESH_SQL[strategy], {"sku": sku, "new_order": new_order}

@@ -83,15 +83,22 @@ class LockedProduct:
 # The products locked in SKU order, then read with their stock levels (`[[location, rank,
 # active, on_hand, allocated, id]]` by rank, then code) in one round trip: the function's
 # second statement reads after the locks are held (migration 20261207_0008 says why).
-_LOCK = text("SELECT * FROM lock_products(CAST(:skus AS text[]))")
+LOCK = text("SELECT * FROM lock_products(CAST(:skus AS text[]))")
 
 
 async def lock_products(conn: AsyncConnection, skus: list[str]) -> dict[str, LockedProduct]:
     """Lock the products in sorted SKU order (one global order: no deadlocks between orders),
     with their stock per location as it stands under the locks."""
-    rows = (await conn.execute(_LOCK, {"skus": sorted(set(skus))})).all()
+    return locked_of((await conn.execute(LOCK, {"skus": sorted(set(skus))})).all())
+
+
+def locked_of(rows: Iterable[Any]) -> dict[str, LockedProduct]:
+    """The rows of `lock_products` (attribute access: SQLAlchemy's rows or psycopg's named
+    tuples) as locked products; a row without a SKU (an outer join's empty side) is skipped."""
     found = {}
     for r in rows:
+        if r.sku is None:
+            continue
         product = found[r.sku] = product_of(r)
         product.levels = {
             code: LocationStock(code, rank, active, on_hand, allocated, location_id)
@@ -101,7 +108,7 @@ async def lock_products(conn: AsyncConnection, skus: list[str]) -> dict[str, Loc
 
 
 def product_of(r: Any) -> LockedProduct:
-    """A product row with the columns of `_LOCK` (read under the lock, or not: a what-if)."""
+    """A product row with the columns of `LOCK` (read under the lock, or not: a what-if)."""
     return LockedProduct(
         sku=r.sku,
         backorders_allowed=r.backorders_allowed,

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid4
 
-from sqlalchemy import text
+from sqlalchemy import TextClause
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from backorder.db import locations, orders, promises, stock
@@ -48,11 +48,16 @@ async def _refuse_reused_ref(conn: AsyncConnection, cmd: PlaceOrder) -> None:
         return
     existing = await orders.order_with_ref(conn, cmd.channel, cmd.external_ref)
     if existing is not None:
-        raise Conflict(
-            f"this channel already has an order with external_ref {cmd.external_ref!r}",
-            order_id=str(existing),
-            reason="external_ref_taken",
-        )
+        raise ref_taken(cmd, existing)
+
+
+def ref_taken(cmd: PlaceOrder, existing: UUID) -> Conflict:
+    """The 409 of an `external_ref` the channel already used, naming its order."""
+    return Conflict(
+        f"this channel already has an order with external_ref {cmd.external_ref!r}",
+        order_id=str(existing),
+        reason="external_ref_taken",
+    )
 
 
 def _by_preference(
@@ -65,23 +70,26 @@ def _by_preference(
     ]
 
 
-async def place_order(conn: AsyncConnection, cmd: PlaceOrder) -> dict[str, Any]:
-    if cmd.preferred_location is not None and not await locations.exists(
-        conn, cmd.preferred_location
-    ):
-        raise UnknownLocation(
-            f"unknown location {cmd.preferred_location!r} in preferred_location",
-            location=cmd.preferred_location,
-            field="preferred_location",
-        )
-    locked = await stock.lock_products(conn, [line.sku for line in cmd.lines])
-    try:
-        splits = split_lines(cmd.lines, locked, cmd.backorder)
-    except DomainError:
-        # A retry of an order that was placed should learn that, not that stock ran out
-        # since: looked up on the refusal path only, the happy path pays nothing for it.
-        await _refuse_reused_ref(conn, cmd)
-        raise
+@dataclass(frozen=True, slots=True)
+class PlannedOrder:
+    """An order decided under its SKU locks and not yet written: what `plan_order` made."""
+
+    id: UUID
+    cmd: PlaceOrder
+    lines: list[NewLine]
+    status: str
+    ready: bool
+    # The statement's parameters (`orders.place_order_params`).
+    params: dict[str, Any]
+    # The SKUs of lines that wait, sorted: their promise dates are refreshed after the write.
+    waiting_skus: list[str]
+
+
+def plan_order(cmd: PlaceOrder, locked: dict[str, stock.LockedProduct]) -> PlannedOrder:
+    """Split each line by the placement rule against the locked products, and move their
+    counters as the order takes stock; refusals raise (`DomainError`) before anything is
+    decided. Pure: the caller writes `params` (one statement) in the locks' transaction."""
+    splits = split_lines(cmd.lines, locked, cmd.backorder)
     new_lines = []
     for x in splits:
         product = locked[x.sku]
@@ -157,24 +165,91 @@ async def place_order(conn: AsyncConnection, cmd: PlaceOrder) -> dict[str, Any]:
     if ready:
         announced.append(("order.ready_to_ship", {"order_id": order_id, "channel": cmd.channel}))
     counters, transitions = stock.counters_after_placement([locked[s] for s in sorted(locked)])
+    params = orders.place_order_params(
+        order_id=order_id,
+        channel=cmd.channel,
+        customer_id=cmd.customer_id,
+        priority=cmd.priority,
+        ship_policy=cmd.ship_policy.value,
+        external_ref=cmd.external_ref,
+        status=status,
+        ready=ready,
+        lines=new_lines,
+        events=announced + transitions,
+        counters=counters,
+    )
+    return PlannedOrder(
+        order_id, cmd, new_lines, status, ready, params, sorted({x.sku for x in waiting})
+    )
 
-    async def write() -> datetime | None:
-        return await orders.place_order(
-            conn,
-            order_id=order_id,
-            channel=cmd.channel,
-            customer_id=cmd.customer_id,
-            priority=cmd.priority,
-            ship_policy=cmd.ship_policy.value,
-            external_ref=cmd.external_ref,
-            status=status,
-            ready=ready,
-            lines=new_lines,
-            events=announced + transitions,
-            counters=counters,
+
+def refresh_statements(
+    plan: PlannedOrder, locked: dict[str, stock.LockedProduct]
+) -> list[tuple[TextClause, dict[str, Any]]]:
+    """What dates the order's waiting lines once it is written (`promises.refresh` per SKU
+    that waits); `orders.WAITING_DATES` reads the dates back."""
+    return [
+        promises.refresh_statement(sku, locked[sku].allocation_strategy, new_order=plan.id)
+        for sku in plan.waiting_skus
+    ]
+
+
+def answer(
+    plan: PlannedOrder,
+    locked: dict[str, stock.LockedProduct],
+    created_at: datetime,
+    dates: dict[UUID, Any],
+) -> dict[str, Any]:
+    """The order as the API shows it, from what was written: no read back."""
+    cmd = plan.cmd
+    order = OrderRow(
+        plan.id,
+        cmd.channel,
+        cmd.customer_id,
+        cmd.priority,
+        cmd.ship_policy.value,
+        cmd.external_ref,
+        plan.status,
+        created_at,
+        created_at,
+        [
+            orders.LineRow(
+                x.id,
+                plan.id,
+                n,
+                x.sku,
+                x.quantity,
+                x.allocated,
+                x.backordered,
+                0,
+                x.cancelled,
+                dates.get(x.id),
+                _by_preference(x.allocations, locked[x.sku]),
+            )
+            for n, x in enumerate(plan.lines, start=1)
+        ],
+    )
+    return order_view(order)
+
+
+async def place_order(conn: AsyncConnection, cmd: PlaceOrder) -> dict[str, Any]:
+    if cmd.preferred_location is not None and not await locations.exists(
+        conn, cmd.preferred_location
+    ):
+        raise UnknownLocation(
+            f"unknown location {cmd.preferred_location!r} in preferred_location",
+            location=cmd.preferred_location,
+            field="preferred_location",
         )
-
-    created_at = await write()
+    locked = await stock.lock_products(conn, [line.sku for line in cmd.lines])
+    try:
+        plan = plan_order(cmd, locked)
+    except DomainError:
+        # A retry of an order that was placed should learn that, not that stock ran out
+        # since: looked up on the refusal path only, the happy path pays nothing for it.
+        await _refuse_reused_ref(conn, cmd)
+        raise
+    created_at = await orders.place_order(conn, plan.params)
     retries = 0
     while created_at is None:
         await _refuse_reused_ref(conn, cmd)
@@ -187,43 +262,11 @@ async def place_order(conn: AsyncConnection, cmd: PlaceOrder) -> dict[str, Any]:
             # Orders with this reference keep vanishing under us: let the caller try again.
             raise RetryLater(f"external_ref {cmd.external_ref!r} is changing hands; retry")
         retries += 1
-        created_at = await write()
+        created_at = await orders.place_order(conn, plan.params)
     dates: dict[UUID, Any] = {}
-    if waiting:
-        for sku in sorted({x.sku for x in waiting}):
-            await promises.refresh(conn, sku, locked[sku].allocation_strategy, new_order=order_id)
-        rows = await conn.execute(
-            text(
-                "SELECT id, expected_date FROM order_line WHERE order_id = :id AND backordered > 0"
-            ),
-            {"id": order_id},
-        )
+    if plan.waiting_skus:
+        for statement, params in refresh_statements(plan, locked):
+            await conn.execute(statement, params)
+        rows = await conn.execute(orders.WAITING_DATES, {"id": plan.id})
         dates = {r.id: r.expected_date for r in rows}
-    order = OrderRow(
-        order_id,
-        cmd.channel,
-        cmd.customer_id,
-        cmd.priority,
-        cmd.ship_policy.value,
-        cmd.external_ref,
-        status,
-        created_at,
-        created_at,
-        [
-            orders.LineRow(
-                x.id,
-                order_id,
-                n,
-                x.sku,
-                x.quantity,
-                x.allocated,
-                x.backordered,
-                0,
-                x.cancelled,
-                dates.get(x.id),
-                _by_preference(x.allocations, locked[x.sku]),
-            )
-            for n, x in enumerate(new_lines, start=1)
-        ],
-    )
-    return order_view(order)
+    return answer(plan, locked, created_at, dates)

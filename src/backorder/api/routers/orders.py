@@ -12,7 +12,7 @@ from starlette.responses import Response
 
 from backorder.api import cursors
 from backorder.api.csv_export import CsvShape, csv_response_doc, listing
-from backorder.api.deps import AnyKey, OpsKey, get_settings
+from backorder.api.deps import AnyKey, OpsKey, Principal, get_settings
 from backorder.api.docs import example, problem_example, problems, with_problem_examples
 from backorder.api.execute import HONOURS_IDEMPOTENCY_KEY, read, write
 from backorder.api.schemas import examples
@@ -79,6 +79,35 @@ def check_line_count(request: Request, count: int, what: str) -> None:
         )
 
 
+def check_priority(principal: Principal, priority: int) -> None:
+    """Storefront keys may send priority 0-4, ops keys 0-9 (the body's own range)."""
+    if not principal.is_ops and priority > STOREFRONT_MAX_PRIORITY:
+        raise ValidationFailed(
+            "storefront keys may set priority 0-4",
+            [
+                {
+                    "loc": ["body", "priority"],
+                    "field": "priority",
+                    "msg": "storefront keys may set priority 0-4",
+                }
+            ],
+        )
+
+
+def command_of(principal: Principal, body: OrderIn) -> placement.PlaceOrder:
+    """The order a body asks for, placed in the key's channel."""
+    return placement.PlaceOrder(
+        channel=principal.channel,
+        customer_id=body.customer_id,
+        priority=body.priority,
+        ship_policy=ShipPolicy(body.ship_policy),
+        external_ref=body.external_ref,
+        lines=[LineRequest(line.sku, line.quantity) for line in body.lines],
+        preferred_location=body.preferred_location,
+        backorder=body.backorder,
+    )
+
+
 @router.post(
     "",
     openapi_extra=HONOURS_IDEMPOTENCY_KEY,
@@ -124,27 +153,8 @@ async def place_order(
     request: Request, principal: AnyKey, body: Annotated[OrderIn, Body()]
 ) -> Response:
     check_line_count(request, len(body.lines), "order")
-    if not principal.is_ops and body.priority > STOREFRONT_MAX_PRIORITY:
-        raise ValidationFailed(
-            "storefront keys may set priority 0-4",
-            [
-                {
-                    "loc": ["body", "priority"],
-                    "field": "priority",
-                    "msg": "storefront keys may set priority 0-4",
-                }
-            ],
-        )
-    cmd = placement.PlaceOrder(
-        channel=principal.channel,
-        customer_id=body.customer_id,
-        priority=body.priority,
-        ship_policy=ShipPolicy(body.ship_policy),
-        external_ref=body.external_ref,
-        lines=[LineRequest(line.sku, line.quantity) for line in body.lines],
-        preferred_location=body.preferred_location,
-        backorder=body.backorder,
-    )
+    check_priority(principal, body.priority)
+    cmd = command_of(principal, body)
     return await write(request, principal, lambda conn: placement.place_order(conn, cmd))
 
 

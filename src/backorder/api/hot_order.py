@@ -1,0 +1,173 @@
+"""`POST /v1/orders` with an API key, answered in pure ASGI on psycopg directly.
+
+An order is the service's most frequent write. On the general path it cost FastAPI's
+dependency solving and six SQLAlchemy round trips; here the body is validated by the route's
+own model, and the transaction is two round trips (`services/lean_placement.py`). The same
+steps surround the key as in `deps.authenticate` (throttle, 401, `last_used_at`, rate limit),
+and the answer and every refusal are built by the functions the route and the error handlers
+use, so they are the same bytes.
+
+The FastAPI route stays: it documents the operation and answers every request this path
+leaves to it, with the body replayed: a token that cannot be a key, a query string, an
+`Idempotency-Key` (stored with the answer in the same transaction), a body the model refuses
+or that is not JSON, `preferred_location`, a storefront's priority over 4, and the rare
+`external_ref` whose order vanished mid-placement.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import FastAPI
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from backorder.api import deps
+from backorder.api.execute import json_response
+from backorder.api.hot_read import bearer_secret
+from backorder.api.problems import domain_problem, problem_response, retry_headers
+from backorder.api.routers import orders as order_routes
+from backorder.api.schemas.orders import OrderIn
+from backorder.db import keys
+from backorder.domain.errors import DomainError
+from backorder.services import lean_placement
+from backorder.services.lean_placement import HandOff
+from backorder.services.placement import PlaceOrder
+
+PATH = "/v1/orders"
+
+
+def _route() -> BaseRoute:
+    """The route this path stands in for: the metrics count it under its template."""
+    for route in order_routes.router.routes:
+        if getattr(route, "path", None) == PATH and "POST" in getattr(route, "methods", ()):
+            return route
+    raise LookupError("POST /v1/orders is not routed")
+
+
+def _is_json(scope: Scope) -> bool:
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            media: bytes = value.split(b";", 1)[0].strip().lower()
+            return media == b"application/json"
+    return False
+
+
+def _has_header(scope: Scope, wanted: bytes) -> bool:
+    return any(name == wanted for name, _ in scope["headers"])
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    """The whole body (the body limit is held by the middleware outside); None when the
+    client went away."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replaying(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that gives the body read already, then whatever comes next."""
+    given = False
+
+    async def replay() -> Message:
+        nonlocal given
+        if not given:
+            given = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+def _order_in(body: bytes) -> OrderIn | None:
+    """The body as the route's model reads it (parsed as JSON, then validated as FastAPI
+    does: in Python mode); None when the route should say what is wrong with it."""
+    try:
+        return OrderIn.model_validate(orjson.loads(body))
+    except Exception:
+        return None
+
+
+class OrderPlaceMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.route = _route()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["method"] != "POST"
+            or scope["path"] != PATH
+            or scope["query_string"]
+            or not _is_json(scope)
+            or _has_header(scope, b"idempotency-key")
+        ):
+            await self.app(scope, receive, send)
+            return
+        secret = bearer_secret(scope)
+        fastapi_app: FastAPI = scope["app"]
+        state = fastapi_app.state
+        if secret is None:
+            await self.app(scope, receive, send)
+            return
+        master = deps.is_master(state.settings, secret)
+        if not master and not keys.could_be_key(secret):
+            await self.app(scope, receive, send)
+            return
+        raw = await _read_body(receive)
+        if raw is None:
+            return  # the client went away before sending its order
+        body = _order_in(raw)
+        if (
+            body is None
+            or body.preferred_location is not None
+            or len(body.lines) > state.settings.max_order_lines
+        ):
+            await self.app(scope, _replaying(raw, receive), send)
+            return
+        request_state: dict[str, Any] = scope.setdefault("state", {})
+        try:
+            answer = await self._place(scope, state, secret, master, body)
+            response = json_response(answer, 201)
+        except HandOff:
+            await self.app(scope, _replaying(raw, receive), send)
+            return
+        except DomainError as exc:
+            problem = domain_problem(exc, request_state.get("request_id"))
+            response = problem_response(problem, retry_headers(exc))
+        scope["route"] = self.route
+        await response(scope, receive, send)
+
+    @staticmethod
+    async def _place(
+        scope: Scope, state: Any, secret: str, master: bool, body: OrderIn
+    ) -> dict[str, Any]:
+        client = scope.get("client")
+        address = client[0] if client else "unknown"
+        if not master:
+            deps.check_throttle(state, address, secret)
+
+        async def admit(key: keys.ApiKeyRow | None) -> PlaceOrder:
+            if master:
+                principal = deps.MASTER
+            else:
+                principal = await deps.admit_key(state, address, secret, key)
+            if not principal.is_ops and body.priority > order_routes.STOREFRONT_MAX_PRIORITY:
+                raise HandOff  # the route refuses it, its rate counted once
+            scope["state"]["principal"] = principal
+            deps.check_rate(state, principal)
+            return order_routes.command_of(principal, body)
+
+        return await lean_placement.place_order(
+            state.order_pool,
+            None if master else keys.hash_key(secret),
+            [line.sku for line in body.lines],
+            admit,
+            attempts=state.settings.transaction_attempts,
+        )

@@ -65,6 +65,13 @@ HTTP_DURATION = Histogram(
     buckets=_BUCKETS,
     registry=_REGISTRY,
 )
+ORDER_BATCH_SIZE = Histogram(
+    "backorder_order_batch_size",
+    "Orders placed per transaction on the lean order path: concurrent orders of one key for "
+    "the same SKUs share one lock and one commit (a flash sale's batches grow).",
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+    registry=_REGISTRY,
+)
 DB_POOL_CHECKED_OUT = Gauge(
     "backorder_db_pool_checked_out",
     "Database connections checked out of the pool (summed over live worker processes; "

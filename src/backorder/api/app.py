@@ -42,6 +42,7 @@ from backorder.db import hot
 from backorder.db.engine import head_revision, make_engine
 from backorder.logging import configure as configure_logging
 from backorder.metrics import MetricsMiddleware
+from backorder.services import lean_placement
 from backorder.workers import housekeeping
 from backorder.workers import purchase_orders as overdue_watch
 from backorder.workers import webhooks as webhook_worker
@@ -95,6 +96,9 @@ def create_app(settings: Settings) -> FastAPI:
             settings, size=settings.order_pool_size, name="backorder-orders"
         )
         await app.state.order_pool.open(wait=False)
+        app.state.placer = lean_placement.Placer(
+            app.state.order_pool, attempts=settings.transaction_attempts
+        )
         stop = asyncio.Event()
         worker = watch = None
         if settings.webhook_worker:

@@ -164,10 +164,6 @@ class OrderPlaceMiddleware:
             deps.check_rate(state, principal)
             return order_routes.command_of(principal, body)
 
-        return await lean_placement.place_order(
-            state.order_pool,
-            None if master else keys.hash_key(secret),
-            [line.sku for line in body.lines],
-            admit,
-            attempts=state.settings.transaction_attempts,
-        )
+        placer: lean_placement.Placer = state.placer
+        key_hash = None if master else keys.hash_key(secret)
+        return await placer.place(key_hash, [line.sku for line in body.lines], admit)

@@ -1,4 +1,4 @@
-"""The results: one object per scenario, the targets of issue 9 beside each ratio, a table."""
+"""The results: one object per scenario, its target beside each ratio, a table."""
 
 from __future__ import annotations
 

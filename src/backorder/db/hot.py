@@ -97,12 +97,22 @@ def make_pool(settings: Settings, *, size: int | None = None, name: str = "backo
             "autocommit": True,
             "row_factory": dict_row,
             "prepare_threshold": 0,
-            **connect_options(settings),
+            **_generic_plans(connect_options(settings)),
         },
         configure=_configure,
         open=False,
         name=name,
     )
+
+
+def _generic_plans(options: dict[str, Any]) -> dict[str, Any]:
+    """Each prepared statement planned once per connection. Under the default ("auto") a
+    statement is re-planned on every execution until a generic plan looks no dearer than
+    the custom ones, which for the order's write it never did: planning was half of the
+    database's CPU per order (measured: 1.03 ms with a plan per execution, 0.54 ms with the
+    generic plan). The statements on these pools look rows up by key or walk one SKU's queue
+    by its index, so one plan fits every parameter."""
+    return {**options, "options": f"{options['options']} -c plan_cache_mode=force_generic_plan"}
 
 
 async def _configure(conn: AsyncConnection[DictRow]) -> None:

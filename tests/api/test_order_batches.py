@@ -453,3 +453,25 @@ async def test_an_unknown_key_of_a_keys_shape_is_refused_with_401(client: AsyncC
     r = await client.post("/v1/orders", json=order_body("K"), headers=bearer("bo_short"))
     assert_problem(r, 401, "unauthorized")
     assert (await product(client, "K"))["allocated"] == 0
+
+
+async def test_an_order_refused_for_its_reference_leaves_its_units_to_the_rest_of_its_batch(
+    client: AsyncClient,
+) -> None:
+    shop = await make_key(client, "web-shop")
+    await make_product(client, "ONE", on_hand=2, backorders_allowed=False)
+    first = await client.post(
+        "/v1/orders", json=order_body("ONE", external_ref="dup"), headers=shop
+    )
+    assert first.status_code == 201, first.text
+    bodies = [order_body("ONE", external_ref="dup", customer_id="again")]
+    bodies += [order_body("ONE", customer_id=f"c-{i}") for i in range(3)]
+    answers = await at_once(client, bodies, shop)
+    again = assert_problem(answers[0], 409, "conflict")
+    assert again["order_id"] == first.json()["id"]
+    # The last unit goes to one of the others: the order with the taken reference wrote
+    # nothing, so it took nothing.
+    codes = sorted(r.status_code for r in answers[1:])
+    assert codes == [201, 409, 409], [r.text for r in answers[1:]]
+    figures = await product(client, "ONE")
+    assert (figures["allocated"], figures["available"]) == (2, 0)

@@ -296,6 +296,36 @@ async def test_a_batch_takes_stock_location_by_location_in_turn(client: AsyncCli
     assert levels == {"leeds": (3, 3), "main": (3, 3)}
 
 
+async def test_batches_of_overlapping_skus_share_the_stock_without_overselling(
+    client: AsyncClient,
+) -> None:
+    shop = await make_key(client, "web-shop")
+    await make_product(client, "OA", on_hand=12, backorders_allowed=False)
+    await make_product(client, "OB", on_hand=12, backorders_allowed=False)
+    # Three groups (OA; OA and OB; OB), each batched on its own, all taking the same rows.
+    shapes = [[("OA", 1)], [("OB", 1), ("OA", 1)], [("OB", 1)]]
+    bodies = [
+        {
+            "customer_id": f"c-{i}",
+            "lines": [{"sku": s, "quantity": q} for s, q in shapes[i % 3]],
+        }
+        for i in range(45)
+    ]
+    answers = await at_once(client, bodies, shop)
+    taken = {"OA": 0, "OB": 0}
+    for r in answers:
+        if r.status_code == 201:
+            for line in r.json()["lines"]:
+                assert (line["allocated"], line["backordered"]) == (1, 0)
+                taken[line["sku"]] += 1
+        else:
+            assert_problem(r, 409, "insufficient_stock")
+    assert taken == {"OA": 12, "OB": 12}, taken
+    for sku in taken:
+        figures = await product(client, sku)
+        assert (figures["allocated"], figures["available"]) == (12, 0)
+
+
 # --- the lean path and the general path give the same answer -------------------------------
 
 
@@ -475,3 +505,33 @@ async def test_an_order_refused_for_its_reference_leaves_its_units_to_the_rest_o
     assert codes == [201, 409, 409], [r.text for r in answers[1:]]
     figures = await product(client, "ONE")
     assert (figures["allocated"], figures["available"]) == (2, 0)
+
+
+REFUSALS: dict[str, tuple[dict[str, Any], int, int, str]] = {
+    # product settings, on hand, quantity ordered, the refusal
+    "no backorders": ({"backorders_allowed": False}, 2, 3, "insufficient_stock"),
+    "over the backorder limit": ({"backorder_limit": 1}, 2, 4, "backorder_limit_exceeded"),
+    "discontinued": ({"discontinued": True}, 2, 1, "discontinued"),
+    "unknown SKU": ({}, 2, 1, "unknown_sku"),
+}
+
+
+@pytest.mark.parametrize("case", REFUSALS)
+async def test_the_lean_and_the_general_path_refuse_an_order_alike(
+    client: AsyncClient, case: str
+) -> None:
+    settings, on_hand, quantity, code = REFUSALS[case]
+    shop = await make_key(client, "web-shop")
+    problems: dict[str, dict[str, Any]] = {}
+    for path, sku in (("lean", "R1"), ("general", "R2")):
+        await make_product(client, sku, on_hand=on_hand, **settings)
+        ordered = "NOPE" if case == "unknown SKU" else sku
+        body = {"customer_id": "c-1", "lines": [{"sku": ordered, "quantity": quantity}]}
+        headers = dict(shop)
+        if path == "general":
+            headers["Idempotency-Key"] = f"refused-{case}"
+        r = await client.post("/v1/orders", json=body, headers=headers)
+        problem = assert_problem(r, 422 if code == "unknown_sku" else 409, code)
+        problem["detail"] = problem["detail"].replace(sku, "<sku>")
+        problems[path] = without_ids(problem, {sku: "<sku>", problem["request_id"]: "<id>"})
+    assert problems["lean"] == problems["general"]

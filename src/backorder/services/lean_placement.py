@@ -184,12 +184,17 @@ async def _transaction(
             rows = await cur.fetchall()
             key = hot.key_of(rows[0]) if key_hash is not None and rows else None
             locked = stock.locked_of(SimpleNamespace(**r) for r in rows)
+            # An order with an `external_ref` is written only if the reference is free, yet
+            # its units count in `locked` for every order decided after it, placed or refused.
+            ref_sent = False  # such an order's write is among those sent
+            after_ref = False  # and another order was decided after it
             for at, pending in enumerate(batch):
                 try:
                     cmd = await pending.admit(key)
                 except (DomainError, HandOff) as exc:
                     outcomes[at] = exc
                     continue
+                after_ref = after_ref or ref_sent
                 try:
                     # Refusals raise before the products' counters move.
                     plan = placement.plan_order(cmd, locked)
@@ -206,9 +211,11 @@ async def _transaction(
                 if plan.waiting_skus:
                     dated = await conn.execute(hot.sql_of(orders.WAITING_DATES), {"id": plan.id})
                 placed.append(_Placed(at, cmd, plan, written, dated))
-            if len(placed) > 1 and any(x.cmd.external_ref is not None for x in placed):
-                # An order whose reference is taken writes nothing, yet the orders after it
-                # counted its units: look before committing (one more round trip).
+                ref_sent = ref_sent or cmd.external_ref is not None
+            if after_ref:
+                # An order whose reference is taken writes nothing, yet the orders decided
+                # after it counted its units (a refusal too: it saw less stock than there
+                # is): look before committing (one more round trip).
                 await pipeline.sync()
                 for x in placed:
                     if x.cmd.external_ref is not None and await x.written.fetchone() is None:
@@ -231,9 +238,10 @@ async def _transaction(
         if row is not None:
             outcomes[x.at] = placement.answer(x.plan, locked, row["created_at"], dates)
             continue
-        # Alone in its batch, the order's reference is taken: nothing was written. Its order
-        # is named; should it have vanished since (deleted by hand), the general path, which
-        # holds its locks while it tries again, places the order.
+        # The order's reference is taken: nothing was written, and no order was decided
+        # after it in this batch (that is `_Redo`). Its order is named; should it have
+        # vanished since (deleted by hand), the general path, which holds its locks while it
+        # tries again, places the order.
         existing = await (await _order_with_ref(conn, x.cmd)).fetchone()
         outcomes[x.at] = (
             HandOff() if existing is None else placement.ref_taken(x.cmd, existing["id"])

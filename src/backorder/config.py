@@ -42,7 +42,7 @@ class Settings(BaseSettings):
         "SQLAlchemy), besides pool_size.",
     )
     order_pool_size: int = Field(
-        default=8,
+        default=4,
         ge=1,
         le=200,
         description="Connections per worker of the order placement's own pool (psycopg, no "

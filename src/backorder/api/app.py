@@ -98,7 +98,9 @@ def create_app(settings: Settings) -> FastAPI:
         )
         await app.state.order_pool.open(wait=False)
         app.state.placer = lean_placement.Placer(
-            app.state.order_pool, attempts=settings.transaction_attempts
+            app.state.order_pool,
+            attempts=settings.transaction_attempts,
+            ttl_hours=settings.idempotency_ttl_hours,
         )
         stop = asyncio.Event()
         worker = watch = None

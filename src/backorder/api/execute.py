@@ -249,7 +249,11 @@ async def remember_refusal(request: Request, status: int, body: dict[str, Any]) 
 
 
 async def _fingerprint(request: Request) -> str:
-    raw = await request.body()
+    return fingerprint(await request.body())
+
+
+def fingerprint(raw: bytes) -> str:
+    """What a replay's request is compared by: its JSON body with sorted keys, hashed."""
     try:
         canonical = orjson.dumps(orjson.loads(raw), option=orjson.OPT_SORT_KEYS) if raw else b""
     except orjson.JSONDecodeError:

@@ -9,9 +9,11 @@ use, so they are the same bytes.
 
 The FastAPI route stays: it documents the operation and answers every request this path
 leaves to it, with the body replayed: a token that cannot be a key, a query string, an
-`Idempotency-Key` (stored with the answer in the same transaction), a body the model refuses
-or that is not JSON, `preferred_location`, a storefront's priority over 4, and the rare
-`external_ref` whose order vanished mid-placement.
+`Idempotency-Key` of the wrong length, a body the model refuses or that is not JSON,
+`preferred_location`, a storefront's priority over 4, and the rare `external_ref` whose order
+vanished mid-placement. An order with an `Idempotency-Key` stays here: its answer or refusal
+is stored under the key in the transaction that places it, and a retry replays it, in the
+bytes and with the header `execute.write` uses.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ from typing import Any
 
 import orjson
 from fastapi import FastAPI
+from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backorder.api import deps
-from backorder.api.execute import json_response
+from backorder.api.execute import dumps, fingerprint, json_response, storable
 from backorder.api.hot_read import bearer_secret
 from backorder.api.problems import domain_problem, problem_response, retry_headers
 from backorder.api.routers import orders as order_routes
@@ -33,7 +36,6 @@ from backorder.db import keys
 from backorder.domain.errors import DomainError
 from backorder.services import lean_placement
 from backorder.services.lean_placement import HandOff
-from backorder.services.placement import PlaceOrder
 
 PATH = "/v1/orders"
 
@@ -94,6 +96,35 @@ def _order_in(body: bytes) -> OrderIn | None:
         return None
 
 
+def _idempotency_key(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"idempotency-key":
+            key: str = value.decode("latin-1")
+            return key
+    return None
+
+
+def _keyed(key: str, raw: bytes, request_id: str | None) -> lean_placement.Keyed:
+    """What a keyed order stores: the answer's bytes as `execute.write` makes them."""
+
+    def render(outcome: dict[str, Any] | DomainError) -> tuple[int, bytes, bytes]:
+        if isinstance(outcome, DomainError):
+            status, body = outcome.status, domain_problem(outcome, request_id)
+        else:
+            status, body = 201, outcome
+        payload = dumps(body)
+        return status, payload, storable(status, body, payload, ())
+
+    return lean_placement.Keyed(key, fingerprint(raw), render)
+
+
+def _stored_response(stored: lean_placement.Stored) -> Response:
+    """A keyed order's answer as `execute.write` sends it: its bytes, a replay marked."""
+    headers = {"Idempotent-Replayed": "true"} if stored.replayed else None
+    media = "application/json" if stored.status < 400 else "application/problem+json"
+    return Response(stored.payload, status_code=stored.status, media_type=media, headers=headers)
+
+
 class OrderPlaceMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -106,7 +137,6 @@ class OrderPlaceMiddleware:
             or scope["path"] != PATH
             or scope["query_string"]
             or not _is_json(scope)
-            or _has_header(scope, b"idempotency-key")
         ):
             await self.app(scope, receive, send)
             return
@@ -117,7 +147,10 @@ class OrderPlaceMiddleware:
             await self.app(scope, receive, send)
             return
         master = deps.is_master(state.settings, secret)
-        if not master and not keys.could_be_key(secret):
+        idempotency_key = _idempotency_key(scope)
+        if (not master and not keys.could_be_key(secret)) or (
+            idempotency_key is not None and not 1 <= len(idempotency_key) <= 255
+        ):
             await self.app(scope, receive, send)
             return
         raw = await _read_body(receive)
@@ -131,39 +164,51 @@ class OrderPlaceMiddleware:
         ):
             await self.app(scope, _replaying(raw, receive), send)
             return
-        request_state: dict[str, Any] = scope.setdefault("state", {})
+        request_id = scope.setdefault("state", {}).get("request_id")
+        keyed = None if idempotency_key is None else _keyed(idempotency_key, raw, request_id)
+        response: Response
         try:
-            answer = await self._place(scope, state, secret, master, body)
-            response = json_response(answer, 201)
+            answer = await self._place(scope, state, secret, master, body, keyed)
         except HandOff:
             await self.app(scope, _replaying(raw, receive), send)
             return
         except DomainError as exc:
-            problem = domain_problem(exc, request_state.get("request_id"))
-            response = problem_response(problem, retry_headers(exc))
+            response = problem_response(domain_problem(exc, request_id), retry_headers(exc))
+        else:
+            if isinstance(answer, lean_placement.Stored):
+                response = _stored_response(answer)
+            else:
+                response = json_response(answer, 201)
         scope["route"] = self.route
         await response(scope, receive, send)
 
     @staticmethod
     async def _place(
-        scope: Scope, state: Any, secret: str, master: bool, body: OrderIn
-    ) -> dict[str, Any]:
+        scope: Scope,
+        state: Any,
+        secret: str,
+        master: bool,
+        body: OrderIn,
+        keyed: lean_placement.Keyed | None,
+    ) -> dict[str, Any] | lean_placement.Stored:
         client = scope.get("client")
         address = client[0] if client else "unknown"
         if not master:
             deps.check_throttle(state, address, secret)
 
-        async def admit(key: keys.ApiKeyRow | None) -> PlaceOrder:
+        async def admit(key: keys.ApiKeyRow | None) -> lean_placement.Admitted:
             if master:
                 principal = deps.MASTER
             else:
                 principal = await deps.admit_key(state, address, secret, key)
             if not principal.is_ops and body.priority > order_routes.STOREFRONT_MAX_PRIORITY:
-                raise HandOff  # the route refuses it, its rate counted once
+                raise HandOff  # the route refuses it (and stores that), its rate counted once
             scope["state"]["principal"] = principal
             deps.check_rate(state, principal)
-            return order_routes.command_of(principal, body)
+            return lean_placement.Admitted(
+                order_routes.command_of(principal, body), principal.scope
+            )
 
         placer: lean_placement.Placer = state.placer
         key_hash = None if master else keys.hash_key(secret)
-        return await placer.place(key_hash, [line.sku for line in body.lines], admit)
+        return await placer.place(key_hash, [line.sku for line in body.lines], admit, keyed)

@@ -542,3 +542,53 @@ async def test_the_lean_and_the_general_path_refuse_an_order_alike(
         problem["detail"] = problem["detail"].replace(sku, "<sku>")
         problems[path] = without_ids(problem, {sku: "<sku>", problem["request_id"]: "<id>"})
     assert problems["lean"] == problems["general"]
+
+
+# -- Idempotency keys in a batch ------------------------------------------------------------
+
+
+async def test_keyed_orders_in_one_batch_each_keep_their_answer_under_their_own_key(
+    client: AsyncClient,
+) -> None:
+    shop = await make_key(client, "web-shop")
+    await make_product(client, "KEYED", on_hand=3, backorders_allowed=False)
+    bodies = [order_body("KEYED", customer_id=f"c-{i}") for i in range(8)]
+
+    async def send(i: int, body: dict[str, Any]) -> Response:
+        headers = {**shop, "Idempotency-Key": f"k-{i}"}
+        return await client.post("/v1/orders", json=body, headers=headers)
+
+    before = await batch_sizes(client)
+    first = await asyncio.gather(*(send(i, b) for i, b in enumerate(bodies)))
+    moved = batched(before, await batch_sizes(client))
+    assert moved["sum"] == 8 and moved["count"] - moved["single"] >= 1, moved
+    assert sorted(r.status_code for r in first) == [201] * 3 + [409] * 5
+    # Each retry replays its own first answer, byte for byte, even now that stock is gone.
+    again = await asyncio.gather(*(send(i, b) for i, b in enumerate(bodies)))
+    for one, two in zip(first, again, strict=True):
+        assert two.headers.get("idempotent-replayed") == "true"
+        assert "idempotent-replayed" not in one.headers
+        assert (two.status_code, two.content) == (one.status_code, one.content)
+    figures = await product(client, "KEYED")
+    assert (figures["allocated"], figures["available"]) == (3, 0)
+
+
+async def test_one_key_sent_twice_at_once_places_one_order(client: AsyncClient) -> None:
+    shop = await make_key(client, "web-shop")
+    await make_product(client, "TWICE", on_hand=10)
+    headers = {**shop, "Idempotency-Key": "retry-1"}
+    answers = await at_once(client, [order_body("TWICE")] * 6, headers)
+    placed = [r for r in answers if r.status_code == 201]
+    assert len({r.json()["id"] for r in placed}) == 1, [r.text for r in answers]
+    for r in answers:
+        if r.status_code != 201:
+            assert_problem(r, 409, "idempotency_key_in_use")
+    assert (await product(client, "TWICE"))["allocated"] == 1
+    # Once it is done, the key replays the one order.
+    r = await client.post("/v1/orders", json=order_body("TWICE"), headers=headers)
+    assert r.status_code == 201 and r.headers["idempotent-replayed"] == "true"
+    assert r.json()["id"] == placed[0].json()["id"]
+    # The same key with another body is refused, and places nothing.
+    r = await client.post("/v1/orders", json=order_body("TWICE", 2), headers=headers)
+    assert_problem(r, 422, "idempotency_key_reused")
+    assert (await product(client, "TWICE"))["allocated"] == 1

@@ -16,9 +16,11 @@ A_WELL_FORMED_UNKNOWN_KEY = "bo_" + "x" * 43
 
 
 async def test_a_busy_pool_answers_503_never_500(service: Service) -> None:
-    async with service(pool_size=1, max_overflow=0, pool_timeout_s=0.3) as (app, http):
+    settings = {"pool_size": 1, "order_pool_size": 1, "max_overflow": 0, "pool_timeout_s": 0.3}
+    async with service(**settings) as (app, http):
         engine: AsyncEngine = app.state.engine
-        async with engine.connect() as held:  # every pooled connection busy (one here)
+        # Every pooled connection busy (one here), the order placement's own pool's too.
+        async with engine.connect() as held, app.state.order_pool.connection():
             await held.exec_driver_sql("SELECT 1")
             order = {"customer_id": "c-1", "lines": [{"sku": "SKU-1", "quantity": 1}]}
             for method, path, body, headers in (

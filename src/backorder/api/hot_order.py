@@ -9,7 +9,7 @@ use, so they are the same bytes.
 
 The FastAPI route stays: it documents the operation and answers every request this path
 leaves to it, with the body replayed: a token that cannot be a key, a query string, an
-`Idempotency-Key` of the wrong length, a body the model refuses or that is not JSON,
+`Idempotency-Key` that cannot be stored (its length, a NUL), a body the model refuses or that is not JSON,
 `preferred_location`, a storefront's priority over 4, and the rare `external_ref` whose order
 vanished mid-placement. An order with an `Idempotency-Key` stays here: its answer or refusal
 is stored under the key in the transaction that places it, and a retry replays it, in the
@@ -149,7 +149,9 @@ class OrderPlaceMiddleware:
         master = deps.is_master(state.settings, secret)
         idempotency_key = _idempotency_key(scope)
         if (not master and not keys.could_be_key(secret)) or (
-            idempotency_key is not None and not 1 <= len(idempotency_key) <= 255
+            # The route words what is wrong with a key that cannot be stored.
+            idempotency_key is not None
+            and (not 1 <= len(idempotency_key) <= 255 or "\x00" in idempotency_key)
         ):
             await self.app(scope, receive, send)
             return

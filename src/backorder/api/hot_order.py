@@ -8,12 +8,12 @@ and the answer and every refusal are built by the functions the route and the er
 use, so they are the same bytes.
 
 The FastAPI route stays: it documents the operation and answers every request this path
-leaves to it, with the body replayed: a token that cannot be a key, a query string, an
-`Idempotency-Key` that cannot be stored (its length, a NUL), a body the model refuses or that is not JSON,
-`preferred_location`, a storefront's priority over 4, and the rare `external_ref` whose order
-vanished mid-placement. An order with an `Idempotency-Key` stays here: its answer or refusal
-is stored under the key in the transaction that places it, and a retry replays it, in the
-bytes and with the header `execute.write` uses.
+leaves to it, with the body replayed: a token that cannot be a key, a query string, a body
+that is not `application/json` or that the model refuses, an `Idempotency-Key` that cannot be
+stored (its length, a NUL), `preferred_location`, a storefront's priority over 4, and the rare
+`external_ref` whose order vanished mid-placement. An order with an `Idempotency-Key` stays
+here: its answer or refusal is stored under the key in the transaction that places it, and a
+retry replays it, in the bytes and with the header `execute.write` uses.
 """
 
 from __future__ import annotations

@@ -16,6 +16,10 @@ did not exist.
 Orders that arrive for the same SKUs with the same key while one is being placed share the
 next transaction (`Placer`): a flash sale's orders are decided one after the other, in arrival
 order, under one lock and written with one commit.
+
+An order with an `Idempotency-Key` claims it in that transaction, as `api/execute.write` does
+(the stored answer replayed, or the key's lock taken), and its answer or refusal is stored
+before the commit: two round trips more, for the batch.
 """
 
 from __future__ import annotations

@@ -48,23 +48,27 @@ _BOUNDARY_DAYS = [days for _, days in AGE_BUCKETS if days is not None]
 
 # `date_bin` from a UTC midnight gives a timestamp's UTC day as a timestamp: integer arithmetic
 # (IMMUTABLE), where `CAST(… AT TIME ZONE 'UTC' AS date)` converts through a calendar (with
-# 100,000 waiting lines: 36 -> 31 ms of CPU for the whole statement). The two day expressions are those of the statistics object of migration
-# 20261208_0009, character for character in meaning: the planner matches them to plan the
-# grouped scan in parallel.
+# 100,000 waiting lines: 36 -> 31 ms of CPU for the whole statement). `_PLACED` and `_FILLED` are
+# the expressions of migration 20261208_0009's statistics object, in meaning if not in
+# spacing: the planner matches them to plan the grouped scan in parallel.
 _ORIGIN = "TIMESTAMPTZ '1970-01-01 00:00:00+00'"
+_PLACED = f"CASE WHEN initial_backordered > 0 THEN date_bin('1 day', created_at, {_ORIGIN}) END"
+_FILLED = f"CASE WHEN initial_backordered > 0 THEN date_bin('1 day', filled_at, {_ORIGIN}) END"
+# An open line's age is summed as its time since the start of its day: an interval of less than
+# a day, added in integers, where `extract(epoch FROM now() - created_at)` makes a numeric per
+# line (with 100,000 waiting lines: 29 -> 22 ms of CPU for the statement). The day's share,
+# `now() - placed_day` per open line, is added once per group. (An interval's microseconds
+# overflow, with an error, past some 100 million waiting lines placed on one day.)
 _PER_DAY = f"""
-    SELECT CASE WHEN initial_backordered > 0
-                THEN date_bin('1 day', created_at, {_ORIGIN}) END AS placed_day,
-           CASE WHEN initial_backordered > 0
-                THEN date_bin('1 day', filled_at, {_ORIGIN}) END AS filled_day,
+    SELECT {_PLACED} AS placed_day,
+           {_FILLED} AS filled_day,
            count(*) AS lines,
            sum(quantity) AS units_ordered,
            sum(quantity - initial_backordered) AS units_allocated_at_placement,
            count(*) FILTER (WHERE backordered > 0) AS open_lines,
            sum(backordered) AS open_units,
            min(created_at) FILTER (WHERE backordered > 0) AS oldest_open_at,
-           sum(extract(epoch FROM now() - created_at)) FILTER (WHERE backordered > 0)
-               AS open_age_s,
+           sum(created_at - {_PLACED}) FILTER (WHERE backordered > 0) AS open_since_day,
            sum(extract(epoch FROM filled_at - created_at)) AS fill_s
     FROM order_line
     GROUP BY 1, 2
@@ -139,7 +143,9 @@ FROM (
     SELECT sum(units_ordered) AS units_ordered,
            sum(units_allocated_at_placement) AS units_allocated_at_placement,
            sum(open_lines) AS open_lines, sum(open_units) AS open_units,
-           min(oldest_open_at) AS oldest_open_at, sum(open_age_s) AS open_age_s,
+           min(oldest_open_at) AS oldest_open_at,
+           sum(open_lines * extract(epoch FROM now() - placed_day)
+               - extract(epoch FROM open_since_day)) AS open_age_s,
            sum(fill_s) FILTER (WHERE filled_day IS NOT NULL) AS fill_s,
            sum(lines) FILTER (WHERE filled_day IS NOT NULL) AS fills
     FROM per_day

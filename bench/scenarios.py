@@ -328,6 +328,10 @@ def waiting_elsewhere(run: Run, db: Database, base: str, spread: Load, pid: int 
 # -- 6 ------------------------------------------------------------------------------------
 
 REPORT_BUDGET_S = 1.0  # issue 5: "well under a second with 1,000,000 order lines"
+# Issue 18: "the overview answers within the report's own time" with this many lines waiting.
+# On a small book (--quick) both take a few milliseconds and the page's fixed costs decide:
+# the ratio is shown, not judged.
+OVERVIEW_WAITING = 100_000
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 
@@ -391,6 +395,7 @@ def console_overview(
     (report_times, report_errors), (times, errors) = timed[report], timed[overview]
     report_p50, p50 = statistics.median(report_times), statistics.median(times)
     rt = round(report_p50 / p50, 3)
+    met = None if waiting < OVERVIEW_WAITING else rt >= 1.0
     run.scenarios.append(
         Scenario(
             name=f"6 console overview over {lines:,} order lines, {waiting:,} waiting",
@@ -401,8 +406,8 @@ def console_overview(
             ceiling="the backorder report's p50, alternating with it",
             ceiling_rate=round(1 / report_p50, 2),
             ratio=rt,
-            target=">=1.0 (within the report's time, issue 18)",
-            met=rt >= 1.0 and errors + report_errors == 0,
+            target=f">=1.0 (within the report's time) with >={OVERVIEW_WAITING:,} waiting",
+            met=False if errors + report_errors else met,
             details={
                 "order_lines": lines,
                 "waiting_lines": waiting,

@@ -26,8 +26,8 @@ down_revision: str | None = "20261207_0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# The same expressions as `PER_DAY` in db/trends.py (tests/integration/test_overview.py
-# checks that the planner matches them).
+# The same expressions as `_PLACED` and `_FILLED` in db/trends.py
+# (tests/integration/test_overview.py checks that the planner matches them).
 DAY_MARKS = """
 CREATE STATISTICS order_line_backorder_days (ndistinct) ON
     (CASE WHEN initial_backordered > 0

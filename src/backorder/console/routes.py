@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import secrets
 from datetime import UTC, datetime
@@ -14,7 +13,7 @@ from starlette.responses import Response
 
 from backorder.console import charts, session, web
 from backorder.console.session import ConsoleUser, SignedOut
-from backorder.db import feed, trends
+from backorder.db import feed
 from backorder.db.engine import run_read
 from backorder.domain.errors import DomainError
 from backorder.services import reports
@@ -103,14 +102,8 @@ async def sign_out(request: Request, user: User) -> Response:
 
 @router.get("")
 async def overview(request: Request, user: User) -> Response:
-    engine = request.app.state.engine
-    # Three statements on three connections at once: the page takes as long as the slowest
-    # (the report itself, on a large book), not their sum.
-    report, daily, ageing = await asyncio.gather(
-        run_read(engine, lambda conn: reports.backorder_report(conn, None, None)),
-        run_read(engine, lambda conn: trends.daily_backorders(conn, DAYS)),
-        run_read(engine, trends.open_ageing),
-    )
+    found = await run_read(request.app.state.engine, lambda conn: reports.overview(conn, DAYS))
+    report, daily, ageing = found["report"], found["daily"], found["ageing"]
     oldest = report["oldest_open_backorder_at"]
     oldest_age = (report["as_of"] - oldest).total_seconds() / 3600 if oldest else None
     return web.render(

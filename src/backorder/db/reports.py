@@ -98,7 +98,11 @@ async def backorder_figures(
 ) -> BackorderFigures:
     sql = text(_REPORT.format(window=_window(since, until)))
     params = {k: v for k, v in (("since", since), ("until", until)) if v is not None}
-    r = (await conn.execute(sql, params)).one()
+    return figures_of((await conn.execute(sql, params)).one())
+
+
+def figures_of(r: Any) -> BackorderFigures:
+    """A row with the report's columns (this statement's, or the console overview's)."""
     return BackorderFigures(
         as_of=r.as_of,
         orders=int(r.orders),

@@ -311,6 +311,15 @@ order_line = Table(
     UniqueConstraint("order_id", "line_no"),
     UniqueConstraint("order_id", "sku"),
     Index("ix_order_line_sku_created_at", "sku", "created_at"),
+    # The lines that waited, by placement: the console overview splits the days its age
+    # boundaries fall on with it (db/trends.py). Neither column changes after placement, so
+    # fills stay HOT. Migration 20261208_0009 also adds the statistics object the overview's
+    # day groups are planned with (SQLAlchemy has no construct for one).
+    Index(
+        "ix_order_line_waited_created_at",
+        "created_at",
+        postgresql_where=text("initial_backordered > 0"),
+    ),
     # More than half of each page is left free: a restock filling a run of lines placed one
     # after another rewrites every row of their pages, and each new version (a little longer:
     # it gains `filled_at`) must fit beside the old, or the row moves and every index of the

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from backorder.db import reports
+from backorder.db import reports, trends
 
 
 def _share(part: int, whole: int) -> float:
@@ -22,7 +22,12 @@ async def backorder_report(
     conn: AsyncConnection, since: datetime | None, until: datetime | None
 ) -> dict[str, Any]:
     """For orders placed in [since, until): how often and how much they waited."""
-    f = await reports.backorder_figures(conn, since, until)
+    return _report(await reports.backorder_figures(conn, since, until), since, until)
+
+
+def _report(
+    f: reports.BackorderFigures, since: datetime | None, until: datetime | None
+) -> dict[str, Any]:
     return {
         "since": since,
         "until": until,
@@ -38,6 +43,14 @@ async def backorder_report(
         "fill_rate": _share(f.units_allocated_at_placement, f.units_ordered),
         "top_skus": f.top_skus,
     }
+
+
+async def overview(conn: AsyncConnection, days: int) -> dict[str, Any]:
+    """The console's overview: the report over all time (`report`, as `backorder_report`
+    answers it), lines opened and filled per UTC day of the last `days` (`daily`), and the
+    open lines by age (`ageing`), all as of one moment."""
+    o = await trends.overview(conn, days)
+    return {"report": _report(o.figures, None, None), "daily": o.daily, "ageing": o.ageing}
 
 
 async def replenishment(

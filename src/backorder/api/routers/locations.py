@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
 from backorder.api import cursors
+from backorder.api.csv_export import CsvShape, csv_response_doc, listing
 from backorder.api.deps import AnyKey, OpsKey
 from backorder.api.docs import example, problems
 from backorder.api.execute import HONOURS_IDEMPOTENCY_KEY, json_response, read, write
@@ -119,17 +120,25 @@ async def get_location(request: Request, principal: AnyKey, code: CodePath) -> R
     return await read(request, lambda conn: locations.get_location(conn, code))
 
 
+PICK_LIST_CSV = CsvShape(
+    "pick-list",
+    ("order_id", "line_id", "sku", "customer_id", "quantity", "priority", "created_at"),
+)
+
+
 @router.get(
     "/{code}/pick-list",
     response_model=Page[PickLineOut],
-    responses=problems(403, 404),
+    responses={**problems(403, 404), **csv_response_doc(PICK_LIST_CSV)},
     summary="Pick list: what to ship from this location",
     description="The lines of ready-to-ship orders with units allocated and not yet shipped "
     "here, highest order priority first, then oldest: walk it top down, and ship each order "
     "with `POST /v1/orders/{id}/shipments` naming this `location`. `quantity` is the line's "
     "units allocated and unshipped here (a line split over two locations shows on both pick "
     "lists, each with its own part). A `complete` order shows only once all of it is "
-    "allocated. An unknown code is 404 `not_found`.",
+    "allocated. An unknown code is 404 `not_found`.\n\n"
+    "With `Accept: text/csv`: every page from `cursor` on, as one CSV with a header row (a "
+    "picker's printout).",
 )
 async def pick_list(
     request: Request,
@@ -138,9 +147,8 @@ async def pick_list(
     limit: cursors.LimitQuery = 50,
     cursor: cursors.CursorQuery = None,
 ) -> Response:
-    after = cursors.decode(cursor, int, datetime.fromisoformat, UUID, int)
-
-    async def work(conn: AsyncConnection) -> dict[str, Any]:
+    async def fetch(conn: AsyncConnection, cursor: str | None, limit: int) -> dict[str, Any]:
+        after = cursors.decode(cursor, int, datetime.fromisoformat, UUID, int)
         items, key = await locations.pick_list(conn, code, limit=limit, after=after)
         next_cursor = None
         if key is not None:
@@ -148,7 +156,7 @@ async def pick_list(
             next_cursor = cursors.encode(rank, created_at.isoformat(), order_id, line_no)
         return page(items, next_cursor)
 
-    return await read(request, work)
+    return await listing(request, fetch, cursor, limit, PICK_LIST_CSV)
 
 
 @transfers.post(

@@ -96,6 +96,7 @@ class ProductReadMiddleware:
         try:
             found = await hot.key_and_product(state.hot_pool, secret, sku)
         except (psycopg.Error, OSError, TimeoutError) as exc:
+            hot.check_after(state.hot_pool, exc)
             raise_retry_later(exc)  # a busy or unavailable database: 503, as on every route
             raise
         principal = await deps.admit_key(state, address, secret, found.key)

@@ -15,6 +15,7 @@ there is one statement to keep, whichever path runs it.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,14 +25,14 @@ import orjson
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import set_json_loads
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from sqlalchemy import TextClause
 from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
 from sqlalchemy.engine import make_url
 
 from backorder.config import Settings
 from backorder.db import keys, products
-from backorder.db.engine import connect_options
+from backorder.db.engine import connect_options, is_unavailable
 
 Pool = AsyncConnectionPool[AsyncConnection[DictRow]]
 
@@ -113,6 +114,20 @@ def _generic_plans(options: dict[str, Any]) -> dict[str, Any]:
     generic plan). The statements on these pools look rows up by key or walk one SKU's queue
     by its index, so one plan fits every parameter."""
     return {**options, "options": f"{options['options']} -c plan_cache_mode=force_generic_plan"}
+
+
+_checks: set[asyncio.Task[None]] = set()
+
+
+def check_after(pool: Pool, exc: BaseException) -> None:
+    """After a lost connection, test every idle one of the pool in the background and replace
+    the dead (`AsyncConnectionPool.check`), as SQLAlchemy drops its whole pool on a
+    disconnect: after a database restart each pooled connection would otherwise fail one
+    request of its own before the pool replaced it."""
+    if is_unavailable(exc) and not isinstance(exc, PoolTimeout):
+        task = asyncio.create_task(pool.check())
+        _checks.add(task)
+        task.add_done_callback(_checks.discard)
 
 
 async def _configure(conn: AsyncConnection[DictRow]) -> None:

@@ -183,8 +183,10 @@ class Placer:
                 if sqlstate(exc) in RETRYABLE and attempt < self.attempts:
                     await asyncio.sleep(random.uniform(0, 0.005 * 2**attempt))
                     continue
+                hot.check_after(self.pool, exc)
                 outcomes = [_mapped(exc)] * len(batch)
             except (OSError, TimeoutError, PoolTimeout) as exc:
+                hot.check_after(self.pool, exc)
                 outcomes = [_mapped(exc)] * len(batch)
             except BaseException as exc:
                 for pending in batch:

@@ -2,6 +2,8 @@
 its lines, events and counters in one statement, then date what waits.
 
 Runs inside one transaction given by the caller; refusals raise before anything is written.
+The decisions (`plan_order`, `answer`) and the statements are shared with the lean order path
+(`lean_placement.py`), which runs them on psycopg directly, batched.
 """
 
 from __future__ import annotations

@@ -23,12 +23,11 @@ from typing import Any
 import orjson
 from fastapi import FastAPI
 from starlette.responses import Response
-from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backorder.api import deps
 from backorder.api.execute import dumps, fingerprint, json_response, storable
-from backorder.api.hot_read import bearer_secret
+from backorder.api.hot_read import bearer_secret, route_of
 from backorder.api.problems import domain_problem, problem_response, retry_headers
 from backorder.api.routers import orders as order_routes
 from backorder.api.schemas.orders import OrderIn
@@ -38,14 +37,6 @@ from backorder.services import lean_placement
 from backorder.services.lean_placement import HandOff
 
 PATH = "/v1/orders"
-
-
-def _route() -> BaseRoute:
-    """The route this path stands in for: the metrics count it under its template."""
-    for route in order_routes.router.routes:
-        if getattr(route, "path", None) == PATH and "POST" in getattr(route, "methods", ()):
-            return route
-    raise LookupError("POST /v1/orders is not routed")
 
 
 def _is_json(scope: Scope) -> bool:
@@ -128,7 +119,7 @@ def _stored_response(stored: lean_placement.Stored) -> Response:
 class OrderPlaceMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.route = _route()
+        self.route = route_of(order_routes.router, "POST", PATH)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (

@@ -16,7 +16,7 @@ import re
 from typing import Any
 
 import psycopg
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -33,14 +33,12 @@ PREFIX = "/v1/products/"
 _SKU = re.compile(r"[A-Za-z0-9._-]{1,64}")  # SKU_PATTERN, matched on the path's last segment
 
 
-def _route() -> BaseRoute:
-    """The route this path stands in for: the metrics count it under its template."""
-    for route in product_routes.router.routes:
-        if getattr(route, "path", None) == "/v1/products/{sku}" and "GET" in getattr(
-            route, "methods", ()
-        ):
+def route_of(router: APIRouter, method: str, path: str) -> BaseRoute:
+    """The route a lean path stands in for: the metrics count its answers under its template."""
+    for route in router.routes:
+        if getattr(route, "path", None) == path and method in getattr(route, "methods", ()):
             return route
-    raise LookupError("GET /v1/products/{sku} is not routed")
+    raise LookupError(f"{method} {path} is not routed")
 
 
 def bearer_secret(scope: Scope) -> str | None:
@@ -55,7 +53,7 @@ def bearer_secret(scope: Scope) -> str | None:
 class ProductReadMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.route = _route()
+        self.route = route_of(product_routes.router, "GET", "/v1/products/{sku}")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (

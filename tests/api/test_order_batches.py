@@ -371,6 +371,8 @@ SHAPES: dict[str, dict[str, Any]] = {
     "short stock cancelled, with a reference": {"backorder": "cancel_rest", "external_ref": ""},
     # The first line also finds 1 unit at a better-ranked location: it takes from both.
     "over two locations": {"ship_policy": "complete"},
+    # ... and the order asks for that location first.
+    "over two locations, one preferred": {"preferred_location": "leeds"},
 }
 
 
@@ -392,14 +394,14 @@ async def test_the_lean_and_the_general_path_place_an_order_alike(
 ) -> None:
     shop = await make_key(client, "web-shop")
     paths = {"lean": ("A1", "B1"), "general": ("A2", "B2")}
-    if shape == "over two locations":
+    if "two locations" in shape:
         await put_location(client, "leeds", name="Leeds DC", rank=10)
     for a, b in paths.values():
         # The first line gets 3 of 5 and waits for 2 (dated by the product); the second is
         # served whole and leaves the product low.
         await make_product(client, a, on_hand=3, expected_restock_date="2031-01-15")
         await make_product(client, b, on_hand=4, reorder_point=2)
-        if shape == "over two locations":
+        if "two locations" in shape:
             await restock_at(client, a, 1, "leeds")
         if "purchase order" in shape:
             po = {"sku": a, "quantity": 10, "expected_date": days_ahead(20), "reference": "PO-1"}
@@ -542,6 +544,22 @@ async def test_the_lean_and_the_general_path_refuse_an_order_alike(
         problem["detail"] = problem["detail"].replace(sku, "<sku>")
         problems[path] = without_ids(problem, {sku: "<sku>", problem["request_id"]: "<id>"})
     assert problems["lean"] == problems["general"]
+
+
+async def test_the_lean_and_the_general_path_refuse_an_unknown_preferred_location_alike(
+    client: AsyncClient,
+) -> None:
+    shop = await make_key(client, "web-shop")
+    await make_product(client, "PREF", on_hand=5)
+    body = order_body("PREF", preferred_location="nowhere")
+    problems = []
+    for general in (False, True):
+        r = await post_order(client, body, shop, general=general)
+        problem = assert_problem(r, 422, "unknown_location")
+        assert (problem["location"], problem["field"]) == ("nowhere", "preferred_location")
+        problems.append(without_ids(problem, {problem["request_id"]: "<id>"}))
+    assert problems[0] == problems[1]
+    assert (await product(client, "PREF"))["allocated"] == 0
 
 
 # -- Idempotency keys in a batch ------------------------------------------------------------

@@ -10,10 +10,10 @@ use, so they are the same bytes.
 The FastAPI route stays: it documents the operation and answers every request this path
 leaves to it, with the body replayed: a token that cannot be a key, a query string, a body
 that is not `application/json` or that the model refuses, an `Idempotency-Key` that cannot be
-stored (its length, a NUL), `preferred_location`, a storefront's priority over 4, and the rare
-`external_ref` whose order vanished mid-placement. An order with an `Idempotency-Key` stays
-here: its answer or refusal is stored under the key in the transaction that places it, and a
-retry replays it, in the bytes and with the header `execute.write` uses.
+stored (its length, a NUL), a storefront's priority over 4, and the rare `external_ref` whose
+order vanished mid-placement. An order with an `Idempotency-Key` stays here: its answer or
+refusal is stored under the key in the transaction that places it, and a retry replays it, in
+the bytes and with the header `execute.write` uses.
 """
 
 from __future__ import annotations
@@ -150,11 +150,7 @@ class OrderPlaceMiddleware:
         if raw is None:
             return  # the client went away before sending its order
         body = _order_in(raw)
-        if (
-            body is None
-            or body.preferred_location is not None
-            or len(body.lines) > state.settings.max_order_lines
-        ):
+        if body is None or len(body.lines) > state.settings.max_order_lines:
             await self.app(scope, _replaying(raw, receive), send)
             return
         request_id = scope.setdefault("state", {}).get("request_id")
@@ -204,4 +200,7 @@ class OrderPlaceMiddleware:
 
         placer: lean_placement.Placer = state.placer
         key_hash = None if master else keys.hash_key(secret)
-        return await placer.place(key_hash, [line.sku for line in body.lines], admit, keyed)
+        skus = [line.sku for line in body.lines]
+        return await placer.place(
+            key_hash, skus, admit, keyed=keyed, preferred=body.preferred_location
+        )

@@ -65,6 +65,11 @@ async def require_active(conn: AsyncConnection, code: str, *, field: str = "loca
     return row
 
 
+# The codes among `:codes` that name a location (the lean order path checks its batch's
+# preferred locations with it, in the round trip that takes the SKU lock).
+KNOWN = text("SELECT code FROM location WHERE code = ANY(CAST(:codes AS text[]))")
+
+
 async def exists(conn: AsyncConnection, code: str) -> bool:
     rows = await conn.execute(text("SELECT 1 FROM location WHERE code = :code"), {"code": code})
     return rows.first() is not None

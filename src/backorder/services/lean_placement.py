@@ -37,7 +37,7 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import tuple_row
 from psycopg_pool import PoolTimeout
 
-from backorder.db import hot, idempotency, keys, orders, stock
+from backorder.db import hot, idempotency, keys, locations, orders, stock
 from backorder.db.engine import RETRYABLE, raise_retry_later, sqlstate
 from backorder.domain.errors import (
     DomainError,
@@ -104,6 +104,7 @@ class _Redo(Exception):
 class _Pending:
     admit: Admit
     keyed: Keyed | None
+    preferred: str | None  # the order's `preferred_location`, checked in the first round trip
     answer: asyncio.Future[dict[str, Any] | Stored]
 
 
@@ -137,7 +138,13 @@ class Placer:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def place(
-        self, key_hash: str | None, skus: list[str], admit: Admit, keyed: Keyed | None = None
+        self,
+        key_hash: str | None,
+        skus: list[str],
+        admit: Admit,
+        *,
+        keyed: Keyed | None = None,
+        preferred: str | None = None,
     ) -> dict[str, Any] | Stored:
         """Place an order whose lines name `skus`, for the key with `key_hash` (None: the
         master key, which has no row; `admit` is then given None): the answer's body, or for
@@ -145,7 +152,7 @@ class Placer:
         `engine.run_transaction` does); a busy SKU or an unavailable database is `RetryLater`
         (503)."""
         group = (key_hash, tuple(sorted(set(skus))))
-        pending = _Pending(admit, keyed, asyncio.get_running_loop().create_future())
+        pending = _Pending(admit, keyed, preferred, asyncio.get_running_loop().create_future())
         queue = self._waiting.get(group)
         if queue is not None:
             queue.append(pending)
@@ -237,6 +244,7 @@ class _Batch:
         self.admitted: dict[int, Admitted] = {}
         self.placed: list[_Placed] = []
         self.lookups: list[tuple[int, PlaceOrder, psycopg.AsyncCursor[Any]]] = []
+        self.known: set[str] = set()  # the batch's preferred locations that exist
 
     async def run(self, key_hash: str | None, skus: list[str]) -> list[Outcome]:
         conn = self.conn
@@ -247,7 +255,14 @@ class _Batch:
                     cur = await conn.execute(hot.sql_of(stock.LOCK), {"skus": skus})
                 else:
                     cur = await conn.execute(hot.KEY_AND_LOCK, {"hash": key_hash, "skus": skus})
+                preferred = sorted({p.preferred for p in self.batch if p.preferred is not None})
+                known = None
+                if preferred:
+                    sql = hot.sql_of(locations.KNOWN)
+                    known = await conn.execute(sql, {"codes": preferred})
                 rows = await cur.fetchall()
+                if known is not None:
+                    self.known = {r["code"] for r in await known.fetchall()}
                 key = hot.key_of(rows[0]) if key_hash is not None and rows else None
                 locked = stock.locked_of(SimpleNamespace(**r) for r in rows)
                 for at, pending in enumerate(self.batch):
@@ -322,6 +337,10 @@ class _Batch:
             if self.outcomes[at] is not None:
                 continue
             cmd = admitted.cmd
+            if cmd.preferred_location is not None and cmd.preferred_location not in self.known:
+                # As on the general path: before the stock is looked at.
+                self.outcomes[at] = placement.unknown_preferred(cmd.preferred_location)
+                continue
             after_ref = after_ref or ref_sent
             try:
                 # Refusals raise before the products' counters move.

@@ -53,6 +53,15 @@ async def _refuse_reused_ref(conn: AsyncConnection, cmd: PlaceOrder) -> None:
         raise ref_taken(cmd, existing)
 
 
+def unknown_preferred(code: str) -> UnknownLocation:
+    """The 422 of a `preferred_location` that names no location."""
+    return UnknownLocation(
+        f"unknown location {code!r} in preferred_location",
+        location=code,
+        field="preferred_location",
+    )
+
+
 def ref_taken(cmd: PlaceOrder, existing: UUID) -> Conflict:
     """The 409 of an `external_ref` the channel already used, naming its order."""
     return Conflict(
@@ -238,11 +247,7 @@ async def place_order(conn: AsyncConnection, cmd: PlaceOrder) -> dict[str, Any]:
     if cmd.preferred_location is not None and not await locations.exists(
         conn, cmd.preferred_location
     ):
-        raise UnknownLocation(
-            f"unknown location {cmd.preferred_location!r} in preferred_location",
-            location=cmd.preferred_location,
-            field="preferred_location",
-        )
+        raise unknown_preferred(cmd.preferred_location)
     locked = await stock.lock_products(conn, [line.sku for line in cmd.lines])
     try:
         plan = plan_order(cmd, locked)

@@ -226,7 +226,8 @@ def _mapped(exc: BaseException) -> BaseException:
 class _Batch:
     """One transaction for a batch of orders, in its round trips (each a pipeline sync):
 
-    1. BEGIN, and the key with the SKU lock; each order admitted by its key.
+    1. BEGIN, the key with the SKU lock, and the preferred locations the orders name; each
+       order admitted by its key.
     2. Only with Idempotency-Keys: each key claimed (its lock) or its stored answer replayed.
     3. Each order decided in arrival order against the locked products; the writes sent.
     4. Only when an answer must be seen before committing (a reference that may be taken

@@ -97,9 +97,8 @@ async def _all(client: AsyncClient, path: str) -> list[dict[str, Any]]:
 
 async def assert_location_invariants(client: AsyncClient, database_url: str) -> None:
     """The contract's invariants per SKU and location, through the API, then the network ones
-    of `tests/support/invariants.py`. (Its check that no stock idles while a customer waits
-    reads the product's `on_hand - allocated`, which counts units an inactive location holds
-    back; with an inactive location the per-location rule below is the one that applies.)"""
+    of `tests/support/invariants.py` (whose check that no stock idles while a customer waits
+    leaves out the units inactive locations hold back: `unavailable`)."""
     active = {loc["code"]: loc["active"] for loc in await _all(client, "/v1/locations")}
     for p in await _all(client, "/v1/products"):
         levels = p["locations"]
@@ -125,7 +124,6 @@ async def assert_location_invariants(client: AsyncClient, database_url: str) -> 
             assert line["shipped"] == sum(a["shipped"] for a in line["allocations"]), line
             assert all(a["allocated"] + a["shipped"] > 0 for a in line["allocations"]), line
     figures = check_invariants(database_url)
-    tolerated = set() if all(active.values()) else {"idle_stock_while_waiting"}
-    broken = {k: n for k, n in figures["violations"].items() if n and k not in tolerated}
+    broken = {k: n for k, n in figures["violations"].items() if n}
     assert not broken, figures
     assert figures["oversold_units"] == 0, figures

@@ -141,6 +141,15 @@ async def admit_key(
 ) -> Principal:
     """After the lookup: 401 for no row (counted against the address), else the key's
     principal, its use recorded at most once a minute."""
+    principal = principal_of(state, address, secret, row)
+    assert row is not None  # `principal_of` refused it otherwise
+    await record_use(state, row)
+    return principal
+
+
+def principal_of(state: State, address: str, secret: str, row: keys.ApiKeyRow | None) -> Principal:
+    """`admit_key` without recording the use: for a caller that holds locks while it admits
+    the key (the lean order path), and records the use (`record_use`) once it let them go."""
     throttle: FailedAuthThrottle | None = state.auth_throttle
     if row is None:
         if throttle is not None:
@@ -148,6 +157,11 @@ async def admit_key(
         raise Unauthorized("unknown or revoked API key")
     if throttle is not None:
         throttle.succeeded(secret)
+    return Principal(role=row.role, name=row.name, scope=str(row.id))
+
+
+async def record_use(state: State, row: keys.ApiKeyRow) -> None:
+    """The key's `last_used_at`, written at most once a minute per key and process."""
     usage: KeyUsage = state.key_usage
     if usage.due(row):
         key_id = row.id
@@ -155,7 +169,6 @@ async def admit_key(
             await run_transaction(state.engine, lambda conn: keys.touch(conn, key_id), attempts=1)
         except Exception:  # bookkeeping: never the reason a request fails
             log.warning("recording an API key's use failed", exc_info=True)
-    return Principal(role=row.role, name=row.name, scope=str(row.id))
 
 
 def check_rate(state: State, principal: Principal) -> None:

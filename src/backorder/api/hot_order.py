@@ -185,11 +185,16 @@ class OrderPlaceMiddleware:
         if not master:
             deps.check_throttle(state, address, secret)
 
+        admitted_key: keys.ApiKeyRow | None = None
+
         async def admit(key: keys.ApiKeyRow | None) -> lean_placement.Admitted:
+            nonlocal admitted_key
             if master:
                 principal = deps.MASTER
             else:
-                principal = await deps.admit_key(state, address, secret, key)
+                # Under the batch's SKU locks: its use is recorded once they are let go.
+                principal = deps.principal_of(state, address, secret, key)
+                admitted_key = key
             if not principal.is_ops and body.priority > order_routes.STOREFRONT_MAX_PRIORITY:
                 raise HandOff  # the route refuses it (and stores that), its rate counted once
             scope["state"]["principal"] = principal
@@ -201,6 +206,10 @@ class OrderPlaceMiddleware:
         placer: lean_placement.Placer = state.placer
         key_hash = None if master else keys.hash_key(secret)
         skus = [line.sku for line in body.lines]
-        return await placer.place(
-            key_hash, skus, admit, keyed=keyed, preferred=body.preferred_location
-        )
+        try:
+            return await placer.place(
+                key_hash, skus, admit, keyed=keyed, preferred=body.preferred_location
+            )
+        finally:
+            if admitted_key is not None:
+                await deps.record_use(state, admitted_key)

@@ -3,6 +3,7 @@ never once per request (the key check stays a read)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -148,3 +149,23 @@ def test_the_memo_lets_a_key_through_once_per_interval() -> None:
     assert usage.due(row) is True
     assert [usage.due(row) for _ in range(100)] == [False] * 100
     assert KeyUsage(interval_s=0).due(row) is True
+
+
+async def test_an_order_on_the_lean_path_records_its_keys_use(
+    served: tuple[FastAPI, AsyncClient], database_url: str
+) -> None:
+    _, http = served
+    key = await new_key(http)
+    r = await http.put("/v1/products/USED-1", json={"name": "Used"}, headers=OPS)
+    assert r.status_code == 201, r.text
+    order = {"customer_id": "c-1", "lines": [{"sku": "USED-1", "quantity": 1}]}
+    r = await http.post("/v1/orders", json=order, headers=bearer(key["key"]))
+    assert r.status_code == 201, r.text
+    assert key_row(database_url, key["id"])[1] is not None
+    first = key_row(database_url, key["id"])
+    # Written once: concurrent orders of the key (batched under one lock) write it no more.
+    answers = await asyncio.gather(
+        *(http.post("/v1/orders", json=order, headers=bearer(key["key"])) for _ in range(10))
+    )
+    assert [a.status_code for a in answers] == [201] * 10
+    assert key_row(database_url, key["id"]) == first

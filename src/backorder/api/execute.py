@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 from fastapi import Request
+from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
@@ -70,6 +71,19 @@ async def read(request: Request, work: Work) -> Response:
     """A read, in autocommit (no BEGIN/COMMIT round trips); the result as JSON."""
     body = await run_read(request.app.state.engine, work)
     return json_response(body)
+
+
+def fields_sent(body: BaseModel, *, not_null: tuple[str, ...]) -> dict[str, Any]:
+    """A PUT body's fields as sent (a field left out keeps its value); 422 naming a field of
+    `not_null` sent as null (it may be left out, not cleared)."""
+    values = body.model_dump(include=body.model_fields_set)
+    for field in not_null:
+        if field in values and values[field] is None:
+            raise ValidationFailed(
+                f"{field} cannot be null",
+                [{"loc": ["body", field], "field": field, "msg": "may not be null"}],
+            )
+    return values
 
 
 def storable(status: int, body: Any, payload: bytes, secret_fields: tuple[str, ...]) -> bytes:

@@ -35,7 +35,22 @@ class BackorderFigures:
 # `top_skus` are read from those per-SKU sums (two scans, one for each, took a third longer:
 # 1,600,000 lines, 0.99 -> 0.74 s). Averages are sums over counts. Ties in `top_skus` go by
 # SKU in byte order (COLLATE "C"), the same on every database whatever its locale.
-_REPORT = """
+# The report's figures over its order totals `o` and line sums `l` (`figures_of` reads them),
+# selected by the report and by the console's overview (`trends.py`) alike.
+FIGURES = """\
+    now() AS as_of,
+    o.orders,
+    o.backordered_orders,
+    COALESCE(l.units_ordered, 0) AS units_ordered,
+    COALESCE(l.units_allocated_at_placement, 0) AS units_allocated_at_placement,
+    COALESCE(l.open_lines, 0) AS open_lines,
+    COALESCE(l.open_units, 0) AS open_units,
+    l.oldest_open_at,
+    l.open_age_s / NULLIF(l.open_lines, 0) AS avg_open_age_s,
+    l.fill_s / NULLIF(l.fills, 0) AS avg_fill_s,
+"""
+_REPORT = (
+    """
 WITH per_sku AS MATERIALIZED (
     SELECT sku,
            sum(quantity) AS units_ordered,
@@ -52,17 +67,9 @@ WITH per_sku AS MATERIALIZED (
     GROUP BY sku
 )
 SELECT
-    now() AS as_of,
-    o.orders,
-    o.backordered_orders,
-    COALESCE(l.units_ordered, 0) AS units_ordered,
-    COALESCE(l.units_allocated_at_placement, 0) AS units_allocated_at_placement,
-    COALESCE(l.open_lines, 0) AS open_lines,
-    COALESCE(l.open_units, 0) AS open_units,
-    l.oldest_open_at,
-    l.open_age_s / NULLIF(l.open_lines, 0) AS avg_open_age_s,
-    l.fill_s / NULLIF(l.fills, 0) AS avg_fill_s,
-    (SELECT COALESCE(
+"""
+    + FIGURES
+    + """    (SELECT COALESCE(
         json_agg(json_build_object('sku', sku, 'open_units', open_units, 'lines', open_lines)
                  ORDER BY open_units DESC, sku COLLATE "C"),
         '[]')
@@ -81,6 +88,7 @@ FROM (
     FROM per_sku
 ) l
 """
+)
 
 
 def _window(since: datetime | None, until: datetime | None) -> str:

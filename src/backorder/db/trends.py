@@ -34,7 +34,7 @@ from datetime import date
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from backorder.db.reports import BackorderFigures, figures_of
+from backorder.db.reports import FIGURES, BackorderFigures, figures_of
 
 # The buckets' upper bounds in days; the last is open-ended.
 AGE_BUCKETS = (
@@ -105,16 +105,7 @@ WITH per_day AS MATERIALIZED ({_PER_DAY}), boundary AS (
     GROUP BY bucket
 )
 SELECT
-    now() AS as_of,
-    o.orders,
-    o.backordered_orders,
-    COALESCE(l.units_ordered, 0) AS units_ordered,
-    COALESCE(l.units_allocated_at_placement, 0) AS units_allocated_at_placement,
-    COALESCE(l.open_lines, 0) AS open_lines,
-    COALESCE(l.open_units, 0) AS open_units,
-    l.oldest_open_at,
-    l.open_age_s / NULLIF(l.open_lines, 0) AS avg_open_age_s,
-    l.fill_s / NULLIF(l.fills, 0) AS avg_fill_s,
+{FIGURES}
     -- The counters agree with the lines (API.md's invariants): a product's `backordered` is
     -- the sum of its lines', its queue has one row per waiting line. Ties as the report's.
     (SELECT COALESCE(

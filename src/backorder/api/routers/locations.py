@@ -14,7 +14,13 @@ from backorder.api import cursors
 from backorder.api.csv_export import CsvShape, csv_response_doc, listing
 from backorder.api.deps import AnyKey, OpsKey
 from backorder.api.docs import example, problems
-from backorder.api.execute import HONOURS_IDEMPOTENCY_KEY, json_response, read, write
+from backorder.api.execute import (
+    HONOURS_IDEMPOTENCY_KEY,
+    fields_sent,
+    json_response,
+    read,
+    write,
+)
 from backorder.api.schemas import examples
 from backorder.api.schemas.common import SKU_PATTERN, Page, page
 from backorder.api.schemas.locations import (
@@ -26,7 +32,6 @@ from backorder.api.schemas.locations import (
 )
 from backorder.db import locations as locations_db
 from backorder.db.engine import run_transaction
-from backorder.domain.errors import ValidationFailed
 from backorder.services import locations
 
 router = APIRouter(prefix="/v1/locations", tags=["Locations"])
@@ -63,13 +68,7 @@ CodePath = Annotated[
 async def put_location(
     request: Request, principal: OpsKey, code: CodePath, body: Annotated[LocationIn, Body()]
 ) -> Response:
-    values = body.model_dump(include=body.model_fields_set)
-    for field in ("name", "rank", "active"):
-        if field in values and values[field] is None:
-            raise ValidationFailed(
-                f"{field} cannot be null",
-                [{"loc": ["body", field], "field": field, "msg": "may not be null"}],
-            )
+    values = fields_sent(body, not_null=("name", "rank", "active"))
 
     async def work(conn: AsyncConnection) -> tuple[bool, dict[str, Any]]:
         return await locations.put_location(conn, code, values)

@@ -11,7 +11,13 @@ from starlette.responses import Response
 from backorder.api import cursors
 from backorder.api.deps import AnyKey, OpsKey
 from backorder.api.docs import example, problems
-from backorder.api.execute import HONOURS_IDEMPOTENCY_KEY, json_response, read, write
+from backorder.api.execute import (
+    HONOURS_IDEMPOTENCY_KEY,
+    fields_sent,
+    json_response,
+    read,
+    write,
+)
 from backorder.api.schemas import examples
 from backorder.api.schemas.common import SKU_PATTERN, Page, page
 from backorder.api.schemas.products import (
@@ -53,19 +59,16 @@ SkuPath = Annotated[
 async def put_product(
     request: Request, principal: OpsKey, sku: SkuPath, body: Annotated[ProductIn, Body()]
 ) -> Response:
-    values = body.model_dump(include=body.model_fields_set)
-    for field in (
-        "name",
-        "backorders_allowed",
-        "allocation_strategy",
-        "discontinued",
-        "alternatives",
-    ):
-        if field in values and values[field] is None:
-            raise ValidationFailed(
-                f"{field} cannot be null",
-                [{"loc": ["body", field], "field": field, "msg": "may not be null"}],
-            )
+    values = fields_sent(
+        body,
+        not_null=(
+            "name",
+            "backorders_allowed",
+            "allocation_strategy",
+            "discontinued",
+            "alternatives",
+        ),
+    )
 
     async def work(conn: AsyncConnection) -> tuple[bool, dict[str, Any]]:
         return await catalog.put_product(conn, sku, values)

@@ -15,12 +15,12 @@ from tests.support.locations import (
     assert_location_invariants,
     at,
     movements,
-    product,
     put_location,
     restock,
     state,
     where,
 )
+from tests.support.orders import product
 
 # --- the resource ------------------------------------------------------------------------------
 

@@ -14,13 +14,13 @@ from tests.support.locations import (
     assert_location_invariants,
     at,
     events,
-    order,
-    product,
     put_location,
     restock,
     state,
     where,
 )
+from tests.support.orders import get_order as order
+from tests.support.orders import product
 
 # Four sites, best ranked first: a (10), b (20), c (30), main (100).
 SITES = {"a": 10, "b": 20, "c": 30}

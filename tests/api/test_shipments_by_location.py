@@ -12,13 +12,13 @@ from tests.support.locations import (
     at,
     events,
     movements,
-    order,
-    product,
     put_location,
     restock,
     state,
     where,
 )
+from tests.support.orders import get_order as order
+from tests.support.orders import product
 
 
 async def ship(

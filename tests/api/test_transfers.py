@@ -13,13 +13,13 @@ from tests.support.locations import (
     assert_location_invariants,
     at,
     movements,
-    order,
-    product,
     put_location,
     restock,
     state,
     where,
 )
+from tests.support.orders import get_order as order
+from tests.support.orders import product
 
 
 async def transfer(client: AsyncClient, expect: int = 201, **body: Any) -> dict[str, Any]:

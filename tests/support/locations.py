@@ -9,6 +9,7 @@ from httpx import AsyncClient
 
 from tests.support.api import OPS
 from tests.support.invariants import check_invariants
+from tests.support.orders import product
 
 
 async def put_location(
@@ -28,20 +29,6 @@ async def restock(
         body["location"] = location
     r = await client.post(f"/v1/products/{sku}/restocks", json=body, headers=OPS)
     assert r.status_code == 201, r.text
-    out: dict[str, Any] = r.json()
-    return out
-
-
-async def product(client: AsyncClient, sku: str) -> dict[str, Any]:
-    r = await client.get(f"/v1/products/{sku}", headers=OPS)
-    assert r.status_code == 200, r.text
-    out: dict[str, Any] = r.json()
-    return out
-
-
-async def order(client: AsyncClient, order_id: str) -> dict[str, Any]:
-    r = await client.get(f"/v1/orders/{order_id}", headers=OPS)
-    assert r.status_code == 200, r.text
     out: dict[str, Any] = r.json()
     return out
 

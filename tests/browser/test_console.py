@@ -119,10 +119,31 @@ def test_restocks_from_the_product_page_and_sees_the_queue_move(
     assert customers == ["c-ada", "c-bob", "c-cy"]
     shots(browser, "product")
 
+    # Preview first: who the 7 units would fill, and nothing done yet.
     form = browser.find_element(By.CSS_SELECTOR, "form[action$='/restocks']")
     form.find_element(By.NAME, "quantity").send_keys("7")
     form.find_element(By.NAME, "reference").send_keys("dock 4")
-    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    form.find_element(By.CSS_SELECTOR, "button[data-preview]").click()
+    preview = WebDriverWait(browser, WAIT_S).until(
+        lambda d: d.find_element(By.CSS_SELECTOR, ".preview")
+    )
+    fills = [
+        [td.text for td in r.find_elements(By.TAG_NAME, "td")][1:4]
+        for r in preview.find_elements(By.CSS_SELECTOR, ".preview-fills tbody tr")
+    ]
+    assert fills == [
+        ["c-ada", "3", "allocated, ready to ship"],
+        ["c-bob", "4", "allocated, ready to ship"],
+    ]
+    queued = browser.find_elements(By.CSS_SELECTOR, ".queue tbody td:nth-child(2)")
+    assert [e.text for e in queued] == ["c-ada", "c-bob", "c-cy"]  # nobody filled yet
+    assert figure(browser, "backordered") == "12"
+    assert api.get("/v1/products/BR-REST").json()["on_hand"] == 0
+    assert api.get("/v1/products/BR-REST/movements").json()["data"] == []
+    shots(browser, "product-preview")
+
+    # Then the restock itself, from the preview's button.
+    preview.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
     notice = WebDriverWait(browser, WAIT_S).until(
         lambda d: d.find_element(By.CSS_SELECTOR, ".notice")
     )

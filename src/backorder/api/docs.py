@@ -141,6 +141,16 @@ def problems(
     }
 
 
+def dry_run_answer(model: type[Any]) -> dict[int | str, dict[str, Any]]:
+    """`responses=` entry of a write's `?dry_run=true` answer (200, `model`)."""
+    return {
+        200: {
+            "model": model,
+            "description": "With `?dry_run=true`: what the call would do now; nothing written.",
+        }
+    }
+
+
 def example(
     status: int, value: Any, description: str | None = None
 ) -> dict[int | str, dict[str, Any]]:

@@ -33,6 +33,7 @@ from backorder.domain.errors import (
     IdempotencyKeyReused,
     ValidationFailed,
 )
+from backorder.services.rehearsal import DryRun, rehearse
 
 Work = Callable[[AsyncConnection], Awaitable[Any]]
 JSON_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
@@ -109,15 +110,23 @@ async def write(
     status_code: int = 201,
     secret_fields: tuple[str, ...] = (),
     prepare: Callable[[], Awaitable[None]] | None = None,
+    dry_run: DryRun | None = None,
 ) -> Response:
     """A write; honours `Idempotency-Key` when the request carries one. Answer with what this
     returns, whatever `status_code`: a refusal stored under the key, or a replay, is not it.
     `secret_fields`: the answer's top-level fields that hold a secret shown once (never stored
     for a replay). `prepare`: a check too slow for a transaction (a DNS lookup), made before
-    the work and outside it, but never for a replay: a stored answer does not depend on it."""
+    the work and outside it, but never for a replay: a stored answer does not depend on it.
+    `dry_run` (the request's `?dry_run=true`): the work is rehearsed and rolled back, 200
+    with what it would do; an `Idempotency-Key` is neither looked up nor kept."""
     request.state.in_write = True  # its own refusals are stored here, not by the handlers
     engine = request.app.state.engine
     attempts = request.app.state.settings.transaction_attempts
+    if dry_run is not None:
+        answer = await rehearse(
+            engine, work, dry_run, channel=principal.channel_filter, attempts=attempts
+        )
+        return json_response(answer)
     key = request.headers.get("idempotency-key")
     prepared = _Prepared(prepare, work) if prepare is not None else None
     if prepared is not None:
@@ -246,6 +255,7 @@ async def remember_refusal(request: Request, status: int, body: dict[str, Any]) 
     principal = getattr(request.state, "principal", None)
     if (
         not marked
+        or is_dry_run(request)
         or status >= 500
         or principal is None
         or "idempotency-key" not in request.headers
@@ -260,6 +270,12 @@ async def remember_refusal(request: Request, status: int, body: dict[str, Any]) 
         return await write(request, principal, refuse)
     except DomainError as exc:  # the key reused or in use, or the database away (503)
         return problem_response(domain_problem(exc, request_id_of(request)), retry_headers(exc))
+
+
+def is_dry_run(request: Request) -> bool:
+    """`?dry_run=true` as FastAPI reads a bool (`1`, `yes`, `on`...): such a request, refused
+    before its route ran, keeps nothing under its Idempotency-Key."""
+    return request.query_params.get("dry_run", "").lower() in {"1", "true", "on", "yes", "t", "y"}
 
 
 async def _fingerprint(request: Request) -> str:

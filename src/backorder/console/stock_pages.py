@@ -1,7 +1,8 @@
-"""The console's product and replenishment pages, and the forms that act on them: restock,
-create a purchase order. Each form posts, is checked (CSRF, fields), runs the same use case
-as the API in its own transaction, then sends the browser back with a 303; a refusal shows
-the page again with the reason."""
+"""The console's product and replenishment pages, and the forms that act on them: restock
+(previewed first, if wished), create a purchase order. Each form posts, is checked (CSRF,
+fields), runs the same use case as the API in its own transaction, then sends the browser back
+with a 303; a refusal shows the page again with the reason. A preview runs the restock as
+`?dry_run=true` does and shows the page with what it would do."""
 
 from __future__ import annotations
 
@@ -10,19 +11,21 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 from uuid import UUID
 
+import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.responses import Response
 
 from backorder.console import session, web
 from backorder.console.session import ConsoleUser
-from backorder.db import locations, queue
+from backorder.db import locations, orders, queue
 from backorder.db.engine import run_read, run_transaction
 from backorder.domain.allocation import AllocationStrategy
 from backorder.domain.errors import DomainError, NotFound
 from backorder.domain.locations import MAIN
 from backorder.domain.purchasing import expected_date_refusal, latest_expected_date
 from backorder.services import catalog, inventory, purchasing, reports
+from backorder.services.rehearsal import DryRun, rehearse
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
@@ -115,6 +118,7 @@ async def _product_page(
     *,
     error: str | None = None,
     status_code: int = 200,
+    preview: dict[str, Any] | None = None,
 ) -> Response:
     after = _queue_after(cursor)
 
@@ -160,6 +164,7 @@ async def _product_page(
         today=_today().isoformat(),
         notice=None if error else _notice(request),
         error=error,
+        preview=preview,
     )
 
 
@@ -180,6 +185,60 @@ async def product_page(
             request, "base.html", 404, page="missing", user=user, error="No such SKU."
         )
     return await _product_page(request, user, sku, cursor)
+
+
+@router.post("/products/{sku}/restocks/preview")
+async def preview_restock(request: Request, user: User, sku: str) -> Response:
+    """The restock's dry run (`services/rehearsal.py`, as the API's `?dry_run=true`): who it
+    would fill, shown on the product page with a button that makes it, nothing written."""
+    form = await web.form(request)
+    if not _CODE.match(sku):
+        return web.redirect("/console")
+    try:
+        if not session.check_csrf(user, form):
+            raise FormError("The form had expired: nothing was done. Try again.")
+        quantity = _quantity(form.get("quantity"))
+        location = _code(form.get("location") or MAIN, "Location")
+        reference = _text(form.get("reference"), "Reference")
+        # As the API would answer it (its queue-ordered fills come as ready-made JSON).
+        answer = orjson.loads(
+            orjson.dumps(
+                await rehearse(
+                    request.app.state.engine,
+                    lambda conn: inventory.restock(conn, sku, quantity, reference, location),
+                    DryRun(sku=sku, creates=("id",)),
+                    channel=None,
+                    attempts=request.app.state.settings.transaction_attempts,
+                )
+            )
+        )
+        shown = answer["allocations"][:PAGE]
+        customers = await run_read(
+            request.app.state.engine,
+            lambda conn: orders.customers_of(conn, [UUID(a["order_id"]) for a in shown]),
+        )
+    except FormError as exc:
+        return await _product_page(request, user, sku, error=str(exc), status_code=422)
+    except DomainError as exc:
+        return await _product_page(request, user, sku, error=exc.detail, status_code=exc.status)
+    status_after = {o["order_id"]: o for o in answer["orders"]}
+    preview = {
+        "quantity": quantity,
+        "location": location,
+        "reference": reference or "",
+        "answer": answer,
+        "fills": [
+            {
+                **a,
+                "customer_id": customers.get(UUID(a["order_id"]), ""),
+                "after": status_after.get(a["order_id"]),
+            }
+            for a in shown
+        ],
+        "more": len(answer["allocations"]) - len(shown),
+        "dates_moved": len(answer["expected_dates"]),
+    }
+    return await _product_page(request, user, sku, preview=preview)
 
 
 @router.post("/products/{sku}/restocks")

@@ -375,6 +375,14 @@ async def list_orders(
     return await _attach_lines(conn, list(rows))
 
 
+async def customers_of(conn: AsyncConnection, order_ids: list[UUID]) -> dict[UUID, str]:
+    """The customer of each order named (for a page that shows whom a change reaches)."""
+    rows = await conn.execute(
+        text("SELECT id, customer_id FROM sales_order WHERE id = ANY(:ids)"), {"ids": order_ids}
+    )
+    return {r.id: r.customer_id for r in rows}
+
+
 async def order_skus(conn: AsyncConnection, order_id: UUID) -> list[str]:
     rows = await conn.execute(
         text("SELECT sku FROM order_line WHERE order_id = :id"), {"id": order_id}

@@ -13,7 +13,7 @@ from starlette.responses import Response
 from backorder.api import cursors
 from backorder.api.csv_export import CsvShape, csv_response_doc, listing
 from backorder.api.deps import AnyKey, OpsKey
-from backorder.api.docs import example, problems
+from backorder.api.docs import dry_run_answer, example, problems
 from backorder.api.execute import (
     HONOURS_IDEMPOTENCY_KEY,
     fields_sent,
@@ -23,6 +23,7 @@ from backorder.api.execute import (
 )
 from backorder.api.schemas import examples
 from backorder.api.schemas.common import SKU_PATTERN, Page, page
+from backorder.api.schemas.dry_runs import DryRunQuery, TransferDryRunOut
 from backorder.api.schemas.locations import (
     LocationIn,
     LocationOut,
@@ -33,6 +34,7 @@ from backorder.api.schemas.locations import (
 from backorder.db import locations as locations_db
 from backorder.db.engine import run_transaction
 from backorder.services import locations
+from backorder.services.rehearsal import DryRun
 
 router = APIRouter(prefix="/v1/locations", tags=["Locations"])
 transfers = APIRouter(prefix="/v1/transfers", tags=["Locations"])
@@ -163,7 +165,7 @@ async def pick_list(
     openapi_extra=HONOURS_IDEMPOTENCY_KEY,
     status_code=201,
     response_model=TransferOut,
-    responses=problems(403, 409),
+    responses={**dry_run_answer(TransferDryRunOut), **problems(403, 409)},
     summary="Transfer units between locations",
     description="Moves `quantity` unallocated units of `sku` from one location to another: two "
     "ledger rows of kind `transfer`, -quantity at `from` and +quantity at `to`; `on_hand` over "
@@ -174,10 +176,14 @@ async def pick_list(
     "waiting line got.\n\n"
     "Refusals, which change nothing: more than `from` holds unallocated, 409 "
     "`insufficient_stock`; `from` = `to`, 422 `validation_error`; an unknown location, 422 "
-    "`unknown_location`; an unknown SKU, 422 `unknown_sku`. Honours `Idempotency-Key`.",
+    "`unknown_location`; an unknown SKU, 422 `unknown_sku`. Honours `Idempotency-Key`.\n\n"
+    "`?dry_run=true` answers 200 with what the transfer would do now; writes nothing.",
 )
 async def transfer(
-    request: Request, principal: OpsKey, body: Annotated[TransferIn, Body()]
+    request: Request,
+    principal: OpsKey,
+    body: Annotated[TransferIn, Body()],
+    dry_run: DryRunQuery = False,
 ) -> Response:
     return await write(
         request,
@@ -185,4 +191,5 @@ async def transfer(
         lambda conn: locations.transfer(
             conn, body.sku, body.source, body.to, body.quantity, body.reference
         ),
+        dry_run=DryRun(sku=body.sku, creates=("id",)) if dry_run else None,
     )

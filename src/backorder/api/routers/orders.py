@@ -13,10 +13,17 @@ from starlette.responses import Response
 from backorder.api import cursors
 from backorder.api.csv_export import CsvShape, csv_response_doc, listing
 from backorder.api.deps import AnyKey, OpsKey, Principal, get_settings
-from backorder.api.docs import example, problem_example, problems, with_problem_examples
+from backorder.api.docs import (
+    dry_run_answer,
+    example,
+    problem_example,
+    problems,
+    with_problem_examples,
+)
 from backorder.api.execute import HONOURS_IDEMPOTENCY_KEY, read, write
 from backorder.api.schemas import examples
 from backorder.api.schemas.common import SKU_PATTERN, ChannelQuery, Page, page
+from backorder.api.schemas.dry_runs import DryRunQuery, OrderDryRunOut, ShipmentDryRunOut
 from backorder.api.schemas.orders import (
     CancelIn,
     LineCancelIn,
@@ -33,6 +40,7 @@ from backorder.domain.errors import Conflict, Forbidden, InsufficientStock, Vali
 from backorder.domain.orders import ShipPolicy
 from backorder.domain.placement import LineRequest
 from backorder.services import ordering, placement
+from backorder.services.rehearsal import DryRun
 
 router = APIRouter(prefix="/v1/orders", tags=["Orders"])
 
@@ -257,7 +265,7 @@ async def get_order(request: Request, principal: AnyKey, order_id: UUID) -> Resp
     "/{order_id}/cancel",
     openapi_extra=HONOURS_IDEMPOTENCY_KEY,
     status_code=200,
-    response_model=OrderOut,
+    response_model=OrderOut | OrderDryRunOut,
     responses={
         **example(200, examples.ORDER_CANCELLED, "The order, every unshipped unit cancelled."),
         **with_problem_examples(
@@ -276,13 +284,16 @@ async def get_order(request: Request, principal: AnyKey, order_id: UUID) -> Resp
     'shipped units stand in the way, else `conflict`), with `"reason": '
     '"nothing_to_cancel"` in the problem body. Writes one `order.line_cancelled` per line '
     "with open units (`reason: request`, your `reason` as `note`), then `order.cancelled` if "
-    "the order is now `cancelled` (not when some of it shipped). Honours `Idempotency-Key`.",
+    "the order is now `cancelled` (not when some of it shipped). Honours `Idempotency-Key`.\n\n"
+    "`?dry_run=true` answers with the order as the cancel would leave it, plus what would "
+    "move for others (a storefront sees its own channel's orders only); writes nothing.",
 )
 async def cancel_order(
     request: Request,
     principal: AnyKey,
     order_id: UUID,
     body: Annotated[CancelIn | None, Body()] = None,
+    dry_run: DryRunQuery = False,
 ) -> Response:
     reason = body.reason if body else None
     return await write(
@@ -290,6 +301,7 @@ async def cancel_order(
         principal,
         lambda conn: ordering.cancel_order(conn, order_id, principal.channel_filter, reason),
         status_code=200,
+        dry_run=DryRun(order_id=order_id) if dry_run else None,
     )
 
 
@@ -297,7 +309,7 @@ async def cancel_order(
     "/{order_id}/lines/{line_id}/cancel",
     openapi_extra=HONOURS_IDEMPOTENCY_KEY,
     status_code=200,
-    response_model=OrderOut,
+    response_model=OrderOut | OrderDryRunOut,
     responses={
         **example(
             200,
@@ -321,7 +333,9 @@ async def cancel_order(
     "than the line still has: 409 (`already_shipped` if shipped units stand in the way, else "
     "`conflict`) with `reason` `nothing_to_cancel` (none left) or `exceeds_remaining`, and "
     "`cancellable` (how many could be). Writes `order.line_cancelled`, and `order.cancelled` "
-    "after it when this empties an order of which nothing shipped. Honours `Idempotency-Key`.",
+    "after it when this empties an order of which nothing shipped. Honours `Idempotency-Key`."
+    "\n\n`?dry_run=true` answers with the order as the cancel would leave it, plus what would "
+    "move for others (a storefront sees its own channel's orders only); writes nothing.",
 )
 async def cancel_line(
     request: Request,
@@ -329,6 +343,7 @@ async def cancel_line(
     order_id: UUID,
     line_id: UUID,
     body: Annotated[LineCancelIn | None, Body()] = None,
+    dry_run: DryRunQuery = False,
 ) -> Response:
     quantity = body.quantity if body else None
     reason = body.reason if body else None
@@ -339,6 +354,7 @@ async def cancel_line(
             conn, order_id, line_id, quantity, principal.channel_filter, reason
         ),
         status_code=200,
+        dry_run=DryRun(order_id=order_id) if dry_run else None,
     )
 
 
@@ -369,18 +385,26 @@ async def patch_order(
     openapi_extra=HONOURS_IDEMPOTENCY_KEY,
     status_code=201,
     response_model=ShipmentOut,
-    responses=problems(403, 404, 409),
+    responses={**dry_run_answer(ShipmentDryRunOut), **problems(403, 404, 409)},
     summary="Ship allocated units",
     description="Ships allocated units: `on_hand` and `allocated` both drop, and the ledger "
     "records a `shipment`. All-or-nothing: more than is allocated on any line is 409 "
     "`not_allocated`; a `complete` order with units still backordered is 409 "
-    "`order_incomplete`. An order may ship in several shipments. Honours `Idempotency-Key`.",
+    "`order_incomplete`. An order may ship in several shipments. Honours `Idempotency-Key`."
+    "\n\n`?dry_run=true` answers 200 with what the shipment would do now; writes nothing.",
 )
 async def ship(
-    request: Request, principal: OpsKey, order_id: UUID, body: Annotated[ShipmentIn, Body()]
+    request: Request,
+    principal: OpsKey,
+    order_id: UUID,
+    body: Annotated[ShipmentIn, Body()],
+    dry_run: DryRunQuery = False,
 ) -> Response:
     check_line_count(request, len(body.lines), "shipment")
     requested = [(line.line_id, line.quantity) for line in body.lines]
     return await write(
-        request, principal, lambda conn: ordering.ship(conn, order_id, requested, body.location)
+        request,
+        principal,
+        lambda conn: ordering.ship(conn, order_id, requested, body.location),
+        dry_run=DryRun(order_id=order_id, creates=("id",)) if dry_run else None,
     )

@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from backorder.api import cursors
 from backorder.api.deps import AnyKey, OpsKey
-from backorder.api.docs import example, problems
+from backorder.api.docs import dry_run_answer, example, problems
 from backorder.api.execute import (
     HONOURS_IDEMPOTENCY_KEY,
     fields_sent,
@@ -20,6 +20,7 @@ from backorder.api.execute import (
 )
 from backorder.api.schemas import examples
 from backorder.api.schemas.common import SKU_PATTERN, Page, page
+from backorder.api.schemas.dry_runs import DryRunQuery, StockChangeDryRunOut
 from backorder.api.schemas.products import (
     AdjustmentIn,
     MovementOut,
@@ -35,6 +36,7 @@ from backorder.db.engine import run_transaction
 from backorder.domain.errors import NotFound, ValidationFailed
 from backorder.domain.locations import MAIN
 from backorder.services import catalog, inventory, promising
+from backorder.services.rehearsal import DryRun
 
 router = APIRouter(prefix="/v1/products", tags=["Products and stock"])
 
@@ -176,15 +178,21 @@ async def promise(
     openapi_extra=HONOURS_IDEMPOTENCY_KEY,
     status_code=201,
     response_model=StockChangeOut,
-    responses=problems(403, 404, 409),
+    responses={**dry_run_answer(StockChangeDryRunOut), **problems(403, 404, 409)},
     summary="Restock: add units, fill the queue",
     description="Adds to `on_hand`, then **in the same transaction** gives the new units to the "
     "SKU's backorder queue, head first, until the units or the queue run out (the last line "
     "reached may be filled partly). `allocations` lists what each waiting line got, in queue "
-    "order. Honours `Idempotency-Key`.",
+    "order. Honours `Idempotency-Key`.\n\n"
+    "`?dry_run=true` answers 200 with what the restock would do now (who would be filled, "
+    "whose date would move) and writes nothing.",
 )
 async def restock(
-    request: Request, principal: OpsKey, sku: SkuPath, body: Annotated[RestockIn, Body()]
+    request: Request,
+    principal: OpsKey,
+    sku: SkuPath,
+    body: Annotated[RestockIn, Body()],
+    dry_run: DryRunQuery = False,
 ) -> Response:
     return await write(
         request,
@@ -192,6 +200,7 @@ async def restock(
         lambda conn: inventory.restock(
             conn, sku, body.quantity, body.reference, body.location or MAIN
         ),
+        dry_run=DryRun(sku=sku, creates=("id",)) if dry_run else None,
     )
 
 
@@ -200,14 +209,19 @@ async def restock(
     openapi_extra=HONOURS_IDEMPOTENCY_KEY,
     status_code=201,
     response_model=StockChangeOut,
-    responses=problems(403, 404, 409),
+    responses={**dry_run_answer(StockChangeDryRunOut), **problems(403, 404, 409)},
     summary="Adjust stock (cycle count, damage, found)",
     description="A positive `delta` adds units and fills the queue like a restock. A negative "
     "one that would leave `on_hand` below `allocated` (or below zero) is refused with 409 "
-    "`would_strand_allocations`: cancel or ship first. Honours `Idempotency-Key`.",
+    "`would_strand_allocations`: cancel or ship first. Honours `Idempotency-Key`.\n\n"
+    "`?dry_run=true` answers 200 with what the adjustment would do now; writes nothing.",
 )
 async def adjust(
-    request: Request, principal: OpsKey, sku: SkuPath, body: Annotated[AdjustmentIn, Body()]
+    request: Request,
+    principal: OpsKey,
+    sku: SkuPath,
+    body: Annotated[AdjustmentIn, Body()],
+    dry_run: DryRunQuery = False,
 ) -> Response:
     if body.delta == 0:
         raise ValidationFailed(
@@ -220,6 +234,7 @@ async def adjust(
         lambda conn: inventory.adjust(
             conn, sku, body.delta, body.reason, body.reference, body.location or MAIN
         ),
+        dry_run=DryRun(sku=sku, creates=("id",)) if dry_run else None,
     )
 
 

@@ -12,9 +12,10 @@ from starlette.responses import Response
 
 from backorder.api import cursors
 from backorder.api.deps import OpsKey
-from backorder.api.docs import problems
+from backorder.api.docs import dry_run_answer, problems
 from backorder.api.execute import HONOURS_IDEMPOTENCY_KEY, read, write
 from backorder.api.schemas.common import SKU_PATTERN, Page, page
+from backorder.api.schemas.dry_runs import DryRunQuery, ReceiptDryRunOut
 from backorder.api.schemas.purchasing import (
     PoStatus,
     PurchaseOrderIn,
@@ -25,6 +26,7 @@ from backorder.api.schemas.purchasing import (
 )
 from backorder.domain.locations import MAIN
 from backorder.services import purchasing
+from backorder.services.rehearsal import DryRun
 
 router = APIRouter(prefix="/v1/purchase-orders", tags=["Purchase orders"])
 
@@ -163,17 +165,25 @@ async def cancel_po(request: Request, principal: OpsKey, po_id: UUID) -> Respons
     openapi_extra=HONOURS_IDEMPOTENCY_KEY,
     status_code=201,
     response_model=ReceiptOut,
-    responses=problems(403, 404, 409),
+    responses={**dry_run_answer(ReceiptDryRunOut), **problems(403, 404, 409)},
     summary="Receive units of a purchase order",
     description="A restock of `quantity` units (ledger kind `receipt`) that gives them to the "
     "SKU's backorder queue, head first, in the same transaction; the answer is the restock's "
     "(`allocations` in queue order) plus the `purchase_order`. The PO closes when fully "
     "received. More than remains, or a PO that is not open: 409 `conflict`. Honours "
-    "`Idempotency-Key`.",
+    "`Idempotency-Key`.\n\n"
+    "`?dry_run=true` answers 200 with what the receipt would do now; writes nothing.",
 )
 async def receive(
-    request: Request, principal: OpsKey, po_id: UUID, body: Annotated[ReceiveIn, Body()]
+    request: Request,
+    principal: OpsKey,
+    po_id: UUID,
+    body: Annotated[ReceiveIn, Body()],
+    dry_run: DryRunQuery = False,
 ) -> Response:
     return await write(
-        request, principal, lambda conn: purchasing.receive(conn, po_id, body.quantity)
+        request,
+        principal,
+        lambda conn: purchasing.receive(conn, po_id, body.quantity),
+        dry_run=DryRun(purchase_order_id=po_id, creates=("id",)) if dry_run else None,
     )

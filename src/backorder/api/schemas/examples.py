@@ -411,3 +411,38 @@ PICK_LINE: dict[str, Any] = {
     "priority": 0,
     "created_at": PLACED,
 }
+
+
+def _dry_run(answer: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    """`answer` as a dry run gives it: no id (nothing is created), and what would move."""
+    return {**answer, "id": None, "dry_run": True, "orders": [], "expected_dates": [], **changes}
+
+
+# POST /v1/products/TRAIL-42/restocks?dry_run=true `{"quantity": 50}`: what the restock above
+# would do, written nowhere. c-1001's order would be ready to ship, its line's wait (and date)
+# would end, and the line behind it, covered by a PO until now, would move up to an earlier one.
+RESTOCK_DRY_RUN = _dry_run(
+    RESTOCK,
+    orders=[{"order_id": ORDER_ID, "status": "allocated", "ready_to_ship": True}],
+    expected_dates=[
+        {"line_id": LINE_ID, "before": EXPECTED, "after": None},
+        {
+            "line_id": "2c5d8e1f-7a4b-4c3d-9e8f-1a2b3c4d5e6f",
+            "before": "2026-12-15",
+            "after": EXPECTED,
+        },
+    ],
+)
+RECEIPT_DRY_RUN = _dry_run(RECEIPT)
+TRANSFER_DRY_RUN = _dry_run(TRANSFER)
+SHIPMENT_DRY_RUN = _dry_run(
+    SHIPMENT,
+    orders=[{"order_id": ORDER_ID, "status": "partially_shipped", "ready_to_ship": False}],
+)
+# POST /v1/orders/{id}/cancel?dry_run=true: the order as the cancel would leave it.
+ORDER_CANCEL_DRY_RUN = {
+    **ORDER_CANCELLED,
+    "dry_run": True,
+    "orders": [{"order_id": ORDER_ID, "status": "cancelled", "ready_to_ship": False}],
+    "expected_dates": [{"line_id": LINE_ID, "before": EXPECTED, "after": None}],
+}

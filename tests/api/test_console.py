@@ -154,6 +154,74 @@ async def test_a_refused_restock_shows_the_reason_on_the_page(client: AsyncClien
     assert "unknown location" in r.text
 
 
+async def test_a_restock_preview_lists_who_it_would_fill_and_changes_nothing(
+    client: AsyncClient,
+) -> None:
+    await make_product(client, "CON-PV")
+    first = await place(client, [("CON-PV", 3)], customer_id="c-first")
+    second = await place(client, [("CON-PV", 2)], customer_id="c-second")
+    await sign_in(client, MASTER_KEY)
+    page = await client.get("/console/products/CON-PV")
+    form = {"csrf": csrf_of(page), "quantity": "4", "location": "main", "reference": "R-9"}
+    r = await client.post("/console/products/CON-PV/restocks/preview", data=form)
+    assert r.status_code == 200, r.text[:2000]
+    fills = re.findall(
+        r'<tr data-line="([^"]+)"><td class="n">\d+</td><td>([^<]+)</td>'
+        r'<td class="n">(\d+)</td>',
+        r.text.split('class="preview-fills"')[1].split("</table>")[0],
+    )
+    assert fills == [
+        (first["lines"][0]["id"], "c-first", "3"),
+        (second["lines"][0]["id"], "c-second", "1"),
+    ]
+    assert "4 of them would go to 2 waiting lines" in r.text
+    # Nothing done: the figures, the ledger and the feed are as they were.
+    product = (await client.get("/v1/products/CON-PV", headers=OPS)).json()
+    assert (product["on_hand"], product["backordered"]) == (0, 5)
+    ledger = (await client.get("/v1/products/CON-PV/movements", headers=OPS)).json()["data"]
+    assert ledger == []
+    # The preview's own button carries the same restock, with a fresh token.
+    hidden = dict(
+        re.findall(
+            r'<input type="hidden" name="(\w+)" value="([^"]*)">',
+            r.text.split('aria-label="Restock preview"')[1].split("</form>")[0],
+        )
+    )
+    assert (hidden["quantity"], hidden["location"], hidden["reference"]) == ("4", "main", "R-9")
+    done = await client.post("/console/products/CON-PV/restocks", data=hidden)
+    assert done.status_code == 303
+    product = (await client.get("/v1/products/CON-PV", headers=OPS)).json()
+    assert (product["on_hand"], product["backordered"]) == (4, 1)
+
+
+async def test_a_refused_preview_shows_the_reason_and_a_forged_one_is_refused(
+    client: AsyncClient,
+) -> None:
+    await make_product(client, "CON-PX")
+    await put_inactive_location(client, "shut")
+    await sign_in(client, MASTER_KEY)
+    page = await client.get("/console/products/CON-PX")
+    token = csrf_of(page)
+    r = await client.post(
+        "/console/products/CON-PX/restocks/preview",
+        data={"csrf": token, "quantity": "4", "location": "shut"},
+    )
+    assert r.status_code == 409 and "inactive" in r.text
+    r = await client.post(
+        "/console/products/CON-PX/restocks/preview", data={"csrf": "forged", "quantity": "4"}
+    )
+    assert r.status_code == 422 and "nothing was done" in r.text
+    r = await client.post(
+        "/console/products/NOPE/restocks/preview", data={"csrf": token, "quantity": "4"}
+    )
+    assert r.status_code == 404
+
+
+async def put_inactive_location(client: AsyncClient, code: str) -> None:
+    r = await client.put(f"/v1/locations/{code}", json={"name": code, "active": False}, headers=OPS)
+    assert r.status_code == 201, r.text
+
+
 async def test_a_purchase_order_is_created_from_a_replenishment_row(client: AsyncClient) -> None:
     await make_product(client, "CON-4", lead_time_days=10)
     await place(client, [("CON-4", 7)])

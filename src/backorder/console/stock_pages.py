@@ -206,7 +206,7 @@ async def preview_restock(request: Request, user: User, sku: str) -> Response:
                 await rehearse(
                     request.app.state.engine,
                     lambda conn: inventory.restock(conn, sku, quantity, reference, location),
-                    DryRun(sku=sku, creates=("id",)),
+                    DryRun(sku=sku, locations=(location,), creates=("id",)),
                     channel=None,
                     attempts=request.app.state.settings.transaction_attempts,
                 )

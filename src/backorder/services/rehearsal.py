@@ -6,11 +6,9 @@ no idempotency key). Beside the call's own answer it says what would move for ev
 (`db/dry_runs.py`): the orders whose status, `ready_to_ship` or units change, and the waiting
 lines whose promise date changes.
 
-The SKUs are locked before the lines are copied, in the one order every writer takes them
-(`db/stock.lock_products`), so nothing commits between the copy and the work: the difference is
-the call's alone. Calls that lock a location first (a restock at a location) then wait for it
-holding the SKU; should a location's closing hold it and wait for the SKU, PostgreSQL breaks
-that deadlock and the dry run is run again, as every transaction is (`db/engine.py`).
+The locations the call names and then its SKUs are locked before the lines are copied, in the
+one order every writer takes them (`db/locations.py`), so nothing commits between the copy and
+the work: the difference is the call's alone.
 """
 
 from __future__ import annotations
@@ -22,30 +20,38 @@ from uuid import UUID
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from backorder.db import dry_runs, orders, purchasing, stock
+from backorder.db import dry_runs, locations, orders, purchasing, stock
 from backorder.db.engine import run_transaction
 
 
 @dataclass(frozen=True)
 class DryRun:
     """What a call touches, to rehearse it: the SKU it stocks, the order it names, or the
-    purchase order it receives; `creates`, its answer's fields that name a record it would
-    create (null in a dry run: nothing is created)."""
+    purchase order it receives, and the locations it names; `creates`, its answer's fields
+    that name a record it would create (null in a dry run: nothing is created)."""
 
     sku: str | None = None
     order_id: UUID | None = None
     purchase_order_id: UUID | None = None
+    locations: tuple[str, ...] = ()
     creates: tuple[str, ...] = ()
 
-    async def skus(self, conn: AsyncConnection) -> list[str]:
+    async def lock(self, conn: AsyncConnection) -> list[str]:
+        """Lock what the call will lock, in the order it will: its locations (`FOR SHARE`),
+        then its SKUs; the SKUs. Whatever does not exist is left to the work to refuse."""
+        places, skus = set(self.locations), []
         if self.sku is not None:
-            return [self.sku]
-        if self.order_id is not None:
-            return await orders.order_skus(conn, self.order_id)
-        if self.purchase_order_id is not None:
+            skus = [self.sku]
+        elif self.order_id is not None:
+            skus = await orders.order_skus(conn, self.order_id)
+        elif self.purchase_order_id is not None:
             found = await purchasing.sku_of(conn, self.purchase_order_id)
-            return [found.sku] if found is not None else []
-        return []
+            if found is not None:
+                skus, places = [found.sku], {found.location}
+        for code in sorted(places):
+            await locations.get(conn, code, lock="share")
+        await stock.lock_products(conn, skus)
+        return skus
 
 
 class _RolledBack(Exception):
@@ -69,8 +75,7 @@ async def rehearse(
     other channel's orders."""
 
     async def run(conn: AsyncConnection) -> None:
-        skus = await dry_run.skus(conn)
-        await stock.lock_products(conn, skus)
+        skus = await dry_run.lock(conn)
         named = [dry_run.order_id] if dry_run.order_id is not None else []
         await dry_runs.snapshot(conn, skus, named)
         answer = dict(await work(conn))

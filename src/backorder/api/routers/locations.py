@@ -191,5 +191,7 @@ async def transfer(
         lambda conn: locations.transfer(
             conn, body.sku, body.source, body.to, body.quantity, body.reference
         ),
-        dry_run=DryRun(sku=body.sku, creates=("id",)) if dry_run else None,
+        dry_run=DryRun(sku=body.sku, locations=(body.source, body.to), creates=("id",))
+        if dry_run
+        else None,
     )

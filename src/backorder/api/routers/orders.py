@@ -406,5 +406,11 @@ async def ship(
         request,
         principal,
         lambda conn: ordering.ship(conn, order_id, requested, body.location),
-        dry_run=DryRun(order_id=order_id, creates=("id",)) if dry_run else None,
+        dry_run=DryRun(
+            order_id=order_id,
+            locations=(body.location,) if body.location else (),
+            creates=("id",),
+        )
+        if dry_run
+        else None,
     )

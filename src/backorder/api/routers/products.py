@@ -173,6 +173,11 @@ async def promise(
     return await read(request, lambda conn: promising.promise(conn, sku, quantity))
 
 
+def stocking(sku: str, location: str | None) -> DryRun:
+    """The dry run of a restock or an adjustment: it locks its location, then the SKU."""
+    return DryRun(sku=sku, locations=(location or MAIN,), creates=("id",))
+
+
 @router.post(
     "/{sku}/restocks",
     openapi_extra=HONOURS_IDEMPOTENCY_KEY,
@@ -200,7 +205,7 @@ async def restock(
         lambda conn: inventory.restock(
             conn, sku, body.quantity, body.reference, body.location or MAIN
         ),
-        dry_run=DryRun(sku=sku, creates=("id",)) if dry_run else None,
+        dry_run=stocking(sku, body.location) if dry_run else None,
     )
 
 
@@ -234,7 +239,7 @@ async def adjust(
         lambda conn: inventory.adjust(
             conn, sku, body.delta, body.reason, body.reference, body.location or MAIN
         ),
-        dry_run=DryRun(sku=sku, creates=("id",)) if dry_run else None,
+        dry_run=stocking(sku, body.location) if dry_run else None,
     )
 
 

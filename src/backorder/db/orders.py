@@ -55,17 +55,20 @@ WITH d AS (SELECT CAST(:doc AS jsonb) AS doc
          WITH ORDINALITY AS x(id, sku, q, a, b, c, home, elsewhere, n)
 ), o AS (
     -- One reading of the clock for both times: the answer shows the order as stored.
+    -- A deadline in days counts whole days of 24 hours from `created_at`, as the answer does.
     INSERT INTO sales_order (id, channel, customer_id, priority, ship_policy, external_ref,
                              status, ready_to_ship, backordered_at_placement, allocated,
-                             backordered, created_at, updated_at)
+                             backordered, created_at, updated_at, backorder_deadline)
     SELECT :id, :channel, :customer_id, :priority, :ship_policy, :external_ref,
-           :status, :ready, :backordered_at_placement, :allocated, :backordered, t.now, t.now
+           :status, :ready, :backordered_at_placement, :allocated, :backordered, t.now, t.now,
+           COALESCE(CAST(:backorder_deadline AS timestamptz),
+                    t.now + make_interval(secs => CAST(:deadline_days AS integer) * 86400))
     FROM (SELECT clock_timestamp() AS now) t
     -- A reference the channel already used: nothing of this statement is written (every
     -- other part hangs on `o`), and the caller answers 409. Concurrent twins wait here for
     -- the first to commit or roll back, so exactly one of them is written.
     ON CONFLICT (external_ref, channel) WHERE external_ref IS NOT NULL DO NOTHING
-    RETURNING created_at
+    RETURNING created_at, backorder_deadline
 ), l AS (
     INSERT INTO order_line (id, order_id, line_no, sku, quantity, allocated, backordered,
                             cancelled, created_at, initial_backordered, location_id,
@@ -74,8 +77,9 @@ WITH d AS (SELECT CAST(:doc AS jsonb) AS doc
     FROM o, x
     RETURNING id, sku, backordered, created_at
 ), q AS (
-    INSERT INTO backorder_queue (line_id, sku, priority, created_at)
-    SELECT id, sku, :priority, created_at FROM l WHERE backordered > 0
+    INSERT INTO backorder_queue (line_id, sku, priority, created_at, deadline)
+    SELECT l.id, l.sku, :priority, l.created_at, o.backorder_deadline
+    FROM l, o WHERE l.backordered > 0
 ), e AS (
     INSERT INTO event (type, data)
     SELECT e.value ->> 0, e.value -> 1
@@ -129,6 +133,8 @@ def place_order_params(
     lines: list[NewLine],
     events: list[tuple[str, dict[str, Any]]],
     counters: list[CounterUpdate],
+    backorder_deadline: datetime | None = None,
+    deadline_days: int | None = None,
 ) -> dict[str, Any]:
     """The parameters of `PLACE_ORDER`: the order's scalars, its lines and events as one JSON
     document, and its products' counters as arrays."""
@@ -144,6 +150,8 @@ def place_order_params(
         "backordered_at_placement": any(line.backordered for line in lines),
         "allocated": sum(line.allocated for line in lines),
         "backordered": sum(line.backordered for line in lines),
+        "backorder_deadline": backorder_deadline,
+        "deadline_days": deadline_days,
         "doc": to_json(
             {
                 "lines": [
@@ -238,11 +246,13 @@ class OrderRow:
     status: str
     created_at: datetime
     updated_at: datetime
+    backorder_deadline: datetime | None
     lines: list[LineRow]
 
 
 _ORDER_COLUMNS = (
-    "id, channel, customer_id, priority, ship_policy, external_ref, status, created_at, updated_at"
+    "id, channel, customer_id, priority, ship_policy, external_ref, status, created_at, "
+    "updated_at, backorder_deadline"
 )
 # A line's units per location, as `[[location, allocated, shipped]]` by rank, then code (the
 # view `line_allocation` derives them from the line's columns).
@@ -299,6 +309,7 @@ async def _attach_lines(conn: AsyncConnection, orders: list[Any]) -> list[OrderR
             o.status,
             o.created_at,
             o.updated_at,
+            o.backorder_deadline,
             by_order.get(o.id, []),
         )
         for o in orders

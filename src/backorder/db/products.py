@@ -20,6 +20,7 @@ SETTINGS = (
     "reorder_point",
     "safety_stock",
     "lead_time_days",
+    "max_backorder_days",
     "alternatives",
 )
 # Stock per location rides along as one JSON column (by rank, then code): the product and

@@ -54,6 +54,21 @@ def tail_date(demand: str) -> str:
     p.expected_restock_date)"""
 
 
+def at_risk_sql(expected: str, deadline: str) -> str:
+    """`domain/deadlines.at_risk` of a waiting line (the caller keeps to lines that wait and
+    have a deadline): its date unknown, or after the deadline's UTC date."""
+    return f"({expected} IS NULL OR {expected} > CAST(timezone('UTC', {deadline}) AS date))"
+
+
+def _at_risk_event(line: str) -> str:
+    """The `backorder.deadline_at_risk` event of a row `{line}` (line_id, order_id, deadline,
+    expected_date) joined to its order `so`."""
+    return f"""jsonb_build_object('order_id', {line}.order_id, 'line_id', {line}.line_id,
+                          'sku', CAST(:sku AS text), 'backorder_deadline', {line}.deadline,
+                          'expected_date', {line}.expected_date, 'customer_id', so.customer_id,
+                          'channel', so.channel)"""
+
+
 # The queue is walked once, in fill order, with its running demand `cum`. A line is covered by
 # the first PO whose running supply reaches `cum`, i.e. PO number 1 + (how many POs' running
 # supply is below `cum`): `width_bucket` counts that by binary search in the sorted running
@@ -83,27 +98,68 @@ WITH supply AS (
     FROM changed c
     WHERE l.id = c.id AND l.expected_date IS DISTINCT FROM c.new
     RETURNING l.id, l.order_id, c.old, c.new, c.cum
+), risk AS (
+    -- The lines with a deadline (a partial index finds them, not the whole queue), at risk
+    -- or not with their new dates; those whose state flips are written, and announced when
+    -- they become at risk.
+    SELECT b.line_id, d.order_id, b.deadline, d.new AS expected_date, d.cum, b.at_risk AS was,
+           {at_risk} AS now
+    FROM backorder_queue b JOIN dated d ON d.id = b.line_id
+    WHERE b.sku = :sku AND b.deadline IS NOT NULL
+), flagged AS (
+    UPDATE backorder_queue b SET at_risk = r.now
+    FROM risk r
+    WHERE b.line_id = r.line_id AND b.at_risk <> r.now
+    RETURNING r.line_id, r.order_id, r.deadline, r.expected_date, r.cum, r.now
 )
 INSERT INTO event (type, data)
-SELECT 'backorder.expected_date_changed',
-       jsonb_build_object('order_id', m.order_id, 'line_id', m.id, 'sku', CAST(:sku AS text),
-                          'from', m.old, 'to', m.new, 'channel', so.channel)
-FROM moved m JOIN sales_order so ON so.id = m.order_id
-WHERE m.order_id IS DISTINCT FROM CAST(:new_order AS uuid)
-ORDER BY m.cum
+SELECT ev.type, ev.data FROM (
+    SELECT 'backorder.expected_date_changed' AS type, 0 AS kind, m.cum,
+           jsonb_build_object('order_id', m.order_id, 'line_id', m.id,
+                              'sku', CAST(:sku AS text), 'from', m.old, 'to', m.new,
+                              'channel', so.channel) AS data
+    FROM moved m JOIN sales_order so ON so.id = m.order_id
+    WHERE m.order_id IS DISTINCT FROM CAST(:new_order AS uuid)
+    UNION ALL
+    SELECT 'backorder.deadline_at_risk', 1, f.cum, {at_risk_event}
+    FROM flagged f JOIN sales_order so ON so.id = f.order_id
+    WHERE f.now
+) ev
+ORDER BY ev.kind, ev.cum
 """
 _REFRESH_SQL = {
-    s: text(_REFRESH.format(order=o, supply=_OPEN_SUPPLY)) for s, o in QUEUE_ORDER.items()
+    s: text(
+        _REFRESH.format(
+            order=o,
+            supply=_OPEN_SUPPLY,
+            at_risk=at_risk_sql("d.new", "b.deadline"),
+            at_risk_event=_at_risk_event("f"),
+        )
+    )
+    for s, o in QUEUE_ORDER.items()
 }
 
 # The new order's line is the FIFO tail, so its running demand is the whole queue's: the
 # product's `backordered` counter, already saved by the placement.
+# A new line with a deadline is at risk from placement on when its date says so.
 _DATE_TAIL = text(
     f"""
-UPDATE order_line l
-SET expected_date = {tail_date("p.backordered")}
-FROM product p
-WHERE p.sku = :sku AND l.order_id = :new_order AND l.sku = :sku AND l.backordered > 0
+WITH dated AS (
+    UPDATE order_line l
+    SET expected_date = {tail_date("p.backordered")}
+    FROM product p
+    WHERE p.sku = :sku AND l.order_id = :new_order AND l.sku = :sku AND l.backordered > 0
+    RETURNING l.id, l.order_id, l.expected_date
+), flagged AS (
+    UPDATE backorder_queue b SET at_risk = true
+    FROM dated d
+    WHERE b.line_id = d.id AND b.deadline IS NOT NULL
+      AND {at_risk_sql("d.expected_date", "b.deadline")}
+    RETURNING b.line_id, d.order_id, b.deadline, d.expected_date
+)
+INSERT INTO event (type, data)
+SELECT 'backorder.deadline_at_risk', {_at_risk_event("f")}
+FROM flagged f JOIN sales_order so ON so.id = f.order_id
 """
 )
 

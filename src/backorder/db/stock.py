@@ -50,6 +50,8 @@ class LockedProduct:
     stock_state: StockState
     # Unallocated units at inactive locations (the product row's counter, kept current).
     unavailable: int = 0
+    # How long an order that comes to wait for it waits at most (null: no limit).
+    max_backorder_days: int | None = None
     # Stock per location, by rank then code (empty when read without the lock: a what-if).
     levels: dict[str, LocationStock] = field(default_factory=dict)
     # The locations whose level changed since the lock (`save_counters` writes those).
@@ -123,6 +125,7 @@ def product_of(r: Any) -> LockedProduct:
         incoming=r.incoming,
         stock_state=StockState(r.stock_state),
         unavailable=r.unavailable,
+        max_backorder_days=getattr(r, "max_backorder_days", None),
     )
 
 

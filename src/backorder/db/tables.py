@@ -77,6 +77,9 @@ product = Table(
     Column("reorder_point", Integer),
     Column("safety_stock", Integer),
     Column("lead_time_days", Integer),
+    # How long an order that comes to wait for it waits at most, unless it has a deadline of
+    # its own (`sales_order.backorder_deadline`).
+    Column("max_backorder_days", Integer),
     Column("alternatives", ARRAY(Text), nullable=False, server_default=text("'{}'")),
     # Live counters, kept in the same transaction as every change of stock or queue.
     Column("on_hand", BigInteger, nullable=False, server_default=text("0")),
@@ -104,6 +107,7 @@ product = Table(
         "unavailable >= 0 AND allocated + unavailable <= on_hand", name="unavailable_within"
     ),
     CheckConstraint("backorder_limit IS NULL OR backorder_limit >= 0", name="backorder_limit"),
+    CheckConstraint("max_backorder_days BETWEEN 1 AND 3650", name="max_backorder_days_range"),
     CheckConstraint("stock_state IN ('out', 'low', 'in')", name="stock_state"),
 )
 
@@ -232,6 +236,9 @@ sales_order = Table(
     Column("priority", SmallInteger, nullable=False, server_default=text("0")),
     Column("ship_policy", Text, nullable=False, server_default=text("'partial'")),
     Column("external_ref", Text),
+    # Until when the customer waits for backordered units (the expiry worker cancels them
+    # after it); its own, or `created_at` + its products' `max_backorder_days`.
+    Column("backorder_deadline", DateTime(timezone=True)),
     Column("status", Text, nullable=False),
     # Kept with the status so that `order.ready_to_ship` is written on the transition only.
     Column("ready_to_ship", Boolean, nullable=False, server_default=text("false")),
@@ -339,8 +346,16 @@ backorder_queue = Table(
     Column("sku", Text, nullable=False),
     Column("priority", SmallInteger, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # The order's deadline, on each of its waiting lines (null: it waits as long as it takes),
+    # and whether the line was last announced at risk (`db/promises.py`).
+    Column("deadline", DateTime(timezone=True)),
+    Column("at_risk", Boolean, nullable=False, server_default=text("false")),
     Index("ix_backorder_queue_fifo", "sku", "created_at", "line_id"),
     Index("ix_backorder_queue_priority", "sku", text("priority DESC"), "created_at", "line_id"),
+    Index(
+        "ix_backorder_queue_sku_with_deadline", "sku", postgresql_where=text("deadline IS NOT NULL")
+    ),
+    Index("ix_backorder_queue_deadline", "deadline", postgresql_where=text("deadline IS NOT NULL")),
 )
 
 shipment = Table(

@@ -2,12 +2,12 @@
 
 **Products.** Columns: `sku` (required), any of `name`, `backorders_allowed`,
 `backorder_limit`, `allocation_strategy`, `discontinued`, `expected_restock_date`,
-`reorder_point`, `safety_stock`, `lead_time_days`, `alternatives` (SKUs separated by spaces
-or `|`), and stock counts: `on_hand` (at `main`) and `on_hand:<location>` (one column per
-location). An empty cell keeps the value (a new product gets the default); `null` clears a
-nullable setting. A stock count is what is on the shelf: the import books an adjustment of
-the difference at that location (ledger reason `stock count`), which fills the queue like
-any positive adjustment; so a second run of the same file changes nothing.
+`reorder_point`, `safety_stock`, `lead_time_days`, `max_backorder_days`, `alternatives` (SKUs
+separated by spaces or `|`), and stock counts: `on_hand` (at `main`) and `on_hand:<location>`
+(one column per location). An empty cell keeps the value (a new product gets the default);
+`null` clears a nullable setting. A stock count is what is on the shelf: the import books an
+adjustment of the difference at that location (ledger reason `stock count`), which fills the
+queue like any positive adjustment; so a second run of the same file changes nothing.
 
 **Purchase orders.** Columns `sku`, `quantity`, `expected_date`, and optionally `reference`
 and `location`. A row whose SKU already has a purchase order with the same `reference` is
@@ -128,6 +128,7 @@ SETTINGS: dict[str, tuple[Callable[[str], Any], bool]] = {
     "reorder_point": (_int(0, 1_000_000_000), True),
     "safety_stock": (_int(0, 1_000_000_000), True),
     "lead_time_days": (_int(0, 3650), True),
+    "max_backorder_days": (_int(1, 3650), True),
     "alternatives": (_skus, False),
 }
 _COUNT = _int(0, 1_000_000_000)

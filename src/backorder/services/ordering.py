@@ -7,6 +7,7 @@ it touches first, in sorted order. Refusals raise before anything is written.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -16,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from backorder.db import events, locations, orders, promises, stock
 from backorder.db.orders import LineChange, OrderRow
 from backorder.db.stock import LockedProduct
+from backorder.domain.deadlines import at_risk
 from backorder.domain.errors import (
     NotAllocated,
     NotFound,
@@ -33,8 +35,10 @@ from backorder.domain.orders import (
 from backorder.services.cancellations import cancel_refusal, cancellation_events
 
 
-def line_view(line: orders.LineRow) -> dict[str, Any]:
+def line_view(line: orders.LineRow, deadline: datetime | None = None) -> dict[str, Any]:
+    """A line as the API shows it; `deadline`, its order's `backorder_deadline`."""
     u = line.units
+    expected = line.expected_date if u.backordered else None
     return {
         "id": line.id,
         "sku": line.sku,
@@ -44,7 +48,8 @@ def line_view(line: orders.LineRow) -> dict[str, Any]:
         "shipped": u.shipped,
         "cancelled": u.cancelled,
         "status": status_of(u).value,
-        "expected_date": line.expected_date if u.backordered else None,
+        "expected_date": expected,
+        "at_risk": at_risk(u.backordered, expected, deadline),
         "allocations": [
             {"location": loc, "allocated": allocated, "shipped": shipped}
             for loc, allocated, shipped in line.allocations
@@ -62,6 +67,7 @@ def order_view(order: OrderRow) -> dict[str, Any]:
         "priority": order.priority,
         "ship_policy": order.ship_policy,
         "external_ref": order.external_ref,
+        "backorder_deadline": order.backorder_deadline,
         "status": status_of(units).value,
         "backorder_type": backorder_type_of(units, policy).value,
         "ready_to_ship": ready_to_ship(units, policy),
@@ -72,7 +78,7 @@ def order_view(order: OrderRow) -> dict[str, Any]:
         "cancelled": units.cancelled,
         "created_at": order.created_at,
         "updated_at": order.updated_at,
-        "lines": [line_view(line) for line in order.lines],
+        "lines": [line_view(line, order.backorder_deadline) for line in order.lines],
     }
 
 

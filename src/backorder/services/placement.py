@@ -9,7 +9,7 @@ The decisions (`plan_order`, `answer`) and the statements are shared with the le
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -42,6 +42,8 @@ class PlaceOrder:
     backorder: str = "allow"
     # Where the order would rather be served from (`domain/locations.allocate_line`).
     preferred_location: str | None = None
+    # Until when its backordered units may wait (None: its products' `max_backorder_days`).
+    backorder_deadline: datetime | None = None
 
 
 async def _refuse_reused_ref(conn: AsyncConnection, cmd: PlaceOrder) -> None:
@@ -94,6 +96,15 @@ class PlannedOrder:
     params: dict[str, Any]
     # The SKUs of lines that wait, sorted: their promise dates are refreshed after the write.
     waiting_skus: list[str]
+    # With no deadline of its own, an order that waits for products with `max_backorder_days`
+    # waits at most the smallest of them, from `created_at` (taken by the write).
+    deadline_days: int | None = None
+
+    def deadline(self, created_at: datetime) -> datetime | None:
+        """The order's `backorder_deadline`, as the write stores it."""
+        if self.cmd.backorder_deadline is not None:
+            return self.cmd.backorder_deadline
+        return created_at + timedelta(days=self.deadline_days) if self.deadline_days else None
 
 
 def plan_order(cmd: PlaceOrder, locked: dict[str, stock.LockedProduct]) -> PlannedOrder:
@@ -176,6 +187,8 @@ def plan_order(cmd: PlaceOrder, locked: dict[str, stock.LockedProduct]) -> Plann
     if ready:
         announced.append(("order.ready_to_ship", {"order_id": order_id, "channel": cmd.channel}))
     counters, transitions = stock.counters_after_placement([locked[s] for s in sorted(locked)])
+    limits = [days for x in waiting if (days := locked[x.sku].max_backorder_days) is not None]
+    deadline_days = min(limits) if limits and cmd.backorder_deadline is None else None
     params = orders.place_order_params(
         order_id=order_id,
         channel=cmd.channel,
@@ -188,9 +201,18 @@ def plan_order(cmd: PlaceOrder, locked: dict[str, stock.LockedProduct]) -> Plann
         lines=new_lines,
         events=announced + transitions,
         counters=counters,
+        backorder_deadline=cmd.backorder_deadline,
+        deadline_days=deadline_days,
     )
     return PlannedOrder(
-        order_id, cmd, new_lines, status, ready, params, sorted({x.sku for x in waiting})
+        order_id,
+        cmd,
+        new_lines,
+        status,
+        ready,
+        params,
+        sorted({x.sku for x in waiting}),
+        deadline_days,
     )
 
 
@@ -223,6 +245,7 @@ def answer(
         plan.status,
         created_at,
         created_at,
+        plan.deadline(created_at),
         [
             orders.LineRow(
                 x.id,

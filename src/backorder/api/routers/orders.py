@@ -113,6 +113,7 @@ def command_of(principal: Principal, body: OrderIn) -> placement.PlaceOrder:
         lines=[LineRequest(line.sku, line.quantity) for line in body.lines],
         preferred_location=body.preferred_location,
         backorder=body.backorder,
+        backorder_deadline=body.backorder_deadline,
     )
 
 

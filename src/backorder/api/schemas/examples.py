@@ -42,6 +42,7 @@ def _line(**units: Any) -> dict[str, Any]:
         "cancelled": 0,
         "status": "partially_backordered",
         "expected_date": EXPECTED,
+        "at_risk": False,
     }
     line.update(units)
     # Where its allocated and shipped units are: all at `main` here.
@@ -63,6 +64,7 @@ def _order(line: dict[str, Any], **fields: Any) -> dict[str, Any]:
         "priority": 0,
         "ship_policy": "partial",
         "external_ref": "web-88812",
+        "backorder_deadline": None,
         "status": line["status"],
         "backorder_type": "partial",
         "ready_to_ship": True,
@@ -132,6 +134,7 @@ def _product(sku: str, name: str, **fields: Any) -> dict[str, Any]:
         "reorder_point": 20,
         "safety_stock": 10,
         "lead_time_days": 14,
+        "max_backorder_days": None,
         "alternatives": [],
         "on_hand": 0,
         "allocated": 0,

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from backorder.api.schemas import examples
@@ -20,6 +20,7 @@ from backorder.api.schemas.common import (
     Text,
     not_null,
 )
+from backorder.api.schemas.reports import Instant
 from backorder.config import DEFAULT_MAX_ORDER_LINES, MAX_ORDER_LINES_CEILING
 
 
@@ -89,6 +90,15 @@ class OrderIn(StrictModel):
         "from the best-ranked location that can cover all of it, else from the active "
         "locations by rank, then code. Unknown: 422 `unknown_location`.",
     )
+    backorder_deadline: Instant | None = Field(
+        default=None,
+        description="RFC 3339, in the future: the customer waits for backordered units until "
+        "then, not longer. Past it, what still waits is cancelled by the service (`partial`: "
+        "the backordered units; `complete`: every unshipped unit) with one "
+        "`order.backorder_expired` event. Left out: `created_at` + the smallest "
+        "`max_backorder_days` of the products it waits for, if any.",
+        examples=["2026-12-24T00:00:00Z"],
+    )
     # The cap is the deployment's `max_order_lines`, checked by the route (a model cannot read
     # settings); the app's OpenAPI shows the configured value as `maxItems`.
     lines: Annotated[
@@ -101,6 +111,13 @@ class OrderIn(StrictModel):
         ),
         WITHIN_LINE_CAP,
     ]
+
+    @field_validator("backorder_deadline")
+    @classmethod
+    def _in_the_future(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value <= datetime.now(UTC):
+            raise ValueError("must be in the future")
+        return value
 
     @model_validator(mode="after")
     def _one_line_per_sku(self) -> OrderIn:
@@ -147,6 +164,10 @@ class LineOut(OutModel):
     cancelled: int
     status: OrderStatusName
     expected_date: date | None
+    at_risk: bool = Field(
+        description="The line waits (backordered units) and its `expected_date` is null or "
+        "after the order's `backorder_deadline` (its UTC date); false without a deadline."
+    )
     allocations: list[LineAllocationOut] = Field(
         description="Where the line's allocated and shipped units are, per location that holds "
         "any, by rank then code; they sum to the line's `allocated` and `shipped`."
@@ -160,6 +181,10 @@ class OrderOut(OutModel):
     priority: int
     ship_policy: Literal["partial", "complete"]
     external_ref: str | None
+    backorder_deadline: datetime | None = Field(
+        description="Until when the customer waits for backordered units (its own, or from "
+        "its products' `max_backorder_days`); null: as long as it takes."
+    )
     status: OrderStatusName
     backorder_type: Literal["none", "partial", "full"]
     ready_to_ship: bool

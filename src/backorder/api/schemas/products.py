@@ -43,6 +43,12 @@ class ProductIn(StrictModel):
     reorder_point: NonNegative | None = None
     safety_stock: NonNegative | None = None
     lead_time_days: Annotated[int, Strict(), Field(ge=0, le=3650), WHOLE] | None = None
+    max_backorder_days: Annotated[int, Strict(), Field(ge=1, le=3650), WHOLE] | None = Field(
+        default=None,
+        description="How long (days, 1-3650) an order waits at most for this product: an order "
+        "with backordered units of it and no `backorder_deadline` of its own gets `created_at` "
+        "+ the smallest such number among its waiting products. Null: no limit.",
+    )
     alternatives: Annotated[list[Sku], Field(max_length=50)] = Field(
         default_factory=list,
         description="Other existing products to offer instead (not this one): an unknown SKU "
@@ -87,6 +93,9 @@ class ProductOut(OutModel):
     reorder_point: int | None
     safety_stock: int | None
     lead_time_days: int | None
+    max_backorder_days: int | None = Field(
+        description="How long an order waits at most for this product (days); null: no limit."
+    )
     alternatives: list[str]
     on_hand: int = Field(description="Physically in stock, at every location.")
     allocated: int = Field(description="Reserved for order lines, not yet shipped.")

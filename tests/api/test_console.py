@@ -222,6 +222,25 @@ async def put_inactive_location(client: AsyncClient, code: str) -> None:
     assert r.status_code == 201, r.text
 
 
+async def test_the_at_risk_page_pages_soonest_deadline_first(client: AsyncClient) -> None:
+    """55 lines at risk (no promise date at all), deadlines a day apart: 50, then 5."""
+    await make_product(client, "CON-AR")
+    now = datetime.now(UTC)
+    for n in range(55):
+        deadline = (now + timedelta(days=55 - n)).isoformat()
+        await place(client, [("CON-AR", 1)], customer_id=f"c-{n:02}", backorder_deadline=deadline)
+    await sign_in(client, MASTER_KEY)
+    first = await client.get("/console/at-risk")
+    assert first.status_code == 200
+    customers = re.findall(r"<td>(c-\d\d)</td>", first.text)
+    assert customers == [f"c-{n:02}" for n in range(54, 4, -1)]  # the soonest deadline first
+    following = re.search(r'rel="next" href="([^"]+)"', first.text)
+    assert following
+    second = await client.get(following.group(1).replace("&amp;", "&"))
+    assert re.findall(r"<td>(c-\d\d)</td>", second.text) == [f"c-{n:02}" for n in range(4, -1, -1)]
+    assert 'rel="next"' not in second.text
+
+
 async def test_a_purchase_order_is_created_from_a_replenishment_row(client: AsyncClient) -> None:
     await make_product(client, "CON-4", lead_time_days=10)
     await place(client, [("CON-4", 7)])

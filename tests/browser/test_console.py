@@ -183,6 +183,38 @@ def test_creates_a_purchase_order_from_a_replenishment_row(
     assert api.get("/v1/products/BR-REPL").json()["incoming"] == 9
 
 
+def test_the_at_risk_page_lists_the_lines_that_would_miss_their_deadline(
+    browser: Any, live_url: str, api: httpx.Client
+) -> None:
+    # Restock expected in 60 days: a customer who waits 10 days at most is at risk, one who
+    # waits 90 is not.
+    restock_day = (datetime.now(UTC) + timedelta(days=60)).date().isoformat()
+    product(api, "BR-RISK", expected_restock_date=restock_day)
+    soon = (datetime.now(UTC) + timedelta(days=10)).isoformat()
+    late = (datetime.now(UTC) + timedelta(days=90)).isoformat()
+    for customer, deadline in (("c-hurried", soon), ("c-patient", late)):
+        body = {
+            "customer_id": customer,
+            "backorder_deadline": deadline,
+            "lines": [{"sku": "BR-RISK", "quantity": 2}],
+        }
+        r = api.post("/v1/orders", json=body)
+        assert r.status_code == 201, r.text
+    at_risk = api.get("/v1/orders", params={"at_risk": "true"}).json()["data"]
+    assert [o["customer_id"] for o in at_risk] == ["c-hurried"]
+
+    sign_in(browser, live_url, MASTER_KEY)
+    browser.find_element(By.LINK_TEXT, "At risk").click()
+    WebDriverWait(browser, WAIT_S).until(lambda d: d.find_elements(By.CSS_SELECTOR, "h1"))
+    rows = browser.find_elements(By.CSS_SELECTOR, ".at-risk tbody tr")
+    cells = [[td.text for td in r.find_elements(By.TAG_NAME, "td")] for r in rows]
+    assert [(c[2], c[3], c[4], c[5], c[6]) for c in cells] == [
+        ("BR-RISK", "2", restock_day, "50 d", "c-hurried")
+    ]
+    assert (figure(browser, "lines"), figure(browser, "units")) == ("1", "2")
+    shots(browser, "at-risk")
+
+
 def test_follows_new_events_without_a_reload(
     browser: Any, live_url: str, api: httpx.Client
 ) -> None:

@@ -21,6 +21,7 @@ from backorder.console.session import ConsoleUser
 from backorder.db import locations, orders, queue
 from backorder.db.engine import run_read, run_transaction
 from backorder.domain.allocation import AllocationStrategy
+from backorder.domain.deadlines import deadline_day
 from backorder.domain.errors import DomainError, NotFound
 from backorder.domain.locations import MAIN
 from backorder.domain.purchasing import expected_date_refusal, latest_expected_date
@@ -322,6 +323,63 @@ async def replenishment_page(
     all: Annotated[str | None, Query()] = None,
 ) -> Response:
     return await _replenishment_page(request, user, cursor=cursor, show_all=bool(all))
+
+
+# --- At risk --------------------------------------------------------------------------------------
+
+
+@router.get("/at-risk")
+async def at_risk_page(
+    request: Request, user: User, cursor: Annotated[str | None, Query()] = None
+) -> Response:
+    """The waiting lines at risk of missing their order's deadline, the soonest first: what
+    to chase (a purchase order, a transfer) or to tell the customer about."""
+    parts = web.decode_cursor(cursor, 2)
+    after = None
+    if parts is not None:
+        try:
+            after = (datetime.fromisoformat(parts[0]), UUID(parts[1]))
+        except ValueError:
+            after = None
+
+    async def work(conn: AsyncConnection) -> dict[str, Any]:
+        return {
+            "rows": await orders.at_risk_lines(conn, limit=PAGE + 1, after=after),
+            "totals": await orders.at_risk_totals(conn),
+        }
+
+    found = await run_read(request.app.state.engine, work)
+    rows = found["rows"][:PAGE]
+    today = _today()
+    lines = []
+    for r in rows:
+        due = deadline_day(r.deadline)
+        lines.append(
+            {
+                "row": r,
+                "due": due,
+                "days_left": (due - today).days,
+                # How late the promise is against the deadline; None when nothing is promised.
+                "late_by": (r.expected_date - due).days if r.expected_date else None,
+            }
+        )
+    last = rows[-1] if rows else None
+    next_cursor = (
+        web.encode_cursor(last.deadline.isoformat(), last.line_id)
+        if last and len(found["rows"]) > PAGE
+        else None
+    )
+    return web.render(
+        request,
+        "at_risk.html",
+        page="at-risk",
+        user=user,
+        lines=lines,
+        totals=found["totals"],
+        cursor=after is not None,
+        next_cursor=next_cursor,
+        page_size=PAGE,
+    )
 
 
 @router.post("/purchase-orders")

@@ -11,6 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from backorder.db.events import to_json
+from backorder.db.promises import at_risk_sql
 from backorder.domain.orders import Units
 
 # The status rule of `domain/orders.py`, in SQL over summed units (a test keeps them equal);
@@ -254,6 +255,12 @@ _ORDER_COLUMNS = (
     "id, channel, customer_id, priority, ship_policy, external_ref, status, created_at, "
     "updated_at, backorder_deadline"
 )
+# The orders with a line at risk (`domain/deadlines.py`), found from the queue rows that carry
+# a deadline (a partial index): only waiting lines can be at risk, and they are in the queue.
+AT_RISK_ORDERS = f"""
+    SELECT l.order_id FROM backorder_queue q JOIN order_line l ON l.id = q.line_id
+    WHERE q.deadline IS NOT NULL AND {at_risk_sql("l.expected_date", "q.deadline")}"""
+
 # A line's units per location, as `[[location, allocated, shipped]]` by rank, then code (the
 # view `line_allocation` derives them from the line's columns).
 LINE_ALLOCATIONS = """(
@@ -342,6 +349,7 @@ async def list_orders(
     sku: str | None,
     external_ref: str | None = None,
     ready_to_ship: bool | None = None,
+    at_risk: bool | None = None,
     created_since: datetime | None = None,
     created_until: datetime | None = None,
 ) -> list[OrderRow]:
@@ -374,6 +382,8 @@ async def list_orders(
             "EXISTS (SELECT 1 FROM order_line l WHERE l.order_id = sales_order.id AND l.sku = :sku)"
         )
         params["sku"] = sku
+    if at_risk is not None:
+        where.append(f"{'' if at_risk else 'NOT '}id IN ({AT_RISK_ORDERS})")
     rows = (
         await conn.execute(
             text(
@@ -384,6 +394,48 @@ async def list_orders(
         )
     ).all()
     return await _attach_lines(conn, list(rows))
+
+
+_AT_RISK_LINES = text(
+    f"""
+SELECT q.deadline, q.line_id, l.order_id, l.sku, l.backordered, l.expected_date,
+       o.customer_id, o.channel, o.priority, o.ship_policy, o.created_at
+FROM backorder_queue q
+JOIN order_line l ON l.id = q.line_id
+JOIN sales_order o ON o.id = l.order_id
+WHERE q.deadline IS NOT NULL AND {at_risk_sql("l.expected_date", "q.deadline")}
+  AND (CAST(:after_deadline AS timestamptz) IS NULL
+       OR (q.deadline, q.line_id) > (:after_deadline, CAST(:after_line AS uuid)))
+ORDER BY q.deadline, q.line_id
+LIMIT :limit
+"""
+)
+_AT_RISK_COUNT = text(
+    f"""
+SELECT count(*) AS lines, count(DISTINCT l.order_id) AS orders,
+       COALESCE(sum(l.backordered), 0) AS units
+FROM backorder_queue q JOIN order_line l ON l.id = q.line_id
+WHERE q.deadline IS NOT NULL AND {at_risk_sql("l.expected_date", "q.deadline")}
+"""
+)
+
+
+async def at_risk_lines(
+    conn: AsyncConnection, *, limit: int, after: tuple[datetime, UUID] | None
+) -> list[Any]:
+    """The waiting lines at risk of missing their order's deadline, the soonest deadline
+    first, keyset-paginated on (deadline, line id)."""
+    params = {
+        "limit": limit,
+        "after_deadline": after[0] if after else None,
+        "after_line": after[1] if after else None,
+    }
+    return list((await conn.execute(_AT_RISK_LINES, params)).all())
+
+
+async def at_risk_totals(conn: AsyncConnection) -> Any:
+    """How many lines, orders and units are at risk now."""
+    return (await conn.execute(_AT_RISK_COUNT)).one()
 
 
 async def customers_of(conn: AsyncConnection, order_ids: list[UUID]) -> dict[UUID, str]:

@@ -49,11 +49,11 @@ STOREFRONT_MAX_PRIORITY = 4
 
 _ORDER_COLUMNS = (
     "customer_id", "channel", "priority", "ship_policy", "external_ref", "backorder_type",
-    "ready_to_ship", "created_at", "updated_at",
+    "ready_to_ship", "created_at", "updated_at", "backorder_deadline",
 )  # fmt: skip
 _LINE_COLUMNS = (
     "sku", "quantity", "allocated", "backordered", "shipped", "cancelled", "expected_date",
-    "allocations",
+    "allocations", "at_risk",
 )  # fmt: skip
 
 
@@ -176,6 +176,9 @@ async def place_order(
     "with any filters; pass the same filters with each page). Filters combine with AND:\n\n"
     "* `status`, `customer_id`, `sku` (orders with a line of it), `external_ref` (your "
     "reference, unique per channel), `ready_to_ship` (`true` or `false`).\n"
+    "* `at_risk`: `true`, orders with a line at risk of missing the order's "
+    "`backorder_deadline` (its `expected_date` unknown or after the deadline's date); "
+    "`false`, orders with none.\n"
     "* `created_since` (inclusive) and `created_until` (exclusive): RFC 3339 date-times with "
     "an offset, e.g. `2026-12-01T00:00:00Z`.\n"
     "* `channel` (ops keys): one channel's orders. Storefront keys see their own channel's "
@@ -203,6 +206,13 @@ async def list_orders(
     ready_to_ship: Annotated[
         bool | None,
         Query(description="Only orders that can (`true`) or cannot (`false`) ship now."),
+    ] = None,
+    at_risk: Annotated[
+        bool | None,
+        Query(
+            description="Only orders with (`true`) or without (`false`) a line at risk of "
+            "missing the order's `backorder_deadline`."
+        ),
     ] = None,
     created_since: Annotated[
         Instant | None,
@@ -237,6 +247,7 @@ async def list_orders(
             sku=sku,
             external_ref=external_ref,
             ready_to_ship=ready_to_ship,
+            at_risk=at_risk,
             created_since=created_since,
             created_until=created_until,
         )

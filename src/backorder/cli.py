@@ -203,11 +203,13 @@ def cmd_api_key_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    """The background work without the API: webhook delivery, the overdue purchase-order watch
-    and the purge of expired idempotency keys (then run `serve` with
-    BACKORDER_WEBHOOK_WORKER=false and BACKORDER_OVERDUE_WORKER=false, or alongside it: every
-    loop claims its work, so any number of processes share it safely)."""
+    """The background work without the API: webhook delivery, the overdue purchase-order watch,
+    the expiry of backorders past their deadline and the purge of expired idempotency keys
+    (then run `serve` with BACKORDER_WEBHOOK_WORKER=false, BACKORDER_OVERDUE_WORKER=false and
+    BACKORDER_EXPIRY_WORKER=false, or alongside it: every loop claims its work, so any number
+    of processes share it safely)."""
     from backorder.db.engine import make_engine, migrate
+    from backorder.workers import deadlines as deadline_watch
     from backorder.workers import housekeeping, webhooks
     from backorder.workers import purchase_orders as overdue_watch
 
@@ -222,13 +224,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
             engine = make_engine(settings)
             try:
                 print(
-                    "backorder: delivering webhooks, watching purchase-order dates, purging "
-                    "expired idempotency keys (Ctrl-C stops)",
+                    "backorder: delivering webhooks, watching purchase-order dates and "
+                    "backorder deadlines, purging expired idempotency keys (Ctrl-C stops)",
                     flush=True,
                 )
                 await asyncio.gather(
                     webhooks.run(engine, settings, stop),
                     overdue_watch.run(engine, settings, stop),
+                    deadline_watch.run(engine, settings, stop),
                     housekeeping.run(engine, settings, stop),
                 )
             finally:
@@ -318,7 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.set_defaults(func=cmd_migrate)
 
     worker = sub.add_parser(
-        "worker", help="webhooks, overdue purchase orders, key purge: without serving the API"
+        "worker",
+        help="webhooks, overdue purchase orders, backorder deadlines, key purge: without "
+        "serving the API",
     )
     worker.set_defaults(func=cmd_worker)
 

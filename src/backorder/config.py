@@ -108,6 +108,14 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds between looks for purchase orders past their date.",
     )
+    expiry_worker: bool = Field(
+        default=True, description="Expire backorders past their order's deadline in `serve`."
+    )
+    expiry_interval_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds between looks for orders whose backorder_deadline has passed.",
+    )
     webhook_allow_private_networks: bool = Field(
         default=False,
         description="Let webhook URLs reach loopback, private and link-local addresses "

@@ -109,6 +109,10 @@ class ServerProcess:
             **({"DATABASE_URL": self.database_url} if self.database_url else {}),
             "BACKORDER_MASTER_KEY": MASTER_KEY,
             "BACKORDER_WEBHOOK_WORKER": "false",
+            # Servers of a test run share its database: a deadline watch of one would expire
+            # orders another test set up to expire with its own pass. A test of the watch
+            # turns it on.
+            "BACKORDER_EXPIRY_WORKER": "false",
             "BACKORDER_WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",
             "BACKORDER_LOG_LEVEL": "WARNING",
             # Storms of thousands of requests on one key: load, not a leaked key.

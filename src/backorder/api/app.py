@@ -44,6 +44,7 @@ from backorder.db.engine import head_revision, make_engine
 from backorder.logging import configure as configure_logging
 from backorder.metrics import MetricsMiddleware
 from backorder.services import lean_placement
+from backorder.workers import deadlines as deadline_watch
 from backorder.workers import housekeeping
 from backorder.workers import purchase_orders as overdue_watch
 from backorder.workers import webhooks as webhook_worker
@@ -103,11 +104,13 @@ def create_app(settings: Settings) -> FastAPI:
             ttl_hours=settings.idempotency_ttl_hours,
         )
         stop = asyncio.Event()
-        worker = watch = None
+        worker = watch = expiry = None
         if settings.webhook_worker:
             worker = asyncio.create_task(webhook_worker.run(app.state.engine, settings, stop))
         if settings.overdue_worker:
             watch = asyncio.create_task(overdue_watch.run(app.state.engine, settings, stop))
+        if settings.expiry_worker:
+            expiry = asyncio.create_task(deadline_watch.run(app.state.engine, settings, stop))
         keeper = asyncio.create_task(housekeeping.run(app.state.engine, settings, stop))
         # What the start made (the app, its routes and schemas, SQLAlchemy's tables) lives as
         # long as the process: moved out of the collector's reach, a full collection scans
@@ -123,6 +126,9 @@ def create_app(settings: Settings) -> FastAPI:
             if watch is not None:
                 # A pass stops after the SKU at hand, in its own short transaction.
                 await asyncio.wait_for(watch, timeout=30)
+            if expiry is not None:
+                # A pass stops after the order at hand, in its own short transaction.
+                await asyncio.wait_for(expiry, timeout=30)
             keeper.cancel()  # a purge cut short is rolled back and simply redone later
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper

@@ -18,6 +18,13 @@ Two ways to keep the dates, both under the SKU lock:
 
 The promise before ordering (`GET /v1/products/{sku}/promise`) dates a would-be tail line
 with the same expression (`tail_date`), without writing anything.
+
+Deadlines ride on the same statements: a waiting line whose order has a `backorder_deadline`
+carries it on its queue row, with `at_risk`, its state as last announced. Each of the two
+statements compares the lines it dates (of those with a deadline: a partial index) with their
+deadline (`at_risk_sql`, the rule of `domain/deadlines.py`), flips the ones that changed, and
+writes `backorder.deadline_at_risk` for those that became at risk. A line's wait ending deletes
+its queue row, state and all; so every change of a date, from any cause, is checked once.
 """
 
 from __future__ import annotations

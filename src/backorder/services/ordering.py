@@ -143,35 +143,11 @@ async def cancel_order(
     conn: AsyncConnection, order_id: UUID, channel: str | None, reason: str | None
 ) -> dict[str, Any]:
     order, locked = await _lock_order(conn, order_id, channel)
-    changes: list[LineChange] = []
-    cancelled_lines: list[dict[str, Any]] = []
-    for line in order.lines:
-        a, b = line.allocated, line.backordered
-        if a + b == 0:
-            continue
-        freed = tuple((loc, -units, 0) for loc, units, _ in line.allocations if units)
-        changes.append(LineChange(line.id, -a, -b, cancelled=a + b, at=freed))
-        for loc, units, _ in freed:
-            locked[line.sku].move(loc, allocated=units)
-        locked[line.sku].backordered -= b
-        cancelled_lines.append({"line_id": line.id, "sku": line.sku, "quantity": a + b})
-    shipped = sum(line.shipped for line in order.lines)
-    if not changes:
+    units = {x.id: x.allocated + x.backordered for x in order.lines if x.allocated + x.backordered}
+    if not units:
+        shipped = sum(line.shipped for line in order.lines)
         raise cancel_refusal(shipped, "nothing left to cancel on this order", "nothing_to_cancel")
-    await events.emit_many(
-        conn,
-        cancellation_events(
-            order.id,
-            order.channel,
-            cancelled_lines,
-            reason="request",
-            note=reason,
-            order_cancelled=not shipped,
-        ),
-    )
-    await _settle_cancellation(
-        conn, order, locked, changes, {line["sku"] for line in cancelled_lines}
-    )
+    await cancel_units(conn, order, locked, units, reason="request", note=reason)
     return await get_order(conn, order_id, channel)
 
 
@@ -196,27 +172,7 @@ async def cancel_line(
             "nothing_to_cancel" if remaining == 0 else "exceeds_remaining",
             cancellable=remaining,
         )
-    from_backordered = min(wanted, line.backordered)
-    from_allocated = wanted - from_backordered
-    product = locked[line.sku]
-    product.backordered -= from_backordered
-    freed = _release(line, product, from_allocated)
-    change = LineChange(line.id, -from_allocated, -from_backordered, cancelled=wanted, at=freed)
-    # The order becomes cancelled when this takes its last open unit and none ever shipped.
-    left = sum(x.allocated + x.backordered for x in order.lines) - wanted
-    shipped = sum(x.shipped for x in order.lines)
-    await events.emit_many(
-        conn,
-        cancellation_events(
-            order.id,
-            order.channel,
-            [{"line_id": line.id, "sku": line.sku, "quantity": wanted}],
-            reason="request",
-            note=reason,
-            order_cancelled=left == 0 and shipped == 0,
-        ),
-    )
-    await _settle_cancellation(conn, order, locked, [change], {line.sku})
+    await cancel_units(conn, order, locked, {line.id: wanted}, reason="request", note=reason)
     return await get_order(conn, order_id, channel)
 
 
@@ -370,3 +326,55 @@ async def reprioritise(conn: AsyncConnection, order_id: UUID, priority: int) -> 
         if line.backordered and product.allocation_strategy == "priority":
             await promises.refresh(conn, line.sku, product.allocation_strategy)
     return await get_order(conn, order_id, None)
+
+
+async def cancel_units(
+    conn: AsyncConnection,
+    order: OrderRow,
+    locked: dict[str, LockedProduct],
+    units: dict[UUID, int],
+    *,
+    reason: str,
+    note: str | None,
+) -> list[dict[str, Any]]:
+    """Cancel `units[line_id]` unshipped units of each line named: its backordered units
+    first, then its allocated ones, least preferred location first (`_release`). Announces
+    it (`cancellation_events`: `reason` why, `note` the caller's words), then gives the freed
+    units to each SKU's queue. For a caller holding `_lock_order`'s locks, with `order` read
+    under them and not yet changed; answers the lines cancelled (`{line_id, sku, quantity}`,
+    in line order)."""
+    changes: list[LineChange] = []
+    cancelled: list[dict[str, Any]] = []
+    for line in order.lines:
+        wanted = units.get(line.id, 0)
+        if wanted <= 0:
+            continue
+        if wanted > line.allocated + line.backordered:
+            raise ValueError(f"line {line.id} has fewer than {wanted} units to cancel")
+        product = locked[line.sku]
+        from_backordered = min(wanted, line.backordered)
+        from_allocated = wanted - from_backordered
+        product.backordered -= from_backordered
+        freed = _release(line, product, from_allocated)
+        changes.append(
+            LineChange(line.id, -from_allocated, -from_backordered, cancelled=wanted, at=freed)
+        )
+        cancelled.append({"line_id": line.id, "sku": line.sku, "quantity": wanted})
+    # The order becomes cancelled when this takes its last open unit and none ever shipped.
+    left = sum(x.allocated + x.backordered for x in order.lines) - sum(
+        x["quantity"] for x in cancelled
+    )
+    shipped = sum(x.shipped for x in order.lines)
+    await events.emit_many(
+        conn,
+        cancellation_events(
+            order.id,
+            order.channel,
+            cancelled,
+            reason=reason,
+            note=note,
+            order_cancelled=left == 0 and shipped == 0,
+        ),
+    )
+    await _settle_cancellation(conn, order, locked, changes, {x["sku"] for x in cancelled})
+    return cancelled

@@ -9,7 +9,7 @@ The decisions (`plan_order`, `answer`) and the statements are shared with the le
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -103,7 +103,7 @@ class PlannedOrder:
     def deadline(self, created_at: datetime) -> datetime | None:
         """The order's `backorder_deadline`, as the write stores it."""
         if self.cmd.backorder_deadline is not None:
-            return self.cmd.backorder_deadline
+            return self.cmd.backorder_deadline.astimezone(UTC)
         return created_at + timedelta(days=self.deadline_days) if self.deadline_days else None
 
 

@@ -13,8 +13,8 @@ from backorder.api.schemas.common import WHOLE, OutModel, StrictModel, Text
 
 EventType = Literal[
     "order.created", "order.backordered", "order.line_allocated", "order.ready_to_ship",
-    "order.shipped", "order.line_cancelled", "order.cancelled",
-    "backorder.expected_date_changed",
+    "order.shipped", "order.line_cancelled", "order.cancelled", "order.backorder_expired",
+    "backorder.expected_date_changed", "backorder.deadline_at_risk",
     "product.low_stock", "product.back_in_stock", "purchase_order.overdue",
 ]  # fmt: skip
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)

@@ -14,7 +14,6 @@ deadline catches up at once, then every `BACKORDER_EXPIRY_INTERVAL_S`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from functools import partial
 
@@ -24,11 +23,11 @@ from backorder.config import Settings
 from backorder.db import deadlines as rows
 from backorder.db.engine import run_read, run_transaction
 from backorder.services import expiry
+from backorder.workers.watch import watch
 
 log = logging.getLogger("backorder.deadlines")
 
 BATCH = 500  # orders per read; a pass reads on after the last one until none is left
-ERROR_PAUSE_CAP_S = 300.0
 MAX_FAILURES_PER_PASS = 5  # orders that fail in one pass before the pass gives up
 
 
@@ -64,17 +63,12 @@ async def expire_due(engine: AsyncEngine, stop: asyncio.Event | None = None) -> 
 
 async def run(engine: AsyncEngine, settings: Settings, stop: asyncio.Event) -> None:
     """Watch until `stop` is set; returns promptly once it is."""
-    errors = 0
-    while not stop.is_set():
-        pause = settings.expiry_interval_s
-        try:
-            expired = await expire_due(engine, stop)
-            errors = 0
-            if expired:
-                log.info("backorder deadlines passed", extra={"orders_expired": expired})
-        except Exception:  # the loop outlives a database outage or a bug in one pass
-            errors += 1
-            log.exception("backorder deadline pass failed; pausing")
-            pause = min(ERROR_PAUSE_CAP_S, pause * 2**errors)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=pause)
+    await watch(
+        stop,
+        settings.expiry_interval_s,
+        lambda: expire_due(engine, stop),
+        log=log,
+        done="backorder deadlines passed",
+        figure="orders_expired",
+        failed="backorder deadline pass failed; pausing",
+    )

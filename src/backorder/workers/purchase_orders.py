@@ -14,7 +14,6 @@ start, so a service that was down over midnight catches up at once, then every
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from functools import partial
 
@@ -24,11 +23,11 @@ from backorder.config import Settings
 from backorder.db import purchasing as rows
 from backorder.db.engine import run_read, run_transaction
 from backorder.services import purchasing
+from backorder.workers.watch import watch
 
 log = logging.getLogger("backorder.purchase_orders")
 
 BATCH = 500  # SKUs per read; a pass reads again until none is left
-ERROR_PAUSE_CAP_S = 300.0
 
 
 async def mark_overdue(engine: AsyncEngine, stop: asyncio.Event | None = None) -> int:
@@ -47,17 +46,12 @@ async def mark_overdue(engine: AsyncEngine, stop: asyncio.Event | None = None) -
 
 async def run(engine: AsyncEngine, settings: Settings, stop: asyncio.Event) -> None:
     """Watch until `stop` is set; returns promptly once it is."""
-    errors = 0
-    while not stop.is_set():
-        pause = settings.overdue_interval_s
-        try:
-            marked = await mark_overdue(engine, stop)
-            errors = 0
-            if marked:
-                log.info("purchase orders turned overdue", extra={"marked": marked})
-        except Exception:  # the loop outlives a database outage or a bug in one pass
-            errors += 1
-            log.exception("overdue purchase-order pass failed; pausing")
-            pause = min(ERROR_PAUSE_CAP_S, pause * 2**errors)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=pause)
+    await watch(
+        stop,
+        settings.overdue_interval_s,
+        lambda: mark_overdue(engine, stop),
+        log=log,
+        done="purchase orders turned overdue",
+        figure="marked",
+        failed="overdue purchase-order pass failed; pausing",
+    )

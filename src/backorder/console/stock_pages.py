@@ -188,6 +188,15 @@ async def product_page(
     return await _product_page(request, user, sku, cursor)
 
 
+def _restock_form(user: ConsoleUser, form: dict[str, str]) -> tuple[int, str, str | None]:
+    """A restock form's units, location and reference, its token checked (`FormError`)."""
+    if not session.check_csrf(user, form):
+        raise FormError("The form had expired: nothing was done. Try again.")
+    quantity = _quantity(form.get("quantity"))
+    location = _code(form.get("location") or MAIN, "Location")
+    return quantity, location, _text(form.get("reference"), "Reference")
+
+
 @router.post("/products/{sku}/restocks/preview")
 async def preview_restock(request: Request, user: User, sku: str) -> Response:
     """The restock's dry run (`services/rehearsal.py`, as the API's `?dry_run=true`): who it
@@ -196,11 +205,7 @@ async def preview_restock(request: Request, user: User, sku: str) -> Response:
     if not _CODE.match(sku):
         return web.redirect("/console")
     try:
-        if not session.check_csrf(user, form):
-            raise FormError("The form had expired: nothing was done. Try again.")
-        quantity = _quantity(form.get("quantity"))
-        location = _code(form.get("location") or MAIN, "Location")
-        reference = _text(form.get("reference"), "Reference")
+        quantity, location, reference = _restock_form(user, form)
         # As the API would answer it (its queue-ordered fills come as ready-made JSON).
         answer = orjson.loads(
             orjson.dumps(
@@ -248,11 +253,7 @@ async def restock(request: Request, user: User, sku: str) -> Response:
     if not _CODE.match(sku):
         return web.redirect("/console")
     try:
-        if not session.check_csrf(user, form):
-            raise FormError("The form had expired: nothing was done. Try again.")
-        quantity = _quantity(form.get("quantity"))
-        location = _code(form.get("location") or MAIN, "Location")
-        reference = _text(form.get("reference"), "Reference")
+        quantity, location, reference = _restock_form(user, form)
         answer = await run_transaction(
             request.app.state.engine,
             lambda conn: inventory.restock(conn, sku, quantity, reference, location),

@@ -4,10 +4,7 @@ turns overdue, stops making promises and says so once."""
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-import signal
-import sys
 from datetime import date, timedelta
 from typing import Any
 
@@ -20,10 +17,11 @@ from backorder.api.app import create_app
 from backorder.config import Settings
 from backorder.domain.purchasing import latest_expected_date
 from backorder.workers.purchase_orders import mark_overdue
-from tests.support.api import MASTER_KEY, OPS, assert_problem, make_product, place
+from tests.support.api import OPS, assert_problem, make_product, place
 from tests.support.dates import days_ahead as ahead
 from tests.support.dates import today
 from tests.support.invariants import assert_invariants
+from tests.support.live import backorder_worker
 
 OVERDUE = "purchase_order.overdue"
 DATE_CHANGED = "backorder.expected_date_changed"
@@ -291,30 +289,11 @@ async def test_backorder_worker_watches_for_overdue_purchase_orders_without_the_
     await place(client, [("A", 1)])
     po = await create_po(client, "A", 1, ahead(4))
     await let_date_pass(engine, po)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BACKORDER_")}
-    env.update(
-        DATABASE_URL=database_url,
-        BACKORDER_MASTER_KEY=MASTER_KEY,
-        BACKORDER_OVERDUE_INTERVAL_S="0.1",
-        BACKORDER_WEBHOOK_ALLOW_PRIVATE_NETWORKS="true",
-    )
-    worker = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "backorder.cli",
-        "worker",
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    try:
+    async with backorder_worker(database_url, OVERDUE_INTERVAL_S="0.1"):
         for _ in range(300):  # bounded: 30 s at most
             if (await get_po(client, po))["overdue"]:
                 break
             await asyncio.sleep(0.1)
-    finally:
-        worker.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(worker.wait(), timeout=60) == 0  # a clean stop
     assert (await get_po(client, po))["overdue"] is True
     assert len(await events(client, OVERDUE)) == 1
 

@@ -9,9 +9,6 @@ deadline is moved into the past in SQL, as the clock would; a pass of the watch
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import sys
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -29,9 +26,9 @@ from backorder.config import Settings
 from backorder.db.engine import make_engine, run_transaction
 from backorder.services.expiry import expire_order
 from backorder.workers.deadlines import expire_due
-from tests.support.api import MASTER_KEY, OPS, make_key, make_product, place
+from tests.support.api import OPS, make_key, make_product, place
 from tests.support.invariants import assert_invariants
-from tests.support.live import killable_server
+from tests.support.live import backorder_worker, killable_server
 from tests.support.orders import get_order, restock
 
 pytestmark = pytest.mark.usefixtures("clean_db")
@@ -320,27 +317,8 @@ async def test_backorder_worker_expires_orders_without_the_api(
     await make_product(client, "A")
     order = await place(client, [("A", 2)], backorder_deadline=ahead())
     await pass_deadline(engine, order)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BACKORDER_")}
-    env.update(
-        DATABASE_URL=database_url,
-        BACKORDER_MASTER_KEY=MASTER_KEY,
-        BACKORDER_EXPIRY_INTERVAL_S="0.1",
-        BACKORDER_WEBHOOK_ALLOW_PRIVATE_NETWORKS="true",
-    )
-    worker = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "backorder.cli",
-        "worker",
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    try:
+    async with backorder_worker(database_url, EXPIRY_INTERVAL_S="0.1"):
         got = await wait_for_expiry(client, order["id"])
-    finally:
-        worker.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(worker.wait(), timeout=60) == 0  # a clean stop
     assert got["status"] == "cancelled"
     assert len(of_type(await feed(client), EXPIRED)) == 1
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -11,8 +12,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import httpx
@@ -205,3 +206,31 @@ def live_server(database_url: str, *, workers: int = 2) -> Iterator[str]:
     """Start `backorder serve` on a free port against `database_url`; yield its base URL."""
     with killable_server(database_url, workers=workers) as server:
         yield server.url
+
+
+@asynccontextmanager
+async def backorder_worker(database_url: str, **settings: str) -> AsyncIterator[None]:
+    """`backorder worker` (no API) on the test database, with `settings` as `BACKORDER_*`
+    environment (e.g. `EXPIRY_INTERVAL_S="0.1"`); stopped with SIGTERM, which it must obey
+    cleanly (exit 0) within a minute."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BACKORDER_")}
+    env.update(
+        DATABASE_URL=database_url,
+        BACKORDER_MASTER_KEY=MASTER_KEY,
+        BACKORDER_WEBHOOK_ALLOW_PRIVATE_NETWORKS="true",
+        **{f"BACKORDER_{name}": value for name, value in settings.items()},
+    )
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "backorder.cli",
+        "worker",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(worker.wait(), timeout=60) == 0  # a clean stop

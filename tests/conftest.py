@@ -70,6 +70,9 @@ def settings(database_url: str) -> Settings:
         master_key=MASTER_KEY,
         pool_size=4,
         webhook_worker=False,
+        # No deadline watch: a test that lets a deadline pass runs the pass itself (the tests
+        # of the watch turn it on).
+        expiry_worker=False,
         # Test receivers listen on 127.0.0.1; tests of the refusal turn it off.
         webhook_allow_private_networks=True,
         metrics_cache_s=0,  # tests read the figures right after changing them

@@ -333,3 +333,24 @@ async def test_available_leaves_out_inactive_locations(
     assert at(p) == {"main": (3, 0, 3), "york": (10, 0, 0)}
     assert [loc["active"] for loc in p["locations"]] == [True, False]
     await assert_location_invariants(client, database_url)
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/products/NULL-LOC/restocks", {"quantity": 1}),
+        ("/v1/products/NULL-LOC/adjustments", {"delta": 1}),
+        ("/v1/purchase-orders", {"sku": "NULL-LOC", "quantity": 1, "expected_date": "PO"}),
+    ],
+)
+async def test_a_location_sent_as_null_is_refused_by_name(
+    client: AsyncClient, path: str, body: dict[str, Any]
+) -> None:
+    """`location` may be left out (it is `main` then) but not sent as null: the schema says
+    so, and a null that quietly meant `main` hid a client's bug."""
+    await make_product(client, "NULL-LOC")
+    if body.get("expected_date") == "PO":
+        body["expected_date"] = days_ahead(10)
+    r = await client.post(path, json={**body, "location": None}, headers=OPS)
+    assert error_fields(assert_problem(r, 422, "validation_error")) == {"location"}
+    assert (await product(client, "NULL-LOC"))["on_hand"] == 0

@@ -271,6 +271,7 @@ def as_a_client_would(case: Case[Any], real: Seeded, role: str) -> None:
       lines name distinct lines of the order (else 422).
     * `alternatives` name other existing products (else 422): other seeded SKUs.
     * A purchase order's `expected_date` runs from today to five years on (else 422).
+    * An order's `backorder_deadline` is in the future (else 422).
     * Locations named in a body exist (else 422 `unknown_location`): `main`, where the seeded
       stock is, and a transfer goes from `main` to `leeds` (the same on both ends is 422). A
       `PUT` of a location keeps its generated code: it makes a new one (one without a
@@ -321,6 +322,8 @@ def as_a_client_would(case: Case[Any], real: Seeded, role: str) -> None:
         body["sku"] = SKUS[0]
     if path.startswith("/v1/purchase-orders") and isinstance(body.get("expected_date"), str):
         body["expected_date"] = days_ahead(30)
+    if isinstance(body.get("backorder_deadline"), str):
+        body["backorder_deadline"] = f"{days_ahead(30)}T00:00:00Z"
     for name, code in (("location", "main"), ("preferred_location", "main"), ("from", "main")):
         if isinstance(body.get(name), str):
             body[name] = code

@@ -30,6 +30,9 @@ def service(database_url: str, clean_db: None) -> Service:
             "master_key": MASTER_KEY,
             "pool_size": 2,
             "webhook_worker": False,
+            # No watch over the clock: a test here counts the statements the app sends.
+            "overdue_worker": False,
+            "expiry_worker": False,
             **settings,
         }
         app = create_app(Settings(**values))

@@ -122,21 +122,8 @@ async def write(
     request.state.in_write = True  # its own refusals are stored here, not by the handlers
     engine = request.app.state.engine
     attempts = request.app.state.settings.transaction_attempts
-    if dry_run is not None:
-        answer = await rehearse(
-            engine, work, dry_run, channel=principal.channel_filter, attempts=attempts
-        )
-        return json_response(answer)
     key = request.headers.get("idempotency-key")
-    prepared = _Prepared(prepare, work) if prepare is not None else None
-    if prepared is not None:
-        work = prepared
-    if key is None:
-        if prepared is not None:
-            await prepared.ensure()
-        body = await run_transaction(engine, work, attempts=attempts)
-        return Response(status_code=204) if status_code == 204 else json_response(body, status_code)
-    if not 1 <= len(key) <= 255:
+    if key is not None and not 1 <= len(key) <= 255:  # refused as the real call refuses it
         raise ValidationFailed(
             "Idempotency-Key must be 1-255 characters",
             [
@@ -147,6 +134,19 @@ async def write(
                 }
             ],
         )
+    if dry_run is not None:
+        answer = await rehearse(
+            engine, work, dry_run, channel=principal.channel_filter, attempts=attempts
+        )
+        return json_response(answer)
+    prepared = _Prepared(prepare, work) if prepare is not None else None
+    if prepared is not None:
+        work = prepared
+    if key is None:
+        if prepared is not None:
+            await prepared.ensure()
+        body = await run_transaction(engine, work, attempts=attempts)
+        return Response(status_code=204) if status_code == 204 else json_response(body, status_code)
     fingerprint = await _fingerprint(request)
     ttl = request.app.state.settings.idempotency_ttl_hours
     request_id = request_id_of(request)

@@ -134,6 +134,18 @@ def page(data: list[Any], next_cursor: str | None) -> dict[str, Any]:
     return {"data": data, "next_cursor": next_cursor}
 
 
+def _refuse_null(value: Any) -> Any:
+    if value is None:
+        raise ValueError("may be left out, but not sent as null")
+    return value
+
+
+# A body field that may be left out but not sent as null (its schema: `not_null`): a `null`
+# is refused by name, where pydantic would take it for "left out". Only a value sent is
+# checked; the default (None: left out) is not.
+NOT_NULL = BeforeValidator(_refuse_null)
+
+
 def not_null(schema: dict[str, Any]) -> None:
     """The schema of a field that may be left out but not sent as null: its non-null branch."""
     schema.pop("default", None)

@@ -11,6 +11,7 @@ from pydantic_core import PydanticCustomError
 
 from backorder.api.schemas import examples
 from backorder.api.schemas.common import (
+    NOT_NULL,
     LocationCode,
     OutModel,
     Priority,
@@ -235,7 +236,7 @@ class ShipmentIn(StrictModel):
         ),
         WITHIN_LINE_CAP,
     ]
-    location: LocationCode | None = Field(
+    location: Annotated[LocationCode | None, NOT_NULL] = Field(
         default=None,
         description="The location shipped from. May be left out when every listed line's "
         "unshipped allocated units are at one and the same location (that one); otherwise "

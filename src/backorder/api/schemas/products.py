@@ -9,6 +9,7 @@ from pydantic import Field, Strict, StrictBool
 
 from backorder.api.schemas import examples
 from backorder.api.schemas.common import (
+    NOT_NULL,
     WHOLE,
     Day,
     LocationCode,
@@ -121,7 +122,7 @@ class ProductOut(OutModel):
 class RestockIn(StrictModel):
     quantity: Quantity
     reference: Text | None = None
-    location: LocationCode | None = Field(
+    location: Annotated[LocationCode | None, NOT_NULL] = Field(
         default=None,
         description="Where the units are (a location's code); left out: `main`. Unknown: 422 "
         "`unknown_location`. Inactive: 409 `location_inactive`.",
@@ -141,7 +142,7 @@ class AdjustmentIn(StrictModel):
     )
     reason: Text | None = None
     reference: Text | None = None
-    location: LocationCode | None = Field(
+    location: Annotated[LocationCode | None, NOT_NULL] = Field(
         default=None,
         description="Where the units are (a location's code); left out: `main`. Unknown: 422 "
         "`unknown_location`. A positive delta at an inactive location: 409 `location_inactive`.",

@@ -11,6 +11,7 @@ from pydantic_core import PydanticCustomError
 
 from backorder.api.schemas import examples
 from backorder.api.schemas.common import (
+    NOT_NULL,
     Day,
     LocationCode,
     OutModel,
@@ -49,7 +50,7 @@ class PurchaseOrderIn(StrictModel):
     quantity: Quantity
     expected_date: ExpectedDate
     reference: Text | None = Field(default=None, description="Your PO number, e.g. PO-1234.")
-    location: LocationCode | None = Field(
+    location: Annotated[LocationCode | None, NOT_NULL] = Field(
         default=None,
         description="Where the receipt lands (a location's code); left out: `main`. Unknown: "
         "422 `unknown_location`. Receiving at an inactive location is 409 "

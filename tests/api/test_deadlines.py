@@ -316,6 +316,9 @@ def bad_deadlines() -> list[Any]:
         "",
         1_900_000_000,
         f"{ahead(10)}T25:00:00Z",
+        # In the future, but past the last instant a date-time can hold (year 9999) in UTC:
+        # it was stored, then no order list could be read back.
+        "9999-12-31T23:00:00-14:00",
     ]
 
 

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from backorder.api.app import create_app
 from backorder.config import Settings
 from backorder.db.engine import make_engine, run_transaction
+from backorder.services import expiry
 from backorder.services.expiry import expire_order
 from backorder.workers.deadlines import expire_due
 from tests.support.api import OPS, make_key, make_product, place
@@ -332,3 +333,27 @@ async def wait_for_expiry(http: AsyncClient, order_id: str) -> dict[str, Any]:
             return got
         assert time.monotonic() < deadline, got
         await asyncio.sleep(0.1)
+
+
+async def test_orders_that_cannot_be_expired_do_not_hold_back_the_ones_behind_them(
+    client: AsyncClient, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The six oldest due orders fail (as a bug in one order would); the pass skips them and
+    expires the two behind them; the next pass, once they can be, expires them too."""
+    await make_product(client, "A")
+    orders = [await place(client, [("A", 1)], backorder_deadline=ahead()) for _ in range(8)]
+    for order in orders:  # deadlines a second apart, oldest first: the pass's order
+        await pass_deadline(engine, order)
+    failing = {UUID(o["id"]) for o in orders[:6]}
+    real = expiry.expire_order
+
+    async def broken_for_some(conn: Any, order_id: UUID) -> bool:
+        if order_id in failing:
+            raise RuntimeError("an order that cannot be expired")
+        return await real(conn, order_id)
+
+    monkeypatch.setattr(expiry, "expire_order", broken_for_some)
+    assert await expire_due(engine) == 2
+    assert [(await get_order(client, o["id"]))["status"] for o in orders[6:]] == ["cancelled"] * 2
+    monkeypatch.setattr(expiry, "expire_order", real)
+    assert await expire_due(engine) == 6

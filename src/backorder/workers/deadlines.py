@@ -17,25 +17,31 @@ import asyncio
 import logging
 from functools import partial
 
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backorder.config import Settings
 from backorder.db import deadlines as rows
-from backorder.db.engine import run_read, run_transaction
+from backorder.db.engine import is_unavailable, run_read, run_transaction
 from backorder.services import expiry
 from backorder.workers.watch import watch
 
 log = logging.getLogger("backorder.deadlines")
 
 BATCH = 500  # orders per read; a pass reads on after the last one until none is left
-MAX_FAILURES_PER_PASS = 5  # orders that fail in one pass before the pass gives up
+
+
+def _database_away(exc: BaseException) -> bool:
+    """Whether a failed expiry says the database (or the pool) is away, not the one order."""
+    cause = exc.__cause__ or exc
+    return isinstance(cause, OSError | TimeoutError | PoolTimeout) or is_unavailable(cause)
 
 
 async def expire_due(engine: AsyncEngine, stop: asyncio.Event | None = None) -> int:
     """One pass: expire every order now past its deadline with units waiting; returns how
     many this pass expired. With `stop` set, the pass ends after the order at hand (the next
     pass takes up the rest)."""
-    expired = failed = 0
+    expired = 0
     after: rows.DueKey | None = None
     while True:
         due = await run_read(engine, partial(rows.due_orders, limit=BATCH, after=after))
@@ -45,12 +51,12 @@ async def expire_due(engine: AsyncEngine, stop: asyncio.Event | None = None) -> 
             try:
                 if await run_transaction(engine, partial(expiry.expire_order, order_id=order_id)):
                     expired += 1
-            except Exception:
-                # One order that cannot be expired (its SKU locked past lock_timeout, a bug)
-                # must not hold back the others; several in one pass look like an outage: the
-                # loop pauses.
-                failed += 1
-                if failed >= MAX_FAILURES_PER_PASS:
+            except Exception as exc:
+                # The database away: the pass ends, and the watch pauses and backs off. One
+                # order that cannot be expired (its SKU locked past lock_timeout, a bug) must
+                # not hold back the others, however many such orders come first: it is
+                # skipped, and the next pass tries it again.
+                if _database_away(exc):
                     raise
                 log.exception(
                     "could not expire an order past its deadline; the next pass tries again",

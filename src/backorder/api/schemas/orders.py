@@ -116,7 +116,16 @@ class OrderIn(StrictModel):
     @field_validator("backorder_deadline")
     @classmethod
     def _in_the_future(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value <= datetime.now(UTC):
+        """The deadline in UTC, in the future. An offset can carry a date-time past the last
+        one UTC can hold (9999-12-31T23:00:00-14:00): PostgreSQL would store it, and no order
+        list could then be read back, so it is refused here."""
+        if value is None:
+            return None
+        try:
+            value = value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("must be no later than 9999-12-31T23:59:59Z") from None
+        if value <= datetime.now(UTC):
             raise ValueError("must be in the future")
         return value
 

@@ -9,7 +9,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backorder.db import orders, products, stock
+from backorder.db import orders, products, promises, stock
+from backorder.domain.deadlines import at_risk
 from backorder.domain.orders import ShipPolicy, Units, ready_to_ship, status_of
 from backorder.domain.products import product_status
 
@@ -132,3 +133,32 @@ async def test_refreshed_order_status_and_readiness_equal_the_python_rules(
             seen.add(rows[order_id].status)
         assert len(seen) == 6
         await tx.rollback()
+
+
+async def test_at_risk_sql_equals_the_python_rule(engine: AsyncEngine) -> None:
+    """`promises.at_risk_sql` (the queue's flags, the lists) and `domain.deadlines.at_risk`
+    (the order's `at_risk`) agree, at the UTC day boundary and across offsets."""
+    deadlines = [
+        "2026-12-10T00:00:00+00:00",
+        "2026-12-10T23:59:59+00:00",
+        "2026-12-10T01:00:00+05:00",  # 2026-12-09 in UTC
+        "2026-12-10T20:00:00-05:00",  # 2026-12-11 in UTC
+    ]
+    dates = [None, "2026-12-09", "2026-12-10", "2026-12-11"]
+    grid = list(itertools.product(deadlines, dates))
+    values = ", ".join(
+        f"(CAST('{d}' AS timestamptz), {'NULL::date' if e is None else f'DATE {e!r}'})"
+        for d, e in grid
+    )
+    sql = (
+        "SELECT deadline, expected, "
+        + promises.at_risk_sql("expected", "deadline")
+        + f" AS at_risk FROM (VALUES {values}) AS g(deadline, expected)"
+    )
+    async with engine.connect() as conn:
+        await conn.execute(text("SET TIME ZONE 'Asia/Tokyo'"))  # the session's zone plays no part
+        rows = (await conn.execute(text(sql))).all()
+    assert len(rows) == len(grid)
+    for r in rows:
+        assert r.at_risk == at_risk(1, r.expected, r.deadline), r
+    assert {r.at_risk for r in rows} == {True, False}

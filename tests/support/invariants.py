@@ -17,6 +17,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from backorder.db.orders import READY_SQL, STATUS_SQL
+from backorder.db.promises import at_risk_sql
 
 
 def _plain(url: str) -> str:
@@ -111,6 +112,28 @@ _CHECKS: dict[str, str] = {
         SELECT l.id, q.line_id FROM order_line l
         FULL JOIN backorder_queue q ON q.line_id = l.id
         WHERE (l.backordered > 0) IS DISTINCT FROM (q.line_id IS NOT NULL)
+    """,
+    # a waiting line carries its order's deadline (the expiry watch and the at-risk lists
+    # read it there)
+    "queue_deadline_not_order": """
+        SELECT q.line_id, q.deadline, o.backorder_deadline
+        FROM backorder_queue q JOIN order_line l ON l.id = q.line_id
+        JOIN sales_order o ON o.id = l.order_id
+        WHERE q.deadline IS DISTINCT FROM o.backorder_deadline
+    """,
+    # its announced state is the at-risk rule over its date now: every change of a date went
+    # through a statement that flips it (`db/promises.py`)...
+    "queue_at_risk_not_rule": f"""
+        SELECT q.line_id, q.at_risk, l.expected_date, q.deadline
+        FROM backorder_queue q JOIN order_line l ON l.id = q.line_id
+        WHERE q.at_risk <> (q.deadline IS NOT NULL
+                            AND {at_risk_sql("l.expected_date", "q.deadline")})
+    """,
+    # ...and a line at risk was announced
+    "at_risk_line_not_announced": """
+        SELECT q.line_id FROM backorder_queue q
+        WHERE q.at_risk AND CAST(q.line_id AS text) NOT IN (
+            SELECT data->>'line_id' FROM event WHERE type = 'backorder.deadline_at_risk')
     """,
     # the products' totals for /metrics agree with the lines and the events they sum
     "metric_totals_not_history": """

@@ -11,7 +11,6 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from backorder.db.events import to_json
-from backorder.db.promises import at_risk_sql
 from backorder.domain.orders import Units
 
 # The status rule of `domain/orders.py`, in SQL over summed units (a test keeps them equal);
@@ -255,11 +254,14 @@ _ORDER_COLUMNS = (
     "id, channel, customer_id, priority, ship_policy, external_ref, status, created_at, "
     "updated_at, backorder_deadline"
 )
-# The orders with a line at risk (`domain/deadlines.py`), found from the queue rows that carry
-# a deadline (a partial index): only waiting lines can be at risk, and they are in the queue.
+# A waiting line at risk (`domain/deadlines.py`), as its queue row `q` says: `db/promises.py`
+# keeps the row's flag to the rule with every date it gives, and only waiting lines can be at
+# risk. The rows with a deadline are found through a partial index.
+AT_RISK = "q.deadline IS NOT NULL AND q.at_risk"
+# The orders with a line at risk.
 AT_RISK_ORDERS = f"""
     SELECT l.order_id FROM backorder_queue q JOIN order_line l ON l.id = q.line_id
-    WHERE q.deadline IS NOT NULL AND {at_risk_sql("l.expected_date", "q.deadline")}"""
+    WHERE {AT_RISK}"""
 
 # A line's units per location, as `[[location, allocated, shipped]]` by rank, then code (the
 # view `line_allocation` derives them from the line's columns).
@@ -403,7 +405,7 @@ SELECT q.deadline, q.line_id, l.order_id, l.sku, l.backordered, l.expected_date,
 FROM backorder_queue q
 JOIN order_line l ON l.id = q.line_id
 JOIN sales_order o ON o.id = l.order_id
-WHERE q.deadline IS NOT NULL AND {at_risk_sql("l.expected_date", "q.deadline")}
+WHERE {AT_RISK}
   AND (CAST(:after_deadline AS timestamptz) IS NULL
        OR (q.deadline, q.line_id) > (:after_deadline, CAST(:after_line AS uuid)))
 ORDER BY q.deadline, q.line_id
@@ -415,7 +417,7 @@ _AT_RISK_COUNT = text(
 SELECT count(*) AS lines, count(DISTINCT l.order_id) AS orders,
        COALESCE(sum(l.backordered), 0) AS units
 FROM backorder_queue q JOIN order_line l ON l.id = q.line_id
-WHERE q.deadline IS NOT NULL AND {at_risk_sql("l.expected_date", "q.deadline")}
+WHERE {AT_RISK}
 """
 )
 

@@ -22,8 +22,9 @@ from uuid import UUID
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from backorder.db import deadlines, events, orders, stock
+from backorder.db import deadlines, events
 from backorder.db.orders import OrderRow
+from backorder.domain.errors import NotFound
 from backorder.domain.orders import ShipPolicy
 from backorder.services import ordering
 
@@ -45,12 +46,11 @@ async def expire_order(conn: AsyncConnection, order_id: UUID) -> bool:
     when this call did, False when there was nothing to do (no deadline, not yet passed,
     nothing waiting: already expired by another worker, filled, or cancelled)."""
     # The order's SKUs first, then the order read fresh: its lines change only under them.
-    skus = await orders.order_skus(conn, order_id)
-    if not skus:
-        return False  # no such order
-    locked = await stock.lock_products(conn, skus)
-    order = await orders.get_order(conn, order_id)
-    if order is None or order.backorder_deadline is None:
+    try:
+        order, locked = await ordering.lock_order(conn, order_id, None)
+    except NotFound:
+        return False
+    if order.backorder_deadline is None:
         return False
     if order.backorder_deadline > await deadlines.clock(conn):
         return False

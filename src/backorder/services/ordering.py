@@ -82,7 +82,7 @@ def order_view(order: OrderRow) -> dict[str, Any]:
     }
 
 
-async def _lock_order(
+async def lock_order(
     conn: AsyncConnection, order_id: UUID, channel: str | None
 ) -> tuple[OrderRow, dict[str, LockedProduct]]:
     """Lock the order's SKUs, then read the order fresh (its lines only change under them)."""
@@ -142,7 +142,7 @@ async def _settle_cancellation(
 async def cancel_order(
     conn: AsyncConnection, order_id: UUID, channel: str | None, reason: str | None
 ) -> dict[str, Any]:
-    order, locked = await _lock_order(conn, order_id, channel)
+    order, locked = await lock_order(conn, order_id, channel)
     units = {x.id: x.allocated + x.backordered for x in order.lines if x.allocated + x.backordered}
     if not units:
         shipped = sum(line.shipped for line in order.lines)
@@ -159,7 +159,7 @@ async def cancel_line(
     channel: str | None,
     reason: str | None,
 ) -> dict[str, Any]:
-    order, locked = await _lock_order(conn, order_id, channel)
+    order, locked = await lock_order(conn, order_id, channel)
     line = next((x for x in order.lines if x.id == line_id), None)
     if line is None:
         raise NotFound(f"no line {line_id} on order {order_id}")
@@ -211,7 +211,7 @@ async def ship(
 ) -> dict[str, Any]:
     if location is not None:
         await locations.require(conn, location)  # an inactive location still ships
-    order, locked = await _lock_order(conn, order_id, None)
+    order, locked = await lock_order(conn, order_id, None)
     by_id = {line.id: line for line in order.lines}
     ids = [line_id for line_id, _ in requested]
     if len(set(ids)) != len(ids):
@@ -309,7 +309,7 @@ async def ship(
 
 
 async def reprioritise(conn: AsyncConnection, order_id: UUID, priority: int) -> dict[str, Any]:
-    order, locked = await _lock_order(conn, order_id, None)
+    order, locked = await lock_order(conn, order_id, None)
     await conn.execute(
         text("UPDATE sales_order SET priority = :p, updated_at = clock_timestamp() WHERE id = :id"),
         {"p": priority, "id": order_id},
@@ -340,7 +340,7 @@ async def cancel_units(
     """Cancel `units[line_id]` unshipped units of each line named: its backordered units
     first, then its allocated ones, least preferred location first (`_release`). Announces
     it (`cancellation_events`: `reason` why, `note` the caller's words), then gives the freed
-    units to each SKU's queue. For a caller holding `_lock_order`'s locks, with `order` read
+    units to each SKU's queue. For a caller holding `lock_order`'s locks, with `order` read
     under them and not yet changed; answers the lines cancelled (`{line_id, sku, quantity}`,
     in line order)."""
     changes: list[LineChange] = []

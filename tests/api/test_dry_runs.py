@@ -13,7 +13,15 @@ from typing import Any
 import pytest
 from httpx import AsyncClient, Response
 
-from tests.support.api import OPS, assert_problem, error_fields, make_key, make_product, place
+from tests.support.api import (
+    OPS,
+    all_pages,
+    assert_problem,
+    error_fields,
+    make_key,
+    make_product,
+    place,
+)
 from tests.support.dates import days_ahead
 from tests.support.invariants import assert_invariants
 from tests.support.locations import movements, put_location, restock, state
@@ -45,15 +53,7 @@ async def post(client: AsyncClient, call: Call, *, dry: bool = False) -> Respons
 
 async def all_orders(client: AsyncClient) -> dict[str, dict[str, Any]]:
     """Every order as ops sees it, by id."""
-    out: dict[str, dict[str, Any]] = {}
-    params: dict[str, Any] = {"limit": 200}
-    while True:
-        r = await client.get("/v1/orders", params=params, headers=OPS)
-        assert r.status_code == 200, r.text
-        out |= {o["id"]: o for o in r.json()["data"]}
-        if r.json()["next_cursor"] is None:
-            return out
-        params["cursor"] = r.json()["next_cursor"]
+    return {o["id"]: o for o in await all_pages(client, "/v1/orders", limit=200)}
 
 
 def _looks(order: dict[str, Any]) -> tuple[Any, ...]:

@@ -18,7 +18,7 @@ import pytest
 from httpx import AsyncClient, Response
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.api import OPS, assert_problem, bearer, make_key, make_product
+from tests.support.api import OPS, all_pages, assert_problem, bearer, make_key, make_product
 from tests.support.dates import days_ahead
 from tests.support.invariants import assert_invariants
 from tests.support.locations import put_location
@@ -331,16 +331,7 @@ async def test_batches_of_overlapping_skus_share_the_stock_without_overselling(
 
 
 async def all_events(client: AsyncClient) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = []
-    params: dict[str, Any] = {"limit": 200}
-    while True:
-        r = await client.get("/v1/events", params=params, headers=OPS)
-        assert r.status_code == 200, r.text
-        page = r.json()
-        events.extend(page["data"])
-        if page["next_cursor"] is None:
-            return events
-        params["cursor"] = page["next_cursor"]
+    return await all_pages(client, "/v1/events", limit=200)
 
 
 def without_ids(value: Any, names: dict[str, str]) -> Any:

@@ -71,3 +71,17 @@ def assert_problem(r: Response, status: int, code: str) -> dict[str, Any]:
 def error_fields(body: dict[str, Any]) -> set[str]:
     """The fields a validation problem names."""
     return {e["field"] for e in body["errors"]}
+
+
+async def all_pages(client: AsyncClient, path: str, **params: Any) -> list[dict[str, Any]]:
+    """Every item of a paged list (ops key), page after page by its `next_cursor`."""
+    items: list[dict[str, Any]] = []
+    query: dict[str, Any] = {k: v for k, v in params.items() if v is not None}
+    while True:
+        r = await client.get(path, params=query, headers=OPS)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        items.extend(body["data"])
+        if body["next_cursor"] is None:
+            return items
+        query["cursor"] = body["next_cursor"]

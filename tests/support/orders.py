@@ -6,7 +6,7 @@ from typing import Any
 
 from httpx import AsyncClient
 
-from tests.support.api import OPS
+from tests.support.api import OPS, all_pages
 
 
 async def restock(client: AsyncClient, sku: str, quantity: int) -> dict[str, Any]:
@@ -34,18 +34,7 @@ async def product(client: AsyncClient, sku: str) -> dict[str, Any]:
 
 async def queue(client: AsyncClient, sku: str | None = None, **params: Any) -> list[dict[str, Any]]:
     """Every row of the backorder queue (all pages)."""
-    rows: list[dict[str, Any]] = []
-    query: dict[str, Any] = dict(params)
-    if sku is not None:
-        query["sku"] = sku
-    while True:
-        r = await client.get("/v1/backorders", params=query, headers=OPS)
-        assert r.status_code == 200, r.text
-        body = r.json()
-        rows.extend(body["data"])
-        if body["next_cursor"] is None:
-            return rows
-        query["cursor"] = body["next_cursor"]
+    return await all_pages(client, "/v1/backorders", sku=sku, **params)
 
 
 def line_units(order: dict[str, Any], index: int = 0) -> tuple[int, int, int, int]:
